@@ -1,0 +1,19 @@
+"""ilrec-trl: ILRec (self-hard negatives from intermediate layers) for LLM recommenders, on top of Hugging Face TRL."""
+
+__version__ = "0.1.0"
+
+from .catalog import CatalogProtocol, ItemCatalog
+from .losses import ILRecLossOutput, ilrec_losses
+from .rewards.protocol import RewardContext, RewardFn
+from .trainer import ILRecConfig, ILRecTrainer
+
+__all__ = [
+    "CatalogProtocol",
+    "ILRecConfig",
+    "ILRecLossOutput",
+    "ILRecTrainer",
+    "ItemCatalog",
+    "RewardContext",
+    "RewardFn",
+    "ilrec_losses",
+]

@@ -1,0 +1,96 @@
+"""Leave-one-out splits of user sequences into TRL prompt-completion datasets."""
+
+import logging
+from dataclasses import dataclass
+
+from datasets import Dataset
+
+from ..catalog import CatalogError, ItemCatalog
+from .prompts import DEFAULT_TEMPLATE, format_prompt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RecData:
+    """A recommendation dataset: `train`/`valid`/`test` in TRL's prompt-completion format, with the columns
+    `user_id`, `item_id` (the target), `history` (item ids, oldest first), and the item `catalog`."""
+
+    train: Dataset
+    valid: Dataset
+    test: Dataset
+    catalog: ItemCatalog
+    name: str = "dataset"
+    num_dropped_users: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"RecData({self.name}: {len(self.train)} train / {len(self.valid)} valid / {len(self.test)} test "
+            f"examples, {len(self.catalog)} items)"
+        )
+
+
+def _example(user, history, target, catalog, template, completion_prefix):
+    return {
+        "prompt": format_prompt([catalog.identifier(i) for i in history], template),
+        "completion": completion_prefix + catalog.identifier(target),
+        "user_id": user,
+        "item_id": int(target),
+        "history": [int(i) for i in history],
+    }
+
+
+def leave_one_out(
+    sequences: dict,
+    catalog: ItemCatalog,
+    max_history: int = 20,
+    min_interactions: int = 3,
+    template: str = DEFAULT_TEMPLATE,
+    completion_prefix: str = "",
+    name: str = "dataset",
+) -> RecData:
+    """Split chronological sequences the standard way: last item = test target, second-to-last = validation
+    target, every earlier item from the second on = a training target, each with the (at most `max_history`) most
+    recent items before it as history. Users with fewer than `min_interactions` items are dropped (and counted).
+    Deterministic: users are taken in sorted order."""
+    if min_interactions < 3:
+        raise ValueError("min_interactions must be >= 3 (one train, one valid and one test target).")
+    if max_history < 1:
+        raise ValueError("max_history must be >= 1.")
+    train, valid, test = [], [], []
+    dropped = 0
+    for user in sorted(sequences, key=lambda u: (str(type(u)), u)):
+        seq = [int(i) for i in sequences[user]]
+        for item in seq:
+            if not 0 <= item < len(catalog):
+                raise CatalogError(
+                    f"User {user!r} has item {item} in their history, which is not in the catalogue "
+                    f"(ids 0..{len(catalog) - 1}); filter the interactions or extend the item table."
+                )
+        if len(seq) < min_interactions:
+            dropped += 1
+            continue
+        for t in range(1, len(seq) - 2):
+            train.append(_example(user, seq[max(0, t - max_history) : t], seq[t], catalog, template, completion_prefix))
+        n = len(seq)
+        valid.append(
+            _example(user, seq[max(0, n - 2 - max_history) : n - 2], seq[n - 2], catalog, template, completion_prefix)
+        )
+        test.append(
+            _example(user, seq[max(0, n - 1 - max_history) : n - 1], seq[n - 1], catalog, template, completion_prefix)
+        )
+    if dropped:
+        logger.info("%s: dropped %d users with fewer than %d interactions.", name, dropped, min_interactions)
+    if not test:
+        raise ValueError(
+            f"{name}: no users left after dropping those with fewer than {min_interactions} interactions "
+            f"({dropped} dropped); check the data or lower min_interactions (>= 3)."
+        )
+    return RecData(
+        train=Dataset.from_list(train),
+        valid=Dataset.from_list(valid),
+        test=Dataset.from_list(test),
+        catalog=catalog,
+        name=name,
+        num_dropped_users=dropped,
+    )

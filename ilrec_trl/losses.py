@@ -1,0 +1,227 @@
+"""The maths of ILRec (arXiv 2602.17410) as one pure function, usable without a trainer.
+
+Given the final-layer logits and the logit-lens logits of the chosen intermediate layers at the N target positions,
+[`ilrec_losses`] mines the self-hard negatives and returns L_CPO, L_CPD, L_CRR and their weighted sum. Every term is
+also returned per position so that a trainer can normalise them the way it normalises its NLL (e.g. by the number
+of target tokens of the whole gradient-accumulation step).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .negatives import masked_log_softmax, masked_softmax, mine_negatives
+
+
+@dataclass
+class ILRecLossOutput:
+    """Result of [`ilrec_losses`].
+
+    Attributes:
+        loss: `L_CPO + cpd_weight * L_CPD + crr_weight * L_CRR` (scalar).
+        cpo, cpd, crr, nll: the three terms (means, as in the specification) and the plain SFT NLL (scalars,
+            `crr = 0` when no rewards are given).
+        cpo_per_token, cpd_per_token, nll_per_token: `[N]` per-position values whose mean is the scalar.
+        crr_per_token: `[N]`, zero where the position has no negatives; `crr = crr_per_token.sum() / crr_count`.
+        crr_count: number of positions that contribute to L_CRR (with negatives and a finite reward).
+        negatives: `[N, V]` bool, the mined self-hard negatives.
+        negative_weights: `[N, V]` hardness weights.
+        layer_top1: `[K]` fraction of positions where each layer's argmax is the ground truth.
+        final_top1: fraction of positions where the final layer's argmax is the ground truth.
+    """
+
+    loss: torch.Tensor
+    cpo: torch.Tensor
+    cpd: torch.Tensor
+    crr: torch.Tensor
+    nll: torch.Tensor
+    cpo_per_token: torch.Tensor
+    cpd_per_token: torch.Tensor
+    crr_per_token: torch.Tensor
+    nll_per_token: torch.Tensor
+    crr_count: torch.Tensor
+    negatives: torch.Tensor
+    negative_weights: torch.Tensor
+    layer_top1: torch.Tensor
+    final_top1: torch.Tensor
+
+
+def penalised_logits(final_logits: torch.Tensor, weights: torch.Tensor, alpha: float, penalty: str) -> torch.Tensor:
+    """ẑ = z + α·w·|z| (`"scaled"`) or z + α·w (`"additive"`); `weights` is zero outside the negatives."""
+    if penalty == "scaled":
+        return final_logits + alpha * weights * final_logits.abs()
+    if penalty == "additive":
+        return final_logits + alpha * weights
+    raise ValueError(f"cpo_penalty={penalty!r} is invalid: choose 'scaled' or 'additive'.")
+
+
+def cross_layer_distillation(
+    final_logits: torch.Tensor,
+    layer_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    detach_teacher: bool = True,
+    scope_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-position L_CPD: mean over layers of KL(softmax(z^L/T) ‖ softmax(z^l/T)), `[N]`.
+
+    With a scope, both distributions are renormalised over `scope ∪ {target}`.
+    """
+    teacher = final_logits / temperature
+    if detach_teacher:
+        teacher = teacher.detach()
+    student = layer_logits / temperature
+    if scope_mask is None:
+        log_t = teacher.log_softmax(-1)
+        log_s = student.log_softmax(-1)
+        kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # [K, N]
+    else:
+        support = scope_mask.expand_as(final_logits).clone()
+        support[torch.arange(targets.numel(), device=targets.device), targets] = True
+        log_t = masked_log_softmax(teacher, support)
+        log_s = masked_log_softmax(student, support.expand_as(student))
+        kl = (log_t.exp() * support * (log_t - log_s)).sum(-1)
+    return kl.mean(0)
+
+
+def collaborative_reward_regularisation(
+    final_logits: torch.Tensor,
+    negatives: torch.Tensor,
+    rewards: torch.Tensor,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position L_CRR: KL(q ‖ softmax(z^L)) with q = softmax over the negatives of r/T_r.
+
+    Negatives whose reward is not finite (no item behind them) get no mass. Returns `([N] values, [N] bool
+    contributing)`; positions without any rewarded negative contribute 0 and are not counted.
+    """
+    rewarded = negatives & torch.isfinite(rewards)
+    safe_rewards = torch.where(rewarded, rewards.float(), torch.zeros((), device=rewards.device))
+    log_q = masked_log_softmax(safe_rewards / temperature, rewarded)
+    q = log_q.exp() * rewarded
+    log_p = final_logits.log_softmax(-1)
+    values = (q * (log_q - log_p)).sum(-1)
+    contributing = rewarded.any(-1)
+    return values * contributing, contributing
+
+
+def ilrec_losses(
+    final_logits: torch.Tensor,
+    layer_logits: torch.Tensor,
+    targets: torch.Tensor,
+    config,
+    scope_mask: torch.Tensor | None = None,
+    rewards: torch.Tensor | None = None,
+) -> ILRecLossOutput:
+    """All of ILRec's maths at N target positions.
+
+    Args:
+        final_logits: `[N, V]` final-layer logits at the target positions.
+        layer_logits: `[K, N, V]` logit-lens logits of the K chosen layers at the same positions.
+        targets: `[N]` ground-truth token ids.
+        config: an [`ILRecConfig`] (or any object with the same ILRec fields).
+        scope_mask: `[N, V]` (or `[V]`) bool, tokens allowed to be negatives; `None` = the whole vocabulary.
+        rewards: `[N, V]` float token rewards for L_CRR; `None` = no CRR. Non-finite entries mean "no reward".
+
+    Returns:
+        [`ILRecLossOutput`]. Computed in float32 whatever the input dtype.
+    """
+    if final_logits.dim() != 2 or layer_logits.dim() != 3 or layer_logits.shape[1:] != final_logits.shape:
+        raise ValueError(
+            f"ilrec_losses expects final_logits [N, V] and layer_logits [K, N, V]; got {tuple(final_logits.shape)} "
+            f"and {tuple(layer_logits.shape)}."
+        )
+    if targets.shape != final_logits.shape[:1]:
+        raise ValueError(f"targets must be [N]={final_logits.shape[0]}; got {tuple(targets.shape)}.")
+    for name, tensor in (("scope_mask", scope_mask), ("rewards", rewards)):
+        if tensor is not None and tensor.shape[-1] != final_logits.shape[-1]:
+            raise ValueError(
+                f"{name} has {tensor.shape[-1]} columns but the logits have a vocabulary of {final_logits.shape[-1]}; "
+                f"build it against the same tokenizer/model (after resizing the embeddings)."
+            )
+    if rewards is not None and rewards.shape != final_logits.shape:
+        raise ValueError(f"rewards must be [N, V]={tuple(final_logits.shape)}; got {tuple(rewards.shape)}.")
+
+    final_logits = final_logits.float()
+    layer_logits = layer_logits.float()
+    if scope_mask is not None:
+        scope_mask = scope_mask.to(torch.bool)
+
+    mined = mine_negatives(
+        layer_logits.detach(),
+        targets,
+        threshold=config.negative_threshold,
+        phi=config.negative_phi,
+        tau=config.negative_tau,
+        topk=config.negative_topk,
+        scope_mask=scope_mask,
+    )
+
+    log_p = final_logits.log_softmax(-1)
+    nll_per_token = -log_p.gather(1, targets[:, None]).squeeze(1)
+
+    if config.cpo_alpha > 0:
+        hat = penalised_logits(final_logits, mined.weights, config.cpo_alpha, config.cpo_penalty)
+        cpo_per_token = torch.nn.functional.cross_entropy(hat, targets, reduction="none")
+    else:
+        cpo_per_token = nll_per_token
+
+    if config.cpd_weight > 0:
+        cpd_per_token = cross_layer_distillation(
+            final_logits,
+            layer_logits,
+            targets,
+            temperature=config.cpd_temperature,
+            detach_teacher=config.cpd_detach_teacher,
+            scope_mask=scope_mask,
+        )
+    else:
+        cpd_per_token = final_logits.new_zeros(targets.shape)
+
+    if rewards is not None and config.crr_weight > 0:
+        crr_per_token, contributing = collaborative_reward_regularisation(
+            final_logits, mined.mask, rewards, temperature=config.crr_temperature
+        )
+    else:
+        crr_per_token = final_logits.new_zeros(targets.shape)
+        contributing = torch.zeros_like(targets, dtype=torch.bool)
+
+    count = max(targets.numel(), 1)
+    crr_count = contributing.sum()
+    cpo = cpo_per_token.sum() / count
+    cpd = cpd_per_token.sum() / count
+    crr = crr_per_token.sum() / crr_count.clamp(min=1)
+    loss = cpo + config.cpd_weight * cpd + config.crr_weight * crr
+
+    with torch.no_grad():
+        layer_top1 = (layer_logits.argmax(-1) == targets).float().sum(-1) / count
+        final_top1 = (final_logits.argmax(-1) == targets).float().sum() / count
+
+    return ILRecLossOutput(
+        loss=loss,
+        cpo=cpo,
+        cpd=cpd,
+        crr=crr,
+        nll=nll_per_token.sum() / count,
+        cpo_per_token=cpo_per_token,
+        cpd_per_token=cpd_per_token,
+        crr_per_token=crr_per_token,
+        nll_per_token=nll_per_token,
+        crr_count=crr_count,
+        negatives=mined.mask,
+        negative_weights=mined.weights,
+        layer_top1=layer_top1,
+        final_top1=final_top1,
+    )
+
+
+# Re-exported for users who want the pieces.
+__all__ = [
+    "ILRecLossOutput",
+    "collaborative_reward_regularisation",
+    "cross_layer_distillation",
+    "ilrec_losses",
+    "masked_softmax",
+    "mine_negatives",
+    "penalised_logits",
+]

@@ -1,0 +1,3 @@
+from .tiny import tiny_llama
+
+__all__ = ["tiny_llama"]

@@ -1,0 +1,76 @@
+"""Step 1 of ILRec: self-hard negatives mined from the intermediate-layer ensemble (no gradient)."""
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class MinedNegatives:
+    """Negatives at N target positions.
+
+    Attributes:
+        mask: `[N, V]` bool, the self-hard negatives N_t (never the ground truth, always inside the scope).
+        weights: `[N, V]` float, hardness weights `softmax over N_t of the ensemble logits`, zero outside N_t;
+            each row sums to 1 where N_t is not empty.
+        ensemble_logits: `[N, V]` float32, the mean of the chosen layers' logit-lens logits.
+    """
+
+    mask: torch.Tensor
+    weights: torch.Tensor
+    ensemble_logits: torch.Tensor
+
+
+def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`log_softmax` of `logits` restricted to `mask` (renormalised there); `0` outside the mask, and rows with an
+    empty mask are all `0` (never NaN)."""
+    neg_inf = torch.finfo(logits.dtype).min
+    masked = logits.masked_fill(~mask, neg_inf)
+    out = masked.log_softmax(-1)
+    return out.masked_fill(~mask, 0.0)
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`softmax` of `logits` over `mask`, zero outside it, zero rows where the mask is empty."""
+    probs = masked_log_softmax(logits, mask).exp()
+    return probs * mask
+
+
+@torch.no_grad()
+def mine_negatives(
+    layer_logits: torch.Tensor,
+    targets: torch.Tensor,
+    threshold: str = "relative",
+    phi: float = 1.0,
+    tau: float = 0.01,
+    topk: int = 5,
+    scope_mask: torch.Tensor | None = None,
+) -> MinedNegatives:
+    """Mine the self-hard negatives of ILRec.
+
+    Args:
+        layer_logits: `[K, N, V]` logit-lens logits of the K chosen layers at the N target positions.
+        targets: `[N]` ground-truth token ids.
+        threshold: `"relative"` (`P(v) >= phi * P(y)`), `"absolute"` (`P(v) >= tau`) or `"topk"`.
+        scope_mask: `[N, V]` or `[V]` bool, tokens allowed to be negatives (`None` = all).
+    """
+    ensemble = layer_logits.float().mean(0)  # z̄_t
+    probs = ensemble.softmax(-1)  # P^S_t
+    num_positions, vocab = ensemble.shape
+    candidates = torch.ones_like(ensemble, dtype=torch.bool) if scope_mask is None else scope_mask.expand_as(ensemble)
+    candidates = candidates.clone()
+    candidates[torch.arange(num_positions, device=targets.device), targets] = False
+    if threshold == "relative":
+        truth = probs.gather(1, targets[:, None])
+        negatives = candidates & (probs >= phi * truth)
+    elif threshold == "absolute":
+        negatives = candidates & (probs >= tau)
+    elif threshold == "topk":
+        k = min(topk, vocab)
+        scores = probs.masked_fill(~candidates, -1.0)
+        top = scores.topk(k, dim=-1).indices
+        negatives = torch.zeros_like(candidates).scatter_(1, top, True) & candidates
+    else:
+        raise ValueError(f"negative_threshold={threshold!r} is invalid: choose 'relative', 'absolute' or 'topk'.")
+    weights = masked_softmax(ensemble, negatives)
+    return MinedNegatives(mask=negatives, weights=weights, ensemble_logits=ensemble)

@@ -1,0 +1,154 @@
+"""Configuration of the [`ILRecTrainer`]."""
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+NEGATIVE_SCOPES = ("full", "item", "trie")
+NEGATIVE_THRESHOLDS = ("relative", "absolute", "topk")
+CPO_PENALTIES = ("scaled", "additive")
+
+
+@dataclass
+class ILRecConfig(SFTConfig):
+    r"""
+    Configuration class for the [`ILRecTrainer`].
+
+    Everything of [`~trl.SFTConfig`] applies unchanged; this class only adds the parameters of ILRec
+    (arXiv 2602.17410): self-hard negatives mined from intermediate decoder layers, cross-layer preference
+    optimisation (CPO), cross-layer preference distillation (CPD) and collaborative reward regularisation (CRR).
+    The total loss is `L = L_CPO + cpd_weight * L_CPD + crr_weight * L_CRR`. With `cpo_alpha=0`, `cpd_weight=0`
+    and `crr_weight=0` it is exactly the SFT negative log-likelihood.
+
+    Parameters:
+        > Parameters that choose the intermediate layers
+
+        ilrec_layers (`list[int]`, *optional*, defaults to `[-2, -3, -4, -5]`):
+            Indices of the decoder layers whose hidden states form the intermediate ensemble. Non-negative indices
+            count from the bottom (`0` is the first decoder layer), negative ones from the top (`-1` is the last
+            decoder layer, so the default is the paper's L-1..L-4).
+        layers_module_path (`str`, *optional*):
+            Dotted path, from the causal LM, to the `ModuleList` of decoder layers (e.g. `"model.layers"` or
+            `"transformer.h"`). Only needed when the architecture is not recognised.
+        final_norm_module_path (`str`, *optional*):
+            Dotted path, from the causal LM, to the final norm applied before the output head (e.g. `"model.norm"`).
+            Only needed when the architecture is not recognised.
+
+        > Parameters that control negative mining (no gradient flows through it)
+
+        negative_scope (`str`, *optional*, defaults to `"full"`):
+            Tokens that may be negatives: `"full"` (the whole vocabulary), `"item"` (only tokens that appear in some
+            item identifier of the catalogue) or `"trie"` (only tokens that continue the ground-truth prefix into a
+            real item). `"item"` and `"trie"` need a `catalog`.
+        negative_threshold (`str`, *optional*, defaults to `"relative"`):
+            How a candidate becomes a negative: `"relative"` (ensemble probability at least `negative_phi` times the
+            ground truth's), `"absolute"` (probability at least `negative_tau`) or `"topk"` (the `negative_topk`
+            most probable candidates).
+        negative_phi (`float`, *optional*, defaults to `1.0`):
+            Factor of the relative threshold.
+        negative_tau (`float`, *optional*, defaults to `0.01`):
+            Probability of the absolute threshold.
+        negative_topk (`int`, *optional*, defaults to `5`):
+            Number of negatives of the top-k threshold.
+
+        > Parameters that control the losses
+
+        cpo_alpha (`float`, *optional*, defaults to `0.1`):
+            Strength of the penalty added to the final-layer logits of the negatives (L_CPO).
+        cpo_penalty (`str`, *optional*, defaults to `"scaled"`):
+            `"scaled"`: `z + alpha * w * |z|`; `"additive"`: `z + alpha * w`, with `w` the hardness weight.
+        cpd_weight (`float`, *optional*, defaults to `0.1`):
+            Weight of the cross-layer distillation loss L_CPD.
+        cpd_temperature (`float`, *optional*, defaults to `1.0`):
+            Temperature of both distributions in L_CPD.
+        cpd_detach_teacher (`bool`, *optional*, defaults to `True`):
+            Whether the final-layer teacher of L_CPD is detached (stop-gradient).
+        crr_weight (`float`, *optional*, defaults to `0.1`):
+            Weight of the collaborative reward loss L_CRR. Has no effect without a `reward_fn`.
+        crr_temperature (`float`, *optional*, defaults to `1.0`):
+            Temperature of the reward softmax over the negatives in L_CRR.
+        ilrec_start_step (`int`, *optional*, defaults to `0`):
+            Global step from which the ILRec losses are used; before it the trainer runs plain SFT.
+        reward_context_columns (`list[str]`, *optional*, defaults to `["user_id", "history", "item_id"]`):
+            Dataset columns kept and handed to the `reward_fn` as the batch's user context (those present are kept).
+    """
+
+    ilrec_layers: list[int] = field(
+        default_factory=lambda: [-2, -3, -4, -5],
+        metadata={"help": "Decoder layer indices of the intermediate ensemble (negative = from the top, -1 = last)."},
+    )
+    layers_module_path: str | None = field(
+        default=None,
+        metadata={"help": "Dotted path to the decoder layers' ModuleList when the architecture is not recognised."},
+    )
+    final_norm_module_path: str | None = field(
+        default=None,
+        metadata={"help": "Dotted path to the final norm when the architecture is not recognised."},
+    )
+    negative_scope: str = field(
+        default="full",
+        metadata={"help": "Tokens that may be negatives.", "choices": list(NEGATIVE_SCOPES)},
+    )
+    negative_threshold: str = field(
+        default="relative",
+        metadata={"help": "How candidates become negatives.", "choices": list(NEGATIVE_THRESHOLDS)},
+    )
+    negative_phi: float = field(default=1.0, metadata={"help": "Factor of the relative threshold."})
+    negative_tau: float = field(default=0.01, metadata={"help": "Probability of the absolute threshold."})
+    negative_topk: int = field(default=5, metadata={"help": "Number of negatives of the top-k threshold."})
+    cpo_alpha: float = field(default=0.1, metadata={"help": "Strength of the CPO penalty on negative logits."})
+    cpo_penalty: str = field(
+        default="scaled", metadata={"help": "Form of the CPO penalty.", "choices": list(CPO_PENALTIES)}
+    )
+    cpd_weight: float = field(default=0.1, metadata={"help": "Weight of L_CPD."})
+    cpd_temperature: float = field(default=1.0, metadata={"help": "Temperature of L_CPD."})
+    cpd_detach_teacher: bool = field(default=True, metadata={"help": "Detach the final-layer teacher of L_CPD."})
+    crr_weight: float = field(default=0.1, metadata={"help": "Weight of L_CRR (needs a reward_fn)."})
+    crr_temperature: float = field(default=1.0, metadata={"help": "Temperature of the reward softmax of L_CRR."})
+    ilrec_start_step: int = field(default=0, metadata={"help": "Global step from which ILRec losses are used."})
+    reward_context_columns: list[str] = field(
+        default_factory=lambda: ["user_id", "history", "item_id"],
+        metadata={"help": "Dataset columns handed to the reward_fn as user context."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        validate_ilrec_fields(self)
+
+
+def validate_ilrec_fields(cfg) -> None:
+    """Check the ILRec fields of `cfg` (an [`ILRecConfig`] or any object with the same attributes)."""
+
+    def fail(name, value, fix):
+        raise ValueError(f"ILRecConfig.{name}={value!r} is invalid: {fix}")
+
+    layers = cfg.ilrec_layers
+    if isinstance(layers, int):
+        layers = cfg.ilrec_layers = [layers]
+    if not layers:
+        fail("ilrec_layers", layers, "give at least one decoder layer index, e.g. [-2, -3, -4, -5].")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        fail("ilrec_layers", layers, "every entry must be an integer layer index.")
+    if len(set(layers)) != len(layers):
+        fail("ilrec_layers", layers, "each layer may appear only once.")
+    for name, choices in (
+        ("negative_scope", NEGATIVE_SCOPES),
+        ("negative_threshold", NEGATIVE_THRESHOLDS),
+        ("cpo_penalty", CPO_PENALTIES),
+    ):
+        if getattr(cfg, name) not in choices:
+            fail(name, getattr(cfg, name), f"choose one of {list(choices)}.")
+    if not cfg.negative_phi > 0:
+        fail("negative_phi", cfg.negative_phi, "it must be > 0 (1.0 = at least as probable as the truth).")
+    if not 0 < cfg.negative_tau <= 1:
+        fail("negative_tau", cfg.negative_tau, "it is a probability, in (0, 1].")
+    if not (isinstance(cfg.negative_topk, int) and cfg.negative_topk >= 1):
+        fail("negative_topk", cfg.negative_topk, "it must be an integer >= 1.")
+    for name in ("cpo_alpha", "cpd_weight", "crr_weight"):
+        if not getattr(cfg, name) >= 0:
+            fail(name, getattr(cfg, name), "it must be >= 0 (0 switches the term off).")
+    for name in ("cpd_temperature", "crr_temperature"):
+        if not getattr(cfg, name) > 0:
+            fail(name, getattr(cfg, name), "a temperature must be > 0.")
+    if not (isinstance(cfg.ilrec_start_step, int) and cfg.ilrec_start_step >= 0):
+        fail("ilrec_start_step", cfg.ilrec_start_step, "it must be an integer >= 0.")

@@ -1,0 +1,281 @@
+"""[`ILRecTrainer`]: TRL's `SFTTrainer` with ILRec's self-hard negatives from intermediate layers."""
+
+import logging
+from typing import Any
+
+import torch
+from trl import SFTTrainer
+
+from ..catalog import CatalogProtocol
+from ..layers import LayerCapture, find_decoder_layers, find_final_norm, resolve_layer_indices, unwrap_model
+from ..rewards.protocol import RewardContext
+from .ilrec_config import ILRecConfig
+from .model_forward import ILRecForwardPatch
+
+logger = logging.getLogger(__name__)
+
+CONTEXT_KEY = "ilrec_context"
+
+
+class ContextCollator:
+    """Wraps a collator: the batch also carries `ilrec_context`, the listed columns of each example (user context
+    for the `reward_fn`)."""
+
+    def __init__(self, collator, columns: list[str]):
+        self.collator = collator
+        self.columns = list(columns)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        context = {c: [ex[c] for ex in examples] for c in self.columns if c in examples[0]}
+        stripped = [{k: v for k, v in ex.items() if k not in self.columns} for ex in examples]
+        batch = self.collator(stripped)
+        if context:
+            batch[CONTEXT_KEY] = context
+        return batch
+
+    def __getattr__(self, name):  # behave like the wrapped collator (e.g. `padding_free`)
+        return getattr(self.collator, name)
+
+
+class ILRecTrainer(SFTTrainer):
+    """Trainer for ILRec: SFT plus self-hard negatives mined from the model's own intermediate layers.
+
+    A drop-in for [`~trl.SFTTrainer`]: same datasets, arguments and launchers. In addition:
+
+    Args:
+        args ([`ILRecConfig`]): the configuration, with ILRec's fields.
+        reward_fn (`callable`, *optional*): token rewards for L_CRR, see [`~ilrec_trl.rewards.RewardFn`]. `None`
+            switches CRR off.
+        catalog (*optional*): the item catalogue ([`~ilrec_trl.catalog.ItemCatalog`] or anything following
+            [`~ilrec_trl.catalog.CatalogProtocol`]); needed by the `item` and `trie` scopes. An unbound
+            `ItemCatalog` is bound to `processing_class`.
+
+    During `train()`/`evaluate()` the trainer registers forward hooks on the chosen decoder layers and routes the
+    loss through an ILRec forward; both are removed when those calls return or raise, leaving the model as given.
+    """
+
+    _tag_names = ["trl", "sft", "ilrec"]
+    _name = "ILRec"
+
+    def __init__(self, model, args: ILRecConfig | None = None, *pargs, reward_fn=None, catalog=None, **kwargs):
+        if args is None:
+            raise ValueError("ILRecTrainer needs an ILRecConfig: ILRecTrainer(model, args=ILRecConfig(...), ...).")
+        if not isinstance(args, ILRecConfig):
+            raise TypeError(
+                f"args must be an ILRecConfig (got {type(args).__name__}); build one with the same fields, e.g. "
+                f"ILRecConfig(**sft_config.to_dict())."
+            )
+        self._check_arguments(args, reward_fn, catalog)
+        super().__init__(model, args, *pargs, **kwargs)
+
+        self.reward_fn = reward_fn
+        self.catalog = catalog
+        if catalog is not None and hasattr(catalog, "is_bound") and not catalog.is_bound:
+            catalog.bind(self.processing_class)
+        if args.crr_weight > 0 and reward_fn is None:
+            logger.info("ILRec: no reward_fn given, so collaborative reward regularisation (L_CRR) is off.")
+        if reward_fn is not None and args.crr_weight == 0:
+            logger.warning("ILRec: a reward_fn was given but crr_weight=0, so it is never called.")
+
+        base = unwrap_model(self.model)
+        self._decoder_layers = find_decoder_layers(base, args.layers_module_path)
+        self._final_norm = find_final_norm(base, args.final_norm_module_path)
+        self._layer_positions = resolve_layer_indices(args.ilrec_layers, len(self._decoder_layers))
+        self._vocab_size = base.get_output_embeddings().out_features
+        if catalog is not None and getattr(catalog, "vocab_size", 0) > self._vocab_size:
+            raise ValueError(
+                f"The catalogue's identifiers use token ids up to {catalog.vocab_size - 1}, but the model's output "
+                f"head has only {self._vocab_size} rows: add the identifier tokens to the tokenizer and call "
+                f"model.resize_token_embeddings(len(tokenizer)) before building the trainer."
+            )
+        if catalog is not None and args.negative_scope == "item":
+            self._item_mask = catalog.item_token_mask(self._vocab_size)
+
+        self.data_collator = ContextCollator(self.data_collator, args.reward_context_columns)
+        self._capture: LayerCapture | None = None
+        self._forward_patch: ILRecForwardPatch | None = None
+        self._attach_depth = 0
+        self._check_train_completions()
+
+    # ------------------------------------------------------------------ validation
+    @staticmethod
+    def _check_arguments(args: ILRecConfig, reward_fn, catalog) -> None:
+        if args.negative_scope in ("item", "trie") and catalog is None:
+            raise ValueError(
+                f"ILRecConfig.negative_scope={args.negative_scope!r} needs an item catalogue: pass "
+                f"ILRecTrainer(..., catalog=rec_data.catalog), or use negative_scope='full'."
+            )
+        if catalog is not None and not isinstance(catalog, CatalogProtocol):
+            raise TypeError(
+                "catalog must implement item_token_mask / prefix_nodes / continuation_mask (see "
+                "ilrec_trl.catalog.CatalogProtocol); use ilrec_trl.ItemCatalog."
+            )
+        if reward_fn is not None and not callable(reward_fn):
+            raise TypeError("reward_fn must be callable: reward_fn(ctx: RewardContext) -> FloatTensor[N, V].")
+        needs_rows = args.negative_scope == "trie" or reward_fn is not None
+        if (args.packing or args.padding_free) and needs_rows:
+            raise ValueError(
+                "ILRecConfig.packing / padding_free cannot be combined with negative_scope='trie' or a reward_fn: "
+                "both need one example per batch row (to find each completion's item prefix and user). Set "
+                "packing=False and padding_free=False, or use negative_scope='full'/'item' without a reward_fn."
+            )
+        if args.loss_type != "nll":
+            raise ValueError(
+                f"ILRecConfig.loss_type={args.loss_type!r} is not supported: ILRec's L_CPO replaces the NLL. Use "
+                f"loss_type='nll'."
+            )
+        if args.label_smoothing_factor > 0:
+            raise ValueError("ILRecConfig.label_smoothing_factor must be 0: ILRec computes its own loss.")
+
+    def _check_train_completions(self, max_examples: int = 512) -> None:
+        """Before training, check that the first training completions spell catalogue items (trie scope)."""
+        if self.catalog is None or self.args.negative_scope != "trie" or self.train_dataset is None:
+            return
+        if not hasattr(self.train_dataset, "select") or "labels" not in (self.train_dataset.column_names or []):
+            return
+        sample = self.train_dataset.select(range(min(max_examples, len(self.train_dataset))))
+        labels = [torch.tensor(x) for x in sample["labels"]]
+        padded = torch.nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=-100)
+        self.catalog.prefix_nodes(padded[:, 1:])
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self._signature_columns is not None:
+            extra = [c for c in self.args.reward_context_columns if c not in self._signature_columns]
+            self._signature_columns = list(self._signature_columns) + extra
+
+    # ------------------------------------------------------------------ hooks lifecycle
+    def attach_ilrec_hooks(self) -> None:
+        """Register the layer hooks and the ILRec forward (re-entrant: nested calls share one registration)."""
+        if self._attach_depth == 0:
+            base = unwrap_model(self.model)
+            self._capture = LayerCapture(self._decoder_layers, self._layer_positions)
+            self._capture.enabled = False
+            try:
+                self._forward_patch = ILRecForwardPatch(base, self._capture, self._final_norm, self.args)
+            except Exception:
+                self._capture.remove()
+                raise
+        self._attach_depth += 1
+
+    def remove_ilrec_hooks(self) -> None:
+        """Remove the hooks and the ILRec forward (the model is left as it was given)."""
+        self._attach_depth = max(self._attach_depth - 1, 0)
+        if self._attach_depth == 0:
+            if self._forward_patch is not None:
+                self._forward_patch.remove()
+            if self._capture is not None:
+                self._capture.remove()
+            self._forward_patch, self._capture = None, None
+
+    def _with_hooks(self, method, *args, **kwargs):
+        self.attach_ilrec_hooks()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            self.remove_ilrec_hooks()
+
+    def train(self, *args, **kwargs):
+        return self._with_hooks(super().train, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        return self._with_hooks(super().evaluate, *args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        return self._with_hooks(super().predict, *args, **kwargs)
+
+    # ------------------------------------------------------------------ loss
+    def _ilrec_active(self) -> bool:
+        return not self.model.training or self.state.global_step >= self.args.ilrec_start_step
+
+    def build_ilrec_request(self, labels: torch.Tensor, context: dict | None) -> dict:
+        """Scope mask and token rewards at the target positions (computed outside autograd)."""
+        shift_labels = labels[:, 1:]
+        mask = shift_labels != -100
+        request: dict = {}
+        needs_nodes = self.args.negative_scope == "trie" or (self.reward_fn is not None and self.catalog is not None)
+        nodes = self.catalog.prefix_nodes(shift_labels) if (needs_nodes and self.catalog is not None) else None
+        if self.args.negative_scope == "item":
+            request["scope_mask"] = self._item_mask.to(labels.device)
+        elif self.args.negative_scope == "trie":
+            request["scope_mask"] = self.catalog.continuation_mask(nodes, self._vocab_size)
+        if self.reward_fn is not None and self.args.crr_weight > 0:
+            rows = mask.nonzero(as_tuple=True)[0]
+            ctx = RewardContext(
+                context=context or {},
+                rows=rows,
+                targets=shift_labels[mask],
+                prefix_nodes=nodes,
+                catalog=self.catalog,
+                vocab_size=self._vocab_size,
+            )
+            with torch.no_grad():
+                rewards = self.reward_fn(ctx)
+            expected = (rows.numel(), self._vocab_size)
+            if not isinstance(rewards, torch.Tensor) or tuple(rewards.shape) != expected:
+                shape = tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards).__name__
+                raise ValueError(
+                    f"reward_fn returned {shape}, expected a tensor of shape [N, V]={expected} (one row per target "
+                    f"position, one column per vocabulary token)."
+                )
+            request["rewards"] = rewards.to(labels.device)
+        return request
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        context = inputs.pop(CONTEXT_KEY, None)
+        if not self._ilrec_active() or self._forward_patch is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if return_outputs:
+            raise NotImplementedError("ILRecTrainer computes no full logits; use prediction_loss_only=True.")
+        mode = "train" if self.model.training else "eval"
+        request = self.build_ilrec_request(inputs["labels"], context)
+        outputs = model(**inputs, ilrec_request=request)
+
+        args = self.args
+        num_tokens = outputs.nll_per_token.numel() if num_items_in_batch is None else num_items_in_batch
+        denominator = torch.as_tensor(num_tokens, device=outputs.cpo_per_token.device).clamp(min=1)
+        loss = (outputs.cpo_per_token.sum() + args.cpd_weight * outputs.cpd_per_token.sum()) / denominator
+        if args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        if "rewards" in request:
+            crr = outputs.crr_per_token.sum() / outputs.crr_count.clamp(min=1)
+            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+            loss = loss + args.crr_weight * crr / steps
+        self._log_ilrec_metrics(mode, inputs, outputs)
+        return loss
+
+    @torch.no_grad()
+    def _log_ilrec_metrics(self, mode: str, inputs: dict, outputs) -> None:
+        n = outputs.nll_per_token.numel()
+        negs = outputs.negatives_per_token.float()
+        stats = torch.stack(
+            [
+                torch.tensor(float(n), device=negs.device),
+                outputs.nll_per_token.detach().sum(),
+                outputs.cpo_per_token.detach().sum(),
+                outputs.cpd_per_token.detach().sum(),
+                outputs.crr_per_token.detach().sum(),
+                outputs.crr_count.float(),
+                negs.sum(),
+                (negs > 0).float().sum(),
+                outputs.final_top1.float(),
+                *outputs.layer_top1.float(),
+            ]
+        )
+        totals = self.accelerator.gather(stats[None]).sum(0).tolist()
+        count = max(totals[0], 1.0)
+        metrics = self._metrics[mode]
+        metrics["nll"].append(totals[1] / count)
+        metrics["cpo"].append(totals[2] / count)
+        metrics["cpd"].append(totals[3] / count)
+        metrics["crr"].append(totals[4] / max(totals[5], 1.0))
+        metrics["negatives_per_token"].append(totals[6] / count)
+        metrics["frac_positions_with_negatives"].append(totals[7] / count)
+        metrics["mean_token_accuracy"].append(totals[8] / count)
+        for index, value in zip(self.args.ilrec_layers, totals[9:]):
+            metrics[f"top1_layer_{index}"].append(value / count)
+        if mode == "train":
+            local = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
+            local = torch.as_tensor(local, device=negs.device)
+            self._total_train_tokens += int(self.accelerator.gather(local[None]).sum().item()) // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]

@@ -1,0 +1,106 @@
+"""The ILRec forward: runs inside the model's own forward (so DeepSpeed ZeRO-3's parameter hooks are armed), and
+computes the final and logit-lens logits at the target positions only, then [`ilrec_losses`]."""
+
+import functools
+import types
+from dataclasses import dataclass
+
+import torch
+from transformers.utils import ModelOutput
+
+from ..layers import LayerCapture
+from ..logit_lens import logit_transform, project
+from ..losses import ilrec_losses
+
+
+@dataclass
+class ILRecModelOutput(ModelOutput):
+    """Per-position ILRec terms of one micro-batch (N target positions) and their statistics."""
+
+    cpo_per_token: torch.Tensor | None = None
+    cpd_per_token: torch.Tensor | None = None
+    crr_per_token: torch.Tensor | None = None
+    nll_per_token: torch.Tensor | None = None
+    crr_count: torch.Tensor | None = None
+    negatives_per_token: torch.Tensor | None = None
+    layer_top1: torch.Tensor | None = None
+    final_top1: torch.Tensor | None = None
+    negatives: torch.Tensor | None = None
+
+
+
+class ILRecForwardPatch:
+    """Patches `model.forward` so that `model(..., ilrec_request={...})` returns an [`ILRecModelOutput`]; without
+    `ilrec_request` the previous forward (TRL's fused LM head, or the model's own) runs unchanged. [`remove`] restores
+    the exact previous state."""
+
+    def __init__(self, model, capture: LayerCapture, final_norm, config):
+        self.model = model
+        self.capture = capture
+        self.final_norm = final_norm
+        self.config = config
+        self.scale, self.softcap = logit_transform(model.config)
+        self._had_instance_forward = "forward" in model.__dict__
+        self._previous = model.__dict__.get("forward")
+        previous_forward = model.forward
+        patch = self
+
+        @functools.wraps(type(model).forward)
+        def forward(self_model, *args, ilrec_request=None, **kwargs):
+            if ilrec_request is None:
+                return previous_forward(*args, **kwargs)
+            return patch.run(self_model, args, kwargs, ilrec_request)
+
+        model.forward = types.MethodType(forward, model)
+        self._installed = model.__dict__["forward"]
+
+    def run(self, model, args, kwargs, request: dict) -> ILRecModelOutput:
+        labels = kwargs.pop("labels", None)
+        if labels is None:
+            raise ValueError("The ILRec forward needs `labels` (the batch's shifted targets come from them).")
+        if kwargs.pop("shift_labels", None) is not None:
+            raise NotImplementedError("ILRec does not support pre-shifted labels (context/sequence parallelism).")
+        kwargs.pop("num_items_in_batch", None)
+        kwargs["use_cache"] = False
+        self.capture.states.clear()
+        self.capture.enabled = True
+        try:
+            backbone_outputs = model.base_model(*args, **kwargs)
+        finally:
+            self.capture.enabled = False
+        states = self.capture.pop()
+
+        shift_labels = labels[:, 1:]
+        mask = shift_labels != -100
+        final_hidden = backbone_outputs.last_hidden_state[:, :-1][mask]  # already normed by the backbone
+        layer_hidden = torch.stack([state[:, :-1][mask] for state in states])  # [K, N, d]
+        normed = self.final_norm(layer_hidden).to(final_hidden.dtype)
+        head = model.get_output_embeddings()
+        logits = project(head, torch.cat([final_hidden[None], normed]), self.scale, self.softcap)  # [K+1, N, V]
+        targets = shift_labels[mask]
+        out = ilrec_losses(
+            logits[0],
+            logits[1:],
+            targets,
+            self.config,
+            scope_mask=request.get("scope_mask"),
+            rewards=request.get("rewards"),
+        )
+        return ILRecModelOutput(
+            cpo_per_token=out.cpo_per_token,
+            cpd_per_token=out.cpd_per_token,
+            crr_per_token=out.crr_per_token,
+            nll_per_token=out.nll_per_token,
+            crr_count=out.crr_count,
+            negatives_per_token=out.negatives.sum(-1),
+            layer_top1=out.layer_top1 * max(targets.numel(), 1),
+            final_top1=out.final_top1 * max(targets.numel(), 1),
+            negatives=out.negatives if request.get("return_negatives") else None,
+        )
+
+    def remove(self) -> None:
+        if self.model.__dict__.get("forward") is self._installed:
+            if self._had_instance_forward:
+                self.model.forward = self._previous
+            else:
+                del self.model.forward

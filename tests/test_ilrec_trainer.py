@@ -1,0 +1,301 @@
+"""ILRecTrainer: equivalence with SFTTrainer, hooks, gradients, checkpointing, LoRA, training, resume, errors."""
+
+import copy
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from ilrec_trl import ILRecConfig, ILRecTrainer, ItemCatalog
+from ilrec_trl.catalog import CatalogError
+
+from .conftest import first_batch, grads_of
+
+ZERO = dict(cpo_alpha=0.0, cpd_weight=0.0, crr_weight=0.0)
+
+
+def hooks_on(model):
+    layers = model.model.layers if hasattr(model, "model") and hasattr(model.model, "layers") else None
+    if layers is None:
+        layers = model.get_base_model().model.layers
+    return sum(len(layer._forward_hooks) for layer in layers)
+
+
+def item_rewards(ctx):
+    """A deterministic toy reward: prefer tokens with small ids (finite everywhere)."""
+    v = torch.arange(ctx.vocab_size, dtype=torch.float32)
+    return (-v / ctx.vocab_size).expand(ctx.rows.numel(), -1).clone()
+
+
+@pytest.mark.parametrize("num_items_in_batch", [None, 37])
+def test_zero_weights_equal_sft_trainer(model, tokenizer, rec_data, args_factory, num_items_in_batch):
+    sft_model = copy.deepcopy(model)
+    ilrec = ILRecTrainer(model=model, args=args_factory(**ZERO), train_dataset=rec_data.train, processing_class=tokenizer)
+    sft = SFTTrainer(
+        model=sft_model, args=args_factory(cls=SFTConfig), train_dataset=rec_data.train, processing_class=tokenizer
+    )
+    batch, batch_sft = first_batch(ilrec), first_batch(sft)
+    assert torch.equal(batch["input_ids"], batch_sft["input_ids"])
+    ilrec.attach_ilrec_hooks()
+    try:
+        loss = ilrec.compute_loss(ilrec.model, batch, num_items_in_batch=num_items_in_batch)
+        loss.backward()
+    finally:
+        ilrec.remove_ilrec_hooks()
+    loss_sft = sft.compute_loss(sft.model, batch_sft, num_items_in_batch=num_items_in_batch)
+    loss_sft.backward()
+    assert loss.item() == pytest.approx(loss_sft.item(), rel=1e-6, abs=1e-7)
+    g, g_sft = grads_of(model), grads_of(sft_model)
+    assert g.keys() == g_sft.keys() and len(g) > 0
+    for name in g:
+        torch.testing.assert_close(g[name], g_sft[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_hooked_states_equal_output_hidden_states(model, tokenizer, rec_data, args_factory):
+    args = args_factory(ilrec_layers=[0, 2, -2, -1])
+    trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer)
+    batch = first_batch(trainer)
+    trainer.attach_ilrec_hooks()
+    try:
+        trainer._capture.enabled = True
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        states = trainer._capture.pop()
+    finally:
+        trainer.remove_ilrec_hooks()
+    num_layers = len(model.model.layers)
+    assert trainer._layer_positions == [0, 2, num_layers - 2, num_layers - 1]
+    for position, state in zip(trainer._layer_positions, states):
+        if position < num_layers - 1:
+            assert torch.equal(state, out.hidden_states[position + 1])
+        else:  # transformers' last entry is after the final norm
+            assert torch.equal(model.model.norm(state), out.hidden_states[position + 1])
+
+
+def test_only_target_positions_are_projected(model, tokenizer, rec_data, args_factory):
+    trainer = ILRecTrainer(model=model, args=args_factory(), train_dataset=rec_data.train, processing_class=tokenizer)
+    batch = first_batch(trainer)
+    seen = []
+    handle = model.lm_head.register_forward_hook(lambda m, a, o: seen.append(a[0].shape))
+    trainer.attach_ilrec_hooks()
+    try:
+        trainer.compute_loss(trainer.model, dict(batch))
+    finally:
+        trainer.remove_ilrec_hooks()
+        handle.remove()
+    n_targets = int((batch["labels"][:, 1:] != -100).sum())
+    assert seen == [torch.Size([len(trainer.args.ilrec_layers) + 1, n_targets, model.config.hidden_size])]
+
+
+def test_cpd_gradient_reaches_lower_layers_not_last_layer(model, tokenizer, rec_data, args_factory):
+    args = args_factory(ilrec_layers=[-2, -3], cpo_alpha=0.0, cpd_weight=1.0)
+    trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer)
+    batch = first_batch(trainer)
+    trainer.attach_ilrec_hooks()
+    try:
+        out = model(**batch, ilrec_request={})
+    finally:
+        trainer.remove_ilrec_hooks()
+    out.cpd_per_token.sum().backward()
+    last = model.model.layers[-1]
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in last.parameters())
+    assert model.model.layers[0].mlp.down_proj.weight.grad.abs().max() > 0
+    assert model.model.layers[-2].mlp.down_proj.weight.grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_gradient_checkpointing_matches(model, tokenizer, rec_data, args_factory, use_reentrant):
+    plain_model = copy.deepcopy(model)
+    kwargs = dict(cpo_alpha=0.5, cpd_weight=0.5, negative_scope="trie")
+
+    def loss_and_grads(m, **extra):
+        trainer = ILRecTrainer(
+            model=m, args=args_factory(**kwargs, **extra), train_dataset=rec_data.train,
+            processing_class=tokenizer, catalog=rec_data.catalog, reward_fn=item_rewards,
+        )
+        if extra.get("gradient_checkpointing"):
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+        m.train()
+        batch = first_batch(trainer)
+        trainer.attach_ilrec_hooks()
+        try:
+            captured = []
+            hook = m.model.layers[-2].register_forward_hook(lambda mod, a, o: captured.append(o.requires_grad))
+            loss = trainer.compute_loss(trainer.model, batch)
+            hook.remove()
+            loss.backward()
+        finally:
+            trainer.remove_ilrec_hooks()
+        return loss.item(), grads_of(m), captured
+
+    loss_gc, grads_gc, captured = loss_and_grads(
+        model, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": use_reentrant}
+    )
+    loss_plain, grads_plain, _ = loss_and_grads(plain_model)
+    assert model.model.layers[0].gradient_checkpointing
+    assert captured == [True]  # the hooked state carries gradients under checkpointing
+    assert loss_gc == pytest.approx(loss_plain, rel=1e-6)
+    assert grads_gc.keys() == grads_plain.keys()
+    for name in grads_plain:
+        torch.testing.assert_close(grads_gc[name], grads_plain[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_lora_trains_only_adapters(model, tokenizer, rec_data, args_factory):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    args = args_factory(max_steps=3, learning_rate=1e-2, negative_scope="trie")
+    trainer = ILRecTrainer(
+        model=peft_model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
+        catalog=rec_data.catalog,
+    )
+    trainer.train()
+    changed = {n for n, p in peft_model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and all("lora_" in n for n in changed)
+    assert any("lora_B" in n for n in changed)
+    logs = [entry for entry in trainer.state.log_history if "cpo" in entry]
+    assert logs and all("top1_layer_-2" in entry for entry in logs)
+    assert hooks_on(peft_model) == 0
+
+
+def test_short_training_run_loss_falls_and_logs_metrics(model, tokenizer, rec_data, args_factory):
+    args = args_factory(
+        max_steps=40, learning_rate=3e-3, per_device_train_batch_size=16, logging_steps=5, negative_scope="trie"
+    )
+    trainer = ILRecTrainer(
+        model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
+        catalog=rec_data.catalog, reward_fn=item_rewards,
+    )
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert logs[-1]["loss"] < 0.7 * logs[0]["loss"]
+    for key in ("nll", "cpo", "cpd", "crr", "negatives_per_token", "frac_positions_with_negatives",
+                "mean_token_accuracy", "top1_layer_-2", "top1_layer_-5", "num_tokens"):
+        assert key in logs[-1], key
+    assert any(e["negatives_per_token"] > 0 for e in logs)
+    assert any(e["crr"] > 0 for e in logs)
+    assert hooks_on(model) == 0
+
+
+def test_start_step_runs_plain_sft_before(model, tokenizer, rec_data, args_factory):
+    args = args_factory(max_steps=4, ilrec_start_step=2)
+    trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer)
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert ["cpo" in e for e in logs] == [False, False, True, True]
+
+
+def test_checkpoint_resume_reproduces_losses(tokenizer, rec_data, args_factory, base_model, tmp_path):
+    common = dict(max_steps=6, logging_steps=1, save_strategy="steps", save_steps=3, learning_rate=3e-3,
+                  negative_scope="trie", output_dir=str(tmp_path / "run"))
+    full = ILRecTrainer(model=copy.deepcopy(base_model), args=args_factory(**common), train_dataset=rec_data.train,
+                        processing_class=tokenizer, catalog=rec_data.catalog)
+    full.train()
+    full_losses = [e["loss"] for e in full.state.log_history if "loss" in e]
+    resumed = ILRecTrainer(model=copy.deepcopy(base_model), args=args_factory(**common), train_dataset=rec_data.train,
+                           processing_class=tokenizer, catalog=rec_data.catalog)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-3"))
+    resumed_losses = [e["loss"] for e in resumed.state.log_history if "loss" in e and e["step"] > 3]
+    assert len(resumed_losses) == 3
+    assert resumed_losses == pytest.approx(full_losses[3:], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("negative_scope", "bogus", "negative_scope"),
+        ("negative_threshold", "median", "negative_threshold"),
+        ("cpo_penalty", "mult", "cpo_penalty"),
+        ("cpo_alpha", -1.0, "cpo_alpha"),
+        ("negative_phi", 0.0, "negative_phi"),
+        ("negative_tau", 2.0, "negative_tau"),
+        ("negative_topk", 0, "negative_topk"),
+        ("cpd_temperature", 0.0, "cpd_temperature"),
+        ("ilrec_layers", [], "ilrec_layers"),
+        ("ilrec_layers", [1, 1], "ilrec_layers"),
+        ("ilrec_start_step", -1, "ilrec_start_step"),
+    ],
+)
+def test_invalid_config_values(args_factory, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        args_factory(**{field: value})
+
+
+def test_layer_index_out_of_range(model, tokenizer, rec_data, args_factory):
+    with pytest.raises(ValueError, match=r"ilrec_layers contains 6.*6 decoder layers"):
+        ILRecTrainer(model=model, args=args_factory(ilrec_layers=[6]), train_dataset=rec_data.train,
+                     processing_class=tokenizer)
+    with pytest.raises(ValueError, match=r"ilrec_layers contains -7"):
+        ILRecTrainer(model=model, args=args_factory(ilrec_layers=[-7]), train_dataset=rec_data.train,
+                     processing_class=tokenizer)
+
+
+def test_unknown_architecture_says_how_to_point_at_layers(model, tokenizer, rec_data, args_factory):
+    with pytest.raises(ValueError, match="layers_module_path"):
+        ILRecTrainer(model=model, args=args_factory(layers_module_path="model.blocks"), train_dataset=rec_data.train,
+                     processing_class=tokenizer)
+    model.model.blocks = model.model.layers
+    del model.model.layers
+    with pytest.raises(ValueError, match="Could not find the decoder layers.*layers_module_path"):
+        ILRecTrainer(model=model, args=args_factory(), train_dataset=rec_data.train, processing_class=tokenizer)
+
+
+def test_scope_needs_catalog_and_packing_refused(model, tokenizer, rec_data, args_factory):
+    with pytest.raises(ValueError, match="needs an item catalogue"):
+        ILRecTrainer(model=model, args=args_factory(negative_scope="trie"), train_dataset=rec_data.train,
+                     processing_class=tokenizer)
+    with pytest.raises(ValueError, match="packing"):
+        ILRecTrainer(model=model, args=args_factory(negative_scope="trie", packing=True),
+                     train_dataset=rec_data.train, processing_class=tokenizer, catalog=rec_data.catalog)
+
+
+def test_completion_without_identifier_fails(model, tokenizer, rec_data, args_factory):
+    bad = Dataset.from_list([{"prompt": "User history: <a_0><b_0><c_0>. Next item:", "completion": "Next item"}] * 8)
+    with pytest.raises(CatalogError, match="does not start with an item identifier"):
+        ILRecTrainer(model=model, args=args_factory(negative_scope="trie"), train_dataset=bad,
+                     processing_class=tokenizer, catalog=rec_data.catalog)
+
+
+def test_catalog_larger_than_model_vocab_fails(model, tokenizer, rec_data, args_factory):
+    catalog = ItemCatalog(rec_data.catalog.identifiers).bind_token_ids(
+        [[i, 9000] for i in range(len(rec_data.catalog))], vocab_size=10_000)
+    with pytest.raises(ValueError, match="resize_token_embeddings"):
+        ILRecTrainer(model=model, args=args_factory(negative_scope="item"), train_dataset=rec_data.train,
+                     processing_class=tokenizer, catalog=catalog)
+
+
+def test_bad_reward_shape_fails_and_hooks_are_removed(model, tokenizer, rec_data, args_factory):
+    trainer = ILRecTrainer(
+        model=model, args=args_factory(negative_scope="trie"), train_dataset=rec_data.train,
+        processing_class=tokenizer, catalog=rec_data.catalog, reward_fn=lambda ctx: torch.zeros(3, 3),
+    )
+    forward_before = model.__dict__.get("forward")
+    with pytest.raises(ValueError, match=r"reward_fn returned \(3, 3\), expected"):
+        trainer.train()
+    assert hooks_on(model) == 0
+    assert model.__dict__.get("forward") is forward_before
+
+
+def test_hooks_not_registered_twice(model, tokenizer, rec_data, args_factory):
+    a = ILRecTrainer(model=model, args=args_factory(), train_dataset=rec_data.train, processing_class=tokenizer)
+    a.attach_ilrec_hooks()
+    a.attach_ilrec_hooks()  # nested: shares the registration
+    assert hooks_on(model) == 4
+    b = ILRecTrainer(model=model, args=args_factory(), train_dataset=rec_data.train, processing_class=tokenizer)
+    with pytest.raises(RuntimeError, match="already carries an ILRec capture hook"):
+        b.attach_ilrec_hooks()
+    a.remove_ilrec_hooks()
+    assert hooks_on(model) == 4
+    a.remove_ilrec_hooks()
+    assert hooks_on(model) == 0
+
+
+def test_evaluate_logs_ilrec_metrics(model, tokenizer, rec_data, args_factory):
+    trainer = ILRecTrainer(model=model, args=args_factory(negative_scope="trie"), train_dataset=rec_data.train,
+                           eval_dataset=rec_data.valid.select(range(16)), processing_class=tokenizer,
+                           catalog=rec_data.catalog)
+    metrics = trainer.evaluate()
+    assert "eval_loss" in metrics and "eval_cpo" in metrics and "eval_top1_layer_-2" in metrics
+    assert hooks_on(model) == 0

@@ -1,0 +1,179 @@
+"""`ilrec_losses` against an independent, slow per-token reference; CPO/CPD/CRR behaviour."""
+
+import itertools
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ilrec_trl.losses import ilrec_losses
+
+
+def cfg(**kw):
+    base = dict(
+        negative_threshold="relative",
+        negative_phi=1.0,
+        negative_tau=0.05,
+        negative_topk=3,
+        cpo_alpha=0.5,
+        cpo_penalty="scaled",
+        cpd_weight=0.3,
+        cpd_temperature=1.5,
+        cpd_detach_teacher=True,
+        crr_weight=0.2,
+        crr_temperature=0.7,
+    )
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def reference(final, layers, targets, c, scope=None, rewards=None):
+    """Slow, loop-per-token reference written straight from the specification (float64)."""
+    final, layers = final.double(), layers.double()
+    K, N, V = layers.shape
+    cpo, cpd, crr, crr_n = [], [], [], 0
+    negs = torch.zeros(N, V, dtype=torch.bool)
+    for t in range(N):
+        y = int(targets[t])
+        zbar = [sum(float(layers[k, t, v]) for k in range(K)) / K for v in range(V)]
+        m = max(zbar)
+        ez = [math.exp(z - m) for z in zbar]
+        P = [e / sum(ez) for e in ez]
+        cands = [v for v in range(V) if v != y and (scope is None or bool(scope[t, v]))]
+        if c.negative_threshold == "relative":
+            neg = [v for v in cands if P[v] >= c.negative_phi * P[y]]
+        elif c.negative_threshold == "absolute":
+            neg = [v for v in cands if P[v] >= c.negative_tau]
+        else:
+            neg = sorted(cands, key=lambda v: -P[v])[: c.negative_topk]
+        for v in neg:
+            negs[t, v] = True
+        denom = sum(math.exp(zbar[v]) for v in neg)
+        w = {v: math.exp(zbar[v]) / denom for v in neg}
+        z = [float(final[t, v]) for v in range(V)]
+        zhat = list(z)
+        for v in neg:
+            zhat[v] = z[v] + c.cpo_alpha * w[v] * (abs(z[v]) if c.cpo_penalty == "scaled" else 1.0)
+        lse = math.log(sum(math.exp(x) for x in zhat))
+        cpo.append(lse - zhat[y])
+        support = list(range(V)) if scope is None else sorted({v for v in range(V) if scope[t, v]} | {y})
+        T = c.cpd_temperature
+        tl = [z[v] / T for v in support]
+        tlse = math.log(sum(math.exp(x) for x in tl))
+        pt = [math.exp(x - tlse) for x in tl]
+        kls = []
+        for k in range(K):
+            sl = [float(layers[k, t, v]) / T for v in support]
+            slse = math.log(sum(math.exp(x) for x in sl))
+            kls.append(sum(p * ((a - tlse) - (b - slse)) for p, a, b in zip(pt, tl, sl)))
+        cpd.append(sum(kls) / K)
+        if rewards is not None:
+            rewarded = [v for v in neg if math.isfinite(float(rewards[t, v]))]
+            if rewarded:
+                rs = [float(rewards[t, v]) / c.crr_temperature for v in rewarded]
+                rlse = math.log(sum(math.exp(x) for x in rs))
+                q = [math.exp(x - rlse) for x in rs]
+                zlse = math.log(sum(math.exp(x) for x in z))
+                crr.append(sum(qi * (math.log(qi) - (z[v] - zlse)) for qi, v in zip(q, rewarded)))
+                crr_n += 1
+    cpo_m = sum(cpo) / N
+    cpd_m = sum(cpd) / N
+    crr_m = sum(crr) / max(crr_n, 1)
+    return cpo_m, cpd_m, crr_m, negs
+
+
+@pytest.mark.parametrize(
+    "threshold,penalty,with_scope,with_rewards",
+    list(itertools.product(["relative", "absolute", "topk"], ["scaled", "additive"], [False, True], [False, True])),
+)
+def test_matches_slow_reference(threshold, penalty, with_scope, with_rewards):
+    g = torch.Generator().manual_seed(hash((threshold, penalty, with_scope, with_rewards)) % 1000)
+    K, N, V = 3, 7, 11
+    final = torch.randn(N, V, generator=g) * 2
+    layers = torch.randn(K, N, V, generator=g) * 2
+    targets = torch.randint(0, V, (N,), generator=g)
+    scope = torch.rand(N, V, generator=g) > 0.4 if with_scope else None
+    rewards = None
+    if with_rewards:
+        rewards = torch.randn(N, V, generator=g)
+        rewards[torch.rand(N, V, generator=g) > 0.8] = float("-inf")
+    c = cfg(negative_threshold=threshold, cpo_penalty=penalty)
+    out = ilrec_losses(final, layers, targets, c, scope_mask=scope, rewards=rewards)
+    cpo, cpd, crr, negs = reference(final, layers, targets, c, scope, rewards)
+    assert torch.equal(out.negatives, negs)
+    assert out.negatives.any(), "test case should mine some negatives"
+    assert out.cpo.item() == pytest.approx(cpo, rel=1e-5, abs=1e-6)
+    assert out.cpd.item() == pytest.approx(cpd, rel=1e-5, abs=1e-6)
+    assert out.crr.item() == pytest.approx(crr if with_rewards else 0.0, rel=1e-5, abs=1e-6)
+    expected = cpo + c.cpd_weight * cpd + c.crr_weight * (crr if with_rewards else 0.0)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_weights_sum_to_one_and_no_truth_in_negatives():
+    g = torch.Generator().manual_seed(1)
+    final, layers = torch.randn(20, 30, generator=g), torch.randn(4, 20, 30, generator=g)
+    targets = torch.randint(0, 30, (20,), generator=g)
+    out = ilrec_losses(final, layers, targets, cfg(negative_threshold="topk", negative_topk=4))
+    assert not out.negatives[torch.arange(20), targets].any()
+    assert torch.allclose(out.negative_weights.sum(-1), torch.ones(20))
+    assert (out.negatives.sum(-1) == 4).all()
+
+
+def test_cpo_raises_loss_and_gradient_on_negatives():
+    g = torch.Generator().manual_seed(2)
+    N, V = 16, 20
+    final = torch.randn(N, V, generator=g, requires_grad=True)
+    layers = torch.randn(3, N, V, generator=g)
+    targets = torch.randint(0, V, (N,), generator=g)
+    off = ilrec_losses(final, layers, targets, cfg(cpo_alpha=0.0, cpd_weight=0.0, crr_weight=0.0))
+    on = ilrec_losses(final, layers, targets, cfg(cpo_alpha=1.0, cpd_weight=0.0, crr_weight=0.0, cpo_penalty="additive"))
+    assert on.negatives.any()
+    assert on.cpo.item() > off.cpo.item() + 1e-4
+    (g_off,) = torch.autograd.grad(off.loss, final)
+    (g_on,) = torch.autograd.grad(on.loss, final)
+    negs = on.negatives
+    rows = negs.any(-1)
+    # the gradient pushes the negatives down harder: more gradient on them in total, and on the hardest one
+    assert ((g_on * negs).sum(-1)[rows] > (g_off * negs).sum(-1)[rows]).all()
+    hardest = on.negative_weights.argmax(-1)
+    r = torch.arange(N)
+    assert (g_on[r, hardest][rows] > g_off[r, hardest][rows]).all()
+    # and the truth's gradient is more negative (pulled up harder)
+    assert (g_on[r, targets][rows] < g_off[r, targets][rows]).all()
+    # with alpha=0 the loss is the plain NLL
+    nll = torch.nn.functional.cross_entropy(final, targets)
+    assert off.loss.item() == pytest.approx(nll.item(), rel=1e-6)
+
+
+def test_no_negatives_means_plain_nll():
+    N, V = 5, 9
+    targets = torch.arange(N)
+    layers = torch.full((2, N, V), -5.0)
+    layers[:, torch.arange(N), targets] = 10.0  # truth dominates every layer -> nothing at least as probable
+    final = torch.randn(N, V, requires_grad=True)
+    out = ilrec_losses(final, layers, targets, cfg(cpo_alpha=5.0, cpd_weight=0.0), rewards=torch.randn(N, V))
+    assert not out.negatives.any()
+    assert out.cpo.item() == pytest.approx(torch.nn.functional.cross_entropy(final, targets).item(), rel=1e-6)
+    assert out.crr.item() == 0.0 and out.crr_count.item() == 0
+
+
+def test_cpd_teacher_detached_or_not():
+    g = torch.Generator().manual_seed(3)
+    final = torch.randn(6, 10, generator=g, requires_grad=True)
+    layers = torch.randn(2, 6, 10, generator=g, requires_grad=True)
+    targets = torch.randint(0, 10, (6,), generator=g)
+    out = ilrec_losses(final, layers, targets, cfg(cpd_detach_teacher=True))
+    gf, gl = torch.autograd.grad(out.cpd, (final, layers), allow_unused=True)
+    assert gf is None and gl.abs().max() > 0
+    out = ilrec_losses(final, layers, targets, cfg(cpd_detach_teacher=False))
+    gf, gl = torch.autograd.grad(out.cpd, (final, layers))
+    assert gf.abs().max() > 0
+
+
+def test_bad_shapes_fail_clearly():
+    final, layers, targets = torch.randn(4, 8), torch.randn(2, 4, 8), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="rewards"):
+        ilrec_losses(final, layers, targets, cfg(), rewards=torch.randn(4, 7))
+    with pytest.raises(ValueError, match="layer_logits"):
+        ilrec_losses(final, torch.randn(2, 3, 8), targets, cfg())
