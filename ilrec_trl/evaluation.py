@@ -1,0 +1,151 @@
+"""Full-ranking evaluation (Hit@K, NDCG@K) with constrained beam search, and a Trainer callback for it."""
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from .catalog import ItemCatalog
+from .generation import constrained_beam_search
+
+logger = logging.getLogger(__name__)
+DEFAULT_KS = (1, 5, 10, 20)
+
+
+def target_ranks(ranked: list[list[int]], targets: list[int]) -> np.ndarray:
+    """1-based rank of each target in its ranked list (first occurrence), `0` when it is missing."""
+    if len(ranked) != len(targets):
+        raise ValueError(f"Got {len(ranked)} ranked lists for {len(targets)} targets.")
+    ranks = np.zeros(len(targets), dtype=np.int64)
+    for u, (items, target) in enumerate(zip(ranked, targets)):
+        for position, item in enumerate(items):
+            if item == target:
+                ranks[u] = position + 1
+                break
+    return ranks
+
+
+def metrics_from_ranks(ranks, ks=DEFAULT_KS) -> dict[str, float]:
+    """Hit@K and NDCG@K (one relevant item, gain `1/log2(rank+1)`) averaged over users; rank 0 = missed."""
+    ranks = np.asarray(ranks)
+    if ranks.size == 0:
+        raise ValueError("No users to evaluate.")
+    found = ranks > 0
+    out = {}
+    for k in ks:
+        hit = found & (ranks <= k)
+        out[f"hit@{k}"] = float(hit.mean())
+        gains = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+        out[f"ndcg@{k}"] = float(gains.mean())
+    return out
+
+
+def ranking_metrics(ranked: list[list[int]], targets: list[int], ks=DEFAULT_KS) -> dict[str, float]:
+    """Hit@K and NDCG@K of ranked item lists against single target items."""
+    return metrics_from_ranks(target_ranks(ranked, targets), ks)
+
+
+def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """1-based rank of each target under full-catalogue scores `[U, I]`; ties count against the target
+    (pessimistic: every item scoring at least as high ranks above). `exclude` `[U, I]` bool drops items."""
+    scores = scores.float()
+    if exclude is not None:
+        scores = scores.masked_fill(exclude, float("-inf"))
+    target_scores = scores.gather(1, targets[:, None])
+    others = scores >= target_scores
+    others[torch.arange(len(targets)), targets] = False
+    return others.sum(1) + 1
+
+
+def _subset(split, max_users, seed):
+    if max_users is None or max_users >= len(split):
+        return split
+    rng = np.random.default_rng(seed)
+    return split.select(sorted(rng.choice(len(split), size=max_users, replace=False).tolist()))
+
+
+def evaluate_recommendations(
+    model,
+    tokenizer,
+    split,
+    catalog: ItemCatalog,
+    num_beams: int = 20,
+    ks=DEFAULT_KS,
+    max_users: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    output_jsonl: str | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Constrained beam search over the split's users (all, or a seeded subset of `max_users`), then Hit@K and
+    NDCG@K. The split needs `prompt` and `item_id` columns (a [`RecData`] split). With `output_jsonl`, each user's
+    ranked list is written there."""
+    for column in ("prompt", "item_id"):
+        if column not in split.column_names:
+            raise ValueError(f"The split has no {column!r} column; pass a RecData split (rec_data.test).")
+    if max(ks) > num_beams:
+        raise ValueError(f"max(ks)={max(ks)} exceeds num_beams={num_beams}; raise num_beams or lower ks.")
+    split = _subset(split, max_users, seed)
+    recs = constrained_beam_search(
+        model, tokenizer, catalog, list(split["prompt"]), num_beams=num_beams, batch_size=batch_size,
+        progress=progress,
+    )
+    targets = list(split["item_id"])
+    metrics = ranking_metrics(recs.items, targets, ks)
+    metrics["num_users"] = len(targets)
+    if output_jsonl is not None:
+        Path(output_jsonl).parent.mkdir(parents=True, exist_ok=True)
+        users = split["user_id"] if "user_id" in split.column_names else list(range(len(targets)))
+        with open(output_jsonl, "w") as f:
+            for user, target, items, scores in zip(users, targets, recs.items, recs.scores):
+                f.write(json.dumps({"user_id": user, "target": target, "ranked": items,
+                                    "scores": [s if math.isfinite(s) else None for s in scores]}) + "\n")
+    return metrics
+
+
+class RecommendationEvalCallback(TrainerCallback):
+    """Evaluates Hit@K/NDCG@K on a split every `eval_steps` optimizer steps (and at the end of training) and logs
+    them through the Trainer (`report_to`), as `rec_<split>_hit@10` etc., so training curves show recommendation
+    quality, not only loss.
+
+    Usage: `cb = RecommendationEvalCallback(trainer, rec_data.valid, rec_data.catalog, eval_steps=200,
+    max_users=500)`; `trainer.add_callback(cb)`.
+    """
+
+    def __init__(self, trainer, split, catalog, eval_steps: int = 500, max_users: int | None = 500,
+                 num_beams: int = 20, ks=(5, 10), seed: int = 0, batch_size: int = 16, prefix: str = "rec_valid"):
+        self.trainer = trainer
+        self.split = _subset(split, max_users, seed)
+        self.catalog = catalog
+        self.eval_steps = eval_steps
+        self.num_beams = num_beams
+        self.ks = ks
+        self.batch_size = batch_size
+        self.prefix = prefix
+        self.history: list[dict] = []
+        self._last_step = -1
+
+    def _run(self, state):
+        if state.global_step == self._last_step:
+            return
+        self._last_step = state.global_step
+        metrics = evaluate_recommendations(
+            self.trainer.model, self.trainer.processing_class, self.split, self.catalog, num_beams=self.num_beams,
+            ks=self.ks, batch_size=self.batch_size, progress=False,
+        )
+        logs = {f"{self.prefix}_{k}": v for k, v in metrics.items() if k != "num_users"}
+        self.history.append({"step": state.global_step, **logs})
+        if self.trainer.is_world_process_zero():
+            logger.info("step %d: %s", state.global_step, logs)
+        self.trainer.log(logs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.eval_steps and state.global_step % self.eval_steps == 0:
+            self._run(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._run(state)

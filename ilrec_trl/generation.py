@@ -1,0 +1,155 @@
+"""Constrained generation: beam search that only ever produces real catalogue items, and `recommend()`."""
+
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from .catalog import ItemCatalog
+from .data.prompts import DEFAULT_TEMPLATE, format_prompt
+
+
+class TrieConstrainedLogitsProcessor(LogitsProcessor):
+    """Masks every token that would leave the catalogue's prefix trie.
+
+    Vectorised over batch × beams: at each step the generated suffix of every beam is walked through the trie with
+    one `searchsorted` per generated token (no Python callback per beam), then the allowed next tokens of all beams
+    are scattered into one mask. Beams that completed an identifier may only emit the end/pad token.
+
+    Args:
+        catalog: a bound [`ItemCatalog`].
+        prompt_length: width of the (left-padded) prompt batch; generation starts after it.
+        end_token_ids: tokens allowed after a complete identifier (EOS, pad).
+    """
+
+    def __init__(self, catalog: ItemCatalog, prompt_length: int, end_token_ids: list[int]):
+        if not catalog.is_bound:
+            raise ValueError("Bind the catalogue to the tokenizer first: catalog.bind(tokenizer).")
+        self.catalog = catalog
+        self.prompt_length = prompt_length
+        self.end_token_ids = torch.tensor(sorted({t for t in end_token_ids if t is not None}), dtype=torch.long)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length :]
+        nodes = self.catalog.walk(generated)[:, -1]
+        allowed = self.catalog.continuation_mask(nodes, scores.shape[-1])
+        finished = ~allowed.any(-1)
+        if bool(finished.any()):
+            ends = self.end_token_ids.to(scores.device)
+            allowed[finished.nonzero(as_tuple=True)[0][:, None], ends[None, :]] = True
+        return scores.masked_fill(~allowed, float("-inf"))
+
+
+@dataclass
+class Recommendations:
+    """Ranked items for each prompt: `items[u]` and `scores[u]` (beam log-probabilities), best first."""
+
+    items: list[list[int]]
+    scores: list[list[float]]
+
+
+def _item_ids_of(catalog: ItemCatalog, generated: torch.Tensor) -> torch.Tensor:
+    """Item id spelled by each generated row (`-1` if none)."""
+    nodes = catalog.walk(generated)
+    node_item = catalog.node_item.to(generated.device)
+    items = torch.where(nodes >= 0, node_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
+    # the first complete identifier along the path
+    found = items >= 0
+    first = torch.where(found.any(1), found.float().argmax(1), torch.zeros(len(items), dtype=torch.long))
+    return torch.where(found.any(1), items[torch.arange(len(items)), first], torch.full_like(first, -1))
+
+
+@torch.no_grad()
+def constrained_beam_search(
+    model,
+    tokenizer,
+    catalog: ItemCatalog,
+    prompts: list[str],
+    num_beams: int = 20,
+    k: int | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Recommendations:
+    """Rank catalogue items for each prompt with beam search constrained to the catalogue's identifiers.
+
+    The top-`k` (default `num_beams`) beams by their summed log-probability (length penalty 0) are the ranking.
+    """
+    from tqdm.auto import tqdm
+
+    if not catalog.is_bound:
+        catalog.bind(tokenizer)
+    k = num_beams if k is None else k
+    if k > num_beams:
+        raise ValueError(f"k={k} exceeds num_beams={num_beams}: a beam search can rank at most num_beams items.")
+    num_beams = min(num_beams, len(catalog))
+    k = min(k, num_beams)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    end_ids = [tokenizer.eos_token_id, tokenizer.pad_token_id]
+    all_items, all_scores = [], []
+    try:
+        batches = range(0, len(prompts), batch_size)
+        for start in tqdm(batches, desc="constrained beam search", disable=not progress):
+            chunk = prompts[start : start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            width = enc["input_ids"].shape[1]
+            processor = TrieConstrainedLogitsProcessor(catalog, width, end_ids)
+            out = model.generate(
+                **enc,
+                num_beams=num_beams,
+                num_return_sequences=num_beams,
+                max_new_tokens=catalog.max_length,
+                do_sample=False,
+                length_penalty=0.0,
+                early_stopping=True,
+                logits_processor=LogitsProcessorList([processor]),
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            items = _item_ids_of(catalog, out.sequences[:, width:]).view(len(chunk), num_beams)
+            scores = out.sequences_scores.view(len(chunk), num_beams).float()
+            scores = scores.masked_fill(items < 0, float("-inf"))
+            order = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+            items = items.gather(1, order).tolist()
+            scores = scores.gather(1, order).tolist()
+            for row_items, row_scores in zip(items, scores):
+                keep = [(i, s) for i, s in zip(row_items, row_scores) if i >= 0]
+                all_items.append([i for i, _ in keep])
+                all_scores.append([s for _, s in keep])
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return Recommendations(items=all_items, scores=all_scores)
+
+
+def recommend(
+    model,
+    tokenizer,
+    catalog: ItemCatalog,
+    history,
+    k: int = 10,
+    num_beams: int = 20,
+    template: str = DEFAULT_TEMPLATE,
+    max_history: int = 20,
+    batch_size: int = 16,
+) -> list[tuple[int, float]] | list[list[tuple[int, float]]]:
+    """Recommend `k` catalogue items for one history (a list of item ids, oldest first) or many (a list of such
+    lists). Returns `[(item_id, score), ...]` best first (or one such list per history). Use the same `template`
+    the model was trained with."""
+    single = len(history) == 0 or not isinstance(history[0], (list, tuple))
+    histories = [history] if single else list(history)
+    prompts = []
+    for h in histories:
+        if len(h) == 0:
+            raise ValueError("A history is empty: give at least one item id (oldest first).")
+        for item in h:
+            catalog.check_item(item)
+        prompts.append(format_prompt([catalog.identifier(i) for i in h[-max_history:]], template))
+    recs = constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=num_beams, k=k, batch_size=batch_size)
+    out = [list(zip(items, scores)) for items, scores in zip(recs.items, recs.scores)]
+    return out[0] if single else out

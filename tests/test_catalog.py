@@ -1,0 +1,116 @@
+"""ItemCatalog: uniqueness, trie lookups, batch prefix nodes and continuation masks against brute force."""
+
+import pytest
+import torch
+
+from ilrec_trl import ItemCatalog
+from ilrec_trl.catalog import CatalogError
+from ilrec_trl.data import make_unique_semantic_ids, make_unique_titles
+
+# item -> token ids (EOS = 9 ends every identifier)
+SEQS = [[1, 2, 3, 9], [1, 2, 4, 9], [1, 5, 3, 9], [6, 2, 9], [6, 7, 8, 9]]
+
+
+@pytest.fixture
+def catalog():
+    return ItemCatalog([f"item{i}" for i in range(len(SEQS))]).bind_token_ids(SEQS, vocab_size=12)
+
+
+def brute_continuations(prefix):
+    return {s[len(prefix)] for s in SEQS if s[: len(prefix)] == list(prefix) and len(s) > len(prefix)}
+
+
+def test_duplicate_identifiers_rejected():
+    with pytest.raises(CatalogError, match="shared by several items"):
+        ItemCatalog(["<a_1><b_2>", "<a_1><b_3>", "<a_1><b_2>"])
+
+
+def test_same_token_ids_rejected():
+    with pytest.raises(CatalogError, match="tokenize to the same token ids"):
+        ItemCatalog(["x", "y"]).bind_token_ids([[1, 9], [1, 9]], vocab_size=10)
+
+
+def test_prefix_identifier_rejected():
+    with pytest.raises(CatalogError, match="is a prefix of another"):
+        ItemCatalog(["x", "y"]).bind_token_ids([[1], [1, 2]], vocab_size=10)
+
+
+def test_unknown_item():
+    cat = ItemCatalog(["a", "b"])
+    with pytest.raises(CatalogError, match="not in the catalogue"):
+        cat.identifier(5)
+
+
+def test_continuations_match_brute_force(catalog):
+    prefixes = [()] + sorted({tuple(s[:d]) for s in SEQS for d in range(1, len(s) + 1)})
+    nodes = []
+    for prefix in prefixes:
+        walked = catalog.walk(torch.tensor([list(prefix)]) if prefix else torch.zeros(1, 0, dtype=torch.long))
+        nodes.append(int(walked[0, -1]))
+    mask = catalog.continuation_mask(torch.tensor(nodes), 12)
+    for row, prefix in enumerate(prefixes):
+        assert set(mask[row].nonzero().flatten().tolist()) == brute_continuations(prefix), prefix
+    # leaving the trie gives -1 and no continuation
+    off = catalog.walk(torch.tensor([[1, 7]]))
+    assert off[0, -1] == -1
+    assert not catalog.continuation_mask(off[:, -1], 12).any()
+
+
+def test_prefix_nodes_over_a_batch(catalog):
+    # two rows: prompt tokens masked with -100, completion = an item (+ one trailing end-of-turn token in row 1)
+    labels = torch.tensor([
+        [-100, -100, 1, 2, 4, 9, -100],
+        [-100, 6, 7, 8, 9, 11, -100],
+    ])
+    nodes = catalog.prefix_nodes(labels)
+    assert nodes.numel() == int((labels != -100).sum())
+    mask = catalog.continuation_mask(nodes, 12)
+    expected_prefixes = [(), (1,), (1, 2), (1, 2, 4), (), (6,), (6, 7), (6, 7, 8), None]
+    for row, prefix in enumerate(expected_prefixes):
+        if prefix is None:
+            assert nodes[row] == -1 and not mask[row].any()
+        else:
+            assert set(mask[row].nonzero().flatten().tolist()) == brute_continuations(prefix)
+
+
+def test_prefix_nodes_rejects_non_items(catalog):
+    with pytest.raises(CatalogError, match="does not start with an item identifier"):
+        catalog.prefix_nodes(torch.tensor([[-100, 1, 2, 7, 9]]))
+
+
+def test_item_token_mask_excludes_eos():
+    cat = ItemCatalog(["a", "b"]).bind_token_ids([[1, 2, 9], [3, 9]], vocab_size=10)
+    cat.eos_token_id = 9
+    assert cat.item_token_mask(10).nonzero().flatten().tolist() == [1, 2, 3]
+
+
+def test_semantic_id_collisions_get_an_extra_level():
+    codes = [["<a_1>", "<b_1>"], ["<a_1>", "<b_2>"], ["<a_1>", "<b_1>"], ["<a_2>", "<b_1>"], ["<a_1>", "<b_1>"]]
+    ids, resolved = make_unique_semantic_ids(codes)
+    assert resolved == 3
+    assert ids == ["<a_1><b_1><e_0>", "<a_1><b_2>", "<a_1><b_1><e_1>", "<a_2><b_1>", "<a_1><b_1><e_2>"]
+    ItemCatalog(ids)  # unique
+
+
+@pytest.mark.parametrize("codes,match", [
+    ([["<a_1>", "<b_1>"], ["<a_1>"]], "same number of code levels"),
+    ([["<a_1>", 3]], "non-string"),
+])
+def test_malformed_index(codes, match):
+    with pytest.raises(CatalogError, match=match):
+        make_unique_semantic_ids(codes)
+
+
+def test_title_collisions_get_a_visible_suffix():
+    titles, changed = make_unique_titles(["Heat", "Heat", "Up", "Heat (2)", "Heat"])
+    assert changed == 2
+    assert len(set(titles)) == 5 and titles[0] == "Heat" and titles[3] == "Heat (2)"
+    assert titles[1] == "Heat (3)" and titles[4] == "Heat (4)"
+
+
+def test_bind_to_tokenizer(rec_data, tokenizer):
+    cat = rec_data.catalog
+    assert cat.is_bound
+    ids = cat.item_token_ids(5)
+    assert ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids[:-1]).replace(" ", "") == cat.identifier(5)
