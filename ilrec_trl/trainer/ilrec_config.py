@@ -1,8 +1,13 @@
 """Configuration of the [`ILRecTrainer`]."""
 
+import logging
+import os
 from dataclasses import dataclass, field
 
+import torch
 from trl import SFTConfig
+
+logger = logging.getLogger(__name__)
 
 NEGATIVE_SCOPES = ("full", "item", "trie")
 NEGATIVE_THRESHOLDS = ("relative", "absolute", "topk")
@@ -112,6 +117,11 @@ class ILRecConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        # Launched on several CPU processes without a backend, transformers would see a world size of 1 and every
+        # process would silently train alone: pick gloo, the CPU backend.
+        if self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            logger.info("ILRecConfig: %s CPU processes and no ddp_backend: using 'gloo'.", os.environ["WORLD_SIZE"])
+            self.ddp_backend = "gloo"
         super().__post_init__()
         validate_ilrec_fields(self)
 

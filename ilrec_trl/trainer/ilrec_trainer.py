@@ -238,7 +238,12 @@ class ILRecTrainer(SFTTrainer):
         if args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         if "rewards" in request:
-            crr = outputs.crr_per_token.sum() / outputs.crr_count.clamp(min=1)
+            # L_CRR is a mean over the positions that have rewarded negatives: count them over all processes (DDP
+            # then averages the gradients, hence the factor), and average over the accumulation steps.
+            count = outputs.crr_count.detach().float()
+            if self.accelerator.num_processes > 1:
+                count = self.accelerator.reduce(count, reduction="sum")
+            crr = outputs.crr_per_token.sum() / count.clamp(min=1) * self.accelerator.num_processes
             steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
             loss = loss + args.crr_weight * crr / steps
         self._log_ilrec_metrics(mode, inputs, outputs)
