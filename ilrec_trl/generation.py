@@ -1,11 +1,13 @@
 """Constrained generation: beam search that only ever produces real catalogue items, and `recommend()`."""
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .catalog import ItemCatalog
+from .layers import unwrap_model
 from .data.prompts import DEFAULT_TEMPLATE, format_prompt
 
 
@@ -59,6 +61,75 @@ def _item_ids_of(catalog: ItemCatalog, generated: torch.Tensor) -> torch.Tensor:
     return torch.where(found.any(1), items[torch.arange(len(items)), first], torch.full_like(first, -1))
 
 
+def _cache_keyword(model) -> str:
+    """transformers renamed `past_key_values` to `cache` in the 5.x series; use whichever the model takes."""
+    params = inspect.signature(type(unwrap_model(model)).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(outputs):
+    cache = getattr(outputs, "cache", None)
+    return cache if cache is not None else outputs.past_key_values
+
+
+@torch.no_grad()
+def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num_beams: int, pad_token_id: int):
+    """Beam search over the catalogue trie with a KV cache, vectorised over batch × beams.
+
+    One forward of the (left-padded) prompts, then one single-token forward per identifier level. Every expansion is
+    masked to the trie (`continuation_mask`), so each beam is a real item; a beam that completed its identifier
+    keeps its score and only extends with padding. Scores are summed log-probabilities (no length penalty).
+    Returns `(item ids [B, num_beams], scores [B, num_beams])`, best first, `-1`/`-inf` for empty beams.
+    """
+    batch = input_ids.shape[0]
+    cache_kw = _cache_keyword(model)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                logits_to_keep=1)
+    cache = _cache_of(out)
+    logp = out.logits[:, -1].float().log_softmax(-1)
+    vocab = logp.shape[-1]
+    device = logp.device
+    nodes = torch.zeros(batch, dtype=torch.long, device=device)
+    logp = logp.masked_fill(~catalog.continuation_mask(nodes, vocab), float("-inf"))
+    scores, tokens = logp.topk(num_beams, dim=-1)  # [B, nb]
+    cache.batch_repeat_interleave(num_beams)
+    attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)
+    nodes = catalog.child(nodes.repeat_interleave(num_beams), tokens.flatten())
+    scores = scores.flatten()
+    last = tokens.flatten()
+    node_item = catalog.node_item.to(device)
+    offsets = (torch.arange(batch, device=device) * num_beams)[:, None]
+    for _ in range(1, catalog.max_length):
+        done = (nodes < 0) | (node_item[nodes.clamp(min=0)] >= 0)
+        if bool(done.all()):
+            break
+        attention_mask = torch.cat([attention_mask, (~done).long()[:, None]], dim=1)
+        position_ids = (attention_mask.sum(-1, keepdim=True) - 1).clamp(min=0)
+        out = model(input_ids=last[:, None], attention_mask=attention_mask, position_ids=position_ids,
+                    use_cache=True, **{cache_kw: cache})
+        cache = _cache_of(out)
+        logp = out.logits[:, -1].float().log_softmax(-1)
+        cand = scores[:, None] + logp.masked_fill(~catalog.continuation_mask(nodes, vocab), float("-inf"))
+        # a finished beam survives unchanged, through the pad token
+        cand[done] = float("-inf")
+        cand[done, pad_token_id] = scores[done]
+        scores, flat = cand.view(batch, num_beams * vocab).topk(num_beams, dim=-1)
+        beam = (offsets + flat // vocab).flatten()
+        tokens = (flat % vocab).flatten()
+        cache.reorder_cache(beam)
+        attention_mask = attention_mask[beam]
+        was_done = done[beam]
+        nodes = torch.where(was_done, nodes[beam], catalog.child(nodes[beam], tokens))
+        scores = scores.flatten()
+        last = tokens
+    items = torch.where(nodes >= 0, node_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
+    scores = scores.masked_fill(items < 0, float("-inf"))
+    items, scores = items.view(batch, num_beams), scores.view(batch, num_beams)
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    return items.gather(1, order), scores.gather(1, order)
+
+
 @torch.no_grad()
 def constrained_beam_search(
     model,
@@ -69,11 +140,18 @@ def constrained_beam_search(
     k: int | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    method: str = "trie",
 ) -> Recommendations:
     """Rank catalogue items for each prompt with beam search constrained to the catalogue's identifiers.
 
     The top-`k` (default `num_beams`) beams by their summed log-probability (length penalty 0) are the ranking.
+    `method="trie"` (default) runs [`trie_beam_search`] (KV cache, one forward per identifier level);
+    `method="generate"` runs `model.generate` with [`TrieConstrainedLogitsProcessor`]. Both give the same ranking
+    when all identifiers have the same length (semantic IDs); with variable-length identifiers (titles) `generate`
+    keeps exploring after a beam finishes, so rankings may differ slightly.
     """
+    if method not in ("trie", "generate"):
+        raise ValueError(f"method={method!r} is invalid: choose 'trie' or 'generate'.")
     from tqdm.auto import tqdm
 
     if not catalog.is_bound:
@@ -96,6 +174,14 @@ def constrained_beam_search(
             chunk = prompts[start : start + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             width = enc["input_ids"].shape[1]
+            if method == "trie":
+                items, scores = trie_beam_search(model, enc["input_ids"], enc["attention_mask"], catalog, num_beams,
+                                                 tokenizer.pad_token_id)
+                for row_items, row_scores in zip(items[:, :k].tolist(), scores[:, :k].tolist()):
+                    keep = [(i, s) for i, s in zip(row_items, row_scores) if i >= 0]
+                    all_items.append([i for i, _ in keep])
+                    all_scores.append([s for _, s in keep])
+                continue
             processor = TrieConstrainedLogitsProcessor(catalog, width, end_ids)
             out = model.generate(
                 **enc,

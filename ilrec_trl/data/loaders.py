@@ -12,6 +12,12 @@ from .rec_data import RecData, leave_one_out
 logger = logging.getLogger(__name__)
 
 
+def default_completion_prefix(scheme: str) -> str:
+    """Titles follow the prompt after a space (so BPE tokenizes their first word as inside a sentence); semantic
+    IDs are whole added tokens and need none."""
+    return " " if scheme == "title" else ""
+
+
 def _find_file(data_dir: Path, name: str, suffix: str) -> Path | None:
     for folder in (data_dir, data_dir / name, data_dir / name.lower()):
         path = folder / f"{name}{suffix}"
@@ -27,6 +33,7 @@ def load_lcrec_dataset(
     max_history: int = 20,
     min_interactions: int = 3,
     template: str = DEFAULT_TEMPLATE,
+    completion_prefix: str | None = None,
 ) -> RecData:
     """Load the LC-Rec/LETTER layout: `<name>.inter.json` (user -> chronological item ids), `<name>.index.json`
     (item -> semantic-ID code levels) and, optionally, `<name>.item.json` (item -> {"title": ...}).
@@ -77,7 +84,8 @@ def load_lcrec_dataset(
     catalog = ItemCatalog(identifiers, titles=titles)
     catalog.num_resolved_collisions = resolved
     return leave_one_out(
-        sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template, name=name
+        sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template, name=name,
+        completion_prefix=default_completion_prefix(scheme) if completion_prefix is None else completion_prefix,
     )
 
 
@@ -87,6 +95,7 @@ def load_movielens_100k(
     min_interactions: int = 3,
     template: str = DEFAULT_TEMPLATE,
     min_rating: int = 0,
+    completion_prefix: str = " ",
 ) -> RecData:
     """Load MovieLens-100K with titles as identifiers (BIGRec style): `u.data` ordered by time per user, titles from
     `u.item` (duplicates get a visible suffix). Item ids are the file's ids minus one (0-based)."""
@@ -116,7 +125,7 @@ def load_movielens_100k(
     catalog.num_resolved_collisions = resolved
     return leave_one_out(
         sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template,
-        name="ml-100k",
+        name="ml-100k", completion_prefix=completion_prefix,
     )
 
 
@@ -131,6 +140,7 @@ def load_interactions(
     max_history: int = 20,
     min_interactions: int = 3,
     template: str = DEFAULT_TEMPLATE,
+    completion_prefix: str | None = None,
 ) -> RecData:
     """A generic interactions table (user, item, timestamp) in CSV/Parquet/JSON, with identifiers from a separate
     item table (`item_column` + `identifier_column`: a title, or a semantic ID string such as `<a_1><b_2>`).
@@ -182,4 +192,5 @@ def load_interactions(
     return leave_one_out(
         sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template,
         name=Path(interactions_path).stem,
+        completion_prefix=default_completion_prefix(scheme) if completion_prefix is None else completion_prefix,
     )

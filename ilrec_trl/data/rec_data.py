@@ -22,6 +22,12 @@ class RecData:
     catalog: ItemCatalog
     name: str = "dataset"
     num_dropped_users: int = 0
+    completion_prefix: str = ""
+
+    def bind(self, tokenizer) -> "RecData":
+        """Bind the catalogue to `tokenizer`, the way identifiers appear in the completions. Returns `self`."""
+        self.catalog.bind(tokenizer, completion_prefix=self.completion_prefix)
+        return self
 
     def __repr__(self) -> str:
         return (
@@ -93,4 +99,5 @@ def leave_one_out(
         catalog=catalog,
         name=name,
         num_dropped_users=dropped,
+        completion_prefix=completion_prefix,
     )

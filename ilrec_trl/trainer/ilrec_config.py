@@ -19,7 +19,8 @@ class ILRecConfig(SFTConfig):
     r"""
     Configuration class for the [`ILRecTrainer`].
 
-    Everything of [`~trl.SFTConfig`] applies unchanged; this class only adds the parameters of ILRec
+    Everything of [`~trl.SFTConfig`] applies unchanged (except that `bf16` defaults to `True` only where a GPU
+    supports it, and a multi-process CPU launch picks `ddp_backend="gloo"`); this class only adds the parameters of ILRec
     (arXiv 2602.17410): self-hard negatives mined from intermediate decoder layers, cross-layer preference
     optimisation (CPO), cross-layer preference distillation (CPD) and collaborative reward regularisation (CRR).
     The total loss is `L = L_CPO + cpd_weight * L_CPD + crr_weight * L_CRR`. With `cpo_alpha=0`, `cpd_weight=0`
@@ -122,6 +123,9 @@ class ILRecConfig(SFTConfig):
         if self.ddp_backend is None and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             logger.info("ILRecConfig: %s CPU processes and no ddp_backend: using 'gloo'.", os.environ["WORLD_SIZE"])
             self.ddp_backend = "gloo"
+        # TRL turns bf16 on by default, which fails on a machine without bf16 support: default to it only there.
+        if self.bf16 is None and not self.fp16 and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+            self.bf16 = False
         super().__post_init__()
         validate_ilrec_fields(self)
 

@@ -1,0 +1,142 @@
+"""Item scores -> token rewards: aggregate per-user item scores over the catalogue's prefix trie.
+
+For a target position `t` whose ground-truth prefix ends at trie node `n`, the reward of token `v` is the aggregate
+(max, or logsumexp) of the user's item scores over the items whose identifier passes through `child(n, v)`. Tokens
+that do not continue `n` into a real item get `-inf` ("no item behind this token").
+
+Everything is vectorised: the scores of all trie nodes are one `scatter_reduce` over the flattened `(item, node)`
+pairs of `catalog.item_nodes`, and the `[N, V]` matrix is filled from `catalog.children_of(prefix_nodes)`.
+"""
+
+import weakref
+
+import torch
+
+AGGREGATES = ("max", "logsumexp")
+
+# catalog -> (item_nodes tensor it was built from, {device: (pair_items, pair_nodes, edge_token, edge_child)})
+_PAIR_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _check_catalog(catalog) -> None:
+    if catalog is None:
+        raise ValueError(
+            "token_rewards needs an item catalogue: pass catalog=... (an ItemCatalog bound to the tokenizer) to "
+            "ILRecTrainer or to the reward function."
+        )
+    if not getattr(catalog, "is_bound", False) or not hasattr(catalog, "item_nodes"):
+        raise ValueError(
+            "The catalogue is not bound to token ids: call catalog.bind(tokenizer) (or catalog.bind_token_ids) "
+            "before computing token rewards."
+        )
+
+
+def _trie_tensors(catalog, device: torch.device):
+    """The flattened `(item, node)` pairs (every node on every item's path, root and leaf included) and the edge
+    arrays, on `device`; cached per catalogue and device, rebuilt if the catalogue is re-bound."""
+    entry = _PAIR_CACHE.get(catalog)
+    if entry is None or entry[0] is not catalog.item_nodes:
+        entry = (catalog.item_nodes, {})
+        _PAIR_CACHE[catalog] = entry
+    per_device = entry[1]
+    if device not in per_device:
+        nodes = catalog.item_nodes
+        valid = nodes >= 0
+        items = torch.arange(nodes.shape[0]).unsqueeze(1).expand_as(nodes)[valid]
+        per_device[device] = (
+            items.to(device),
+            nodes[valid].to(device),
+            catalog.edge_token.to(device),
+            catalog.edge_child.to(device),
+        )
+    return per_device[device]
+
+
+def node_scores(catalog, item_scores: torch.Tensor, aggregate: str = "max") -> torch.Tensor:
+    """`[B, num_nodes]`: for every trie node, the aggregate of each row's item scores over the items below it.
+
+    Args:
+        catalog: a bound [`~ilrec_trl.ItemCatalog`].
+        item_scores: `[B, I]` float scores (`I = len(catalog)`); `-inf` excludes an item.
+        aggregate: `"max"` or `"logsumexp"` (computed with a per-node max shift, so it is stable).
+
+    Nodes with no finite item below them get `-inf`.
+    """
+    _check_catalog(catalog)
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate={aggregate!r} is not supported; use one of {AGGREGATES}.")
+    if item_scores.dim() != 2 or item_scores.shape[1] != len(catalog):
+        raise ValueError(
+            f"item_scores has shape {tuple(item_scores.shape)} but must be [B, I] with I = len(catalog) = "
+            f"{len(catalog)} (one score per catalogue item, in item-id order)."
+        )
+    scores = item_scores.float()
+    items, nodes, _, _ = _trie_tensors(catalog, scores.device)
+    batch = scores.shape[0]
+    pair_scores = scores[:, items]  # [B, M]
+    index = nodes.unsqueeze(0).expand(batch, -1)
+    neg_inf = torch.full((batch, catalog.num_nodes), float("-inf"), device=scores.device)
+    best = neg_inf.scatter_reduce(1, index, pair_scores, reduce="amax", include_self=True)
+    if aggregate == "max":
+        return best
+    shift = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
+    shifted = torch.exp(pair_scores - shift.gather(1, index))
+    total = torch.zeros_like(best).scatter_add(1, index, shifted)
+    return shift + torch.log(total)
+
+
+def token_rewards(
+    catalog,
+    item_scores: torch.Tensor,
+    rows: torch.Tensor,
+    prefix_nodes: torch.Tensor,
+    vocab_size: int,
+    aggregate: str = "max",
+) -> torch.Tensor:
+    """`FloatTensor[N, V]` token rewards for L_CRR.
+
+    Args:
+        catalog: a bound [`~ilrec_trl.ItemCatalog`] (the one that produced `prefix_nodes`).
+        item_scores: `[B, I]` scores of every catalogue item for each batch row's user.
+        rows: `[N]` batch row of each target position.
+        prefix_nodes: `[N]` trie node of the ground-truth prefix before each position, `-1` outside an identifier.
+        vocab_size: V, the width of the output (the model's vocabulary size).
+        aggregate: `"max"` (default) or `"logsumexp"` over the items behind each token.
+
+    Returns:
+        `reward[t, v]` = aggregate of `item_scores[rows[t], i]` over the items `i` whose identifier passes through
+        `child(prefix_nodes[t], v)`; `-inf` where `v` does not continue the prefix (whole row `-inf` for node `-1`).
+        On the device of `prefix_nodes`.
+    """
+    _check_catalog(catalog)
+    if prefix_nodes is None:
+        raise ValueError(
+            "prefix_nodes is None: the trainer computes trie nodes only when it has a catalogue; pass "
+            "catalog=... to ILRecTrainer."
+        )
+    if rows.shape != prefix_nodes.shape or rows.dim() != 1:
+        raise ValueError(
+            f"rows {tuple(rows.shape)} and prefix_nodes {tuple(prefix_nodes.shape)} must both be [N] (one entry per "
+            f"target position)."
+        )
+    if catalog.vocab_size > vocab_size:
+        raise ValueError(
+            f"The catalogue was bound with a vocabulary of {catalog.vocab_size} tokens but vocab_size={vocab_size}; "
+            f"the reward matrix must be at least as wide as the catalogue's token ids (resize the model embeddings)."
+        )
+    device = prefix_nodes.device
+    item_scores = item_scores.to(device)
+    if rows.numel() and int(rows.max()) >= item_scores.shape[0]:
+        raise ValueError(
+            f"rows reach batch row {int(rows.max())} but item_scores has only {item_scores.shape[0]} rows "
+            f"(score_fn must return one row per batch example)."
+        )
+    scores = node_scores(catalog, item_scores, aggregate)  # [B, num_nodes]
+    _, _, edge_token, edge_child = _trie_tensors(catalog, device)
+    out = torch.full((prefix_nodes.numel(), vocab_size), float("-inf"), device=device)
+    position, edge = catalog.children_of(prefix_nodes)
+    out[position, edge_token[edge]] = scores[rows.to(device)[position], edge_child[edge]]
+    return out
+
+
+__all__ = ["AGGREGATES", "node_scores", "token_rewards"]

@@ -1,0 +1,65 @@
+"""`ilrec-eval`: Hit@K / NDCG@K of a trained model with constrained beam search; prints a table, writes JSON.
+
+    ilrec-eval --model outputs/ilrec-default/ilrec --dataset synthetic
+    ilrec-eval --model PATH --dataset lcrec --data_dir ../shared/data --dataset_name Instruments --max_users 2000
+"""
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+from ..evaluation import evaluate_recommendations
+from .common import DataArguments, load_data
+
+logger = logging.getLogger("ilrec_trl.eval")
+
+
+@dataclass
+class EvalArguments:
+    model: str = field(default=None, metadata={"help": "Folder of the trained model and its tokenizer."})
+    split: str = field(default="test", metadata={"help": "test or valid.", "choices": ["test", "valid"]})
+    num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20], metadata={"help": "Cut-offs K."})
+    max_users: int | None = field(default=None, metadata={"help": "Evaluate a seeded subset of users."})
+    seed: int = field(default=0, metadata={"help": "Seed of the user subset."})
+    batch_size: int = field(default=32, metadata={"help": "Users per generation batch."})
+    output: str | None = field(default=None, metadata={"help": "JSON file for the metrics (default: <model>/eval_<split>.json)."})
+
+
+def main(argv=None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    eval_args, data_args = TrlParser((EvalArguments, DataArguments)).parse_args_and_config(argv)
+    if eval_args.model is None or not Path(eval_args.model).exists():
+        raise FileNotFoundError(f"--model {eval_args.model!r} does not exist: give the folder of a trained model.")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    data = load_data(data_args)
+    tokenizer = AutoTokenizer.from_pretrained(eval_args.model)
+    model = AutoModelForCausalLM.from_pretrained(eval_args.model)
+    data.bind(tokenizer)
+    if data.catalog.vocab_size > model.get_output_embeddings().out_features:
+        raise ValueError("The model's vocabulary lacks the identifier tokens of this dataset's catalogue.")
+    split = data.test if eval_args.split == "test" else data.valid
+    out = Path(eval_args.output or Path(eval_args.model) / f"eval_{eval_args.split}.json")
+    metrics = evaluate_recommendations(
+        model, tokenizer, split, data.catalog, num_beams=eval_args.num_beams, ks=tuple(eval_args.ks),
+        max_users=eval_args.max_users, seed=eval_args.seed, batch_size=eval_args.batch_size,
+        output_jsonl=str(out.with_suffix(".rankings.jsonl")),
+    )
+    out.write_text(json.dumps({"model": eval_args.model, "dataset": data.name, "split": eval_args.split,
+                               "metrics": metrics}, indent=2))
+    keys = [k for k in metrics if k != "num_users"]
+    print("| " + " | ".join(keys) + " | users |")
+    print("|---" * (len(keys) + 1) + "|")
+    print("| " + " | ".join(f"{metrics[k]:.4f}" for k in keys) + f" | {metrics['num_users']} |")
+    print(f"Metrics written to {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
