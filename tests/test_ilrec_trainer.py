@@ -170,7 +170,7 @@ def test_short_training_run_loss_falls_and_logs_metrics(model, tokenizer, rec_da
     trainer.train()
     logs = [e for e in trainer.state.log_history if "loss" in e]
     assert logs[-1]["loss"] < 0.7 * logs[0]["loss"]
-    for key in ("nll", "cpo", "cpd", "crr", "negatives_per_token", "frac_positions_with_negatives",
+    for key in ("nll", "cpo", "cpd", "crr", "negatives_per_token", "frac_positions_with_negatives", "negatives_cf_endorsed",
                 "mean_token_accuracy", "top1_layer_-2", "top1_layer_-5", "num_tokens"):
         assert key in logs[-1], key
     assert any(e["negatives_per_token"] > 0 for e in logs)

@@ -264,6 +264,8 @@ class ILRecTrainer(SFTTrainer):
                 negs.sum(),
                 (negs > 0).float().sum(),
                 outputs.final_top1.float(),
+                torch.as_tensor(-1.0 if outputs.cf_endorsed_negatives is None else outputs.cf_endorsed_negatives,
+                                dtype=torch.float32, device=negs.device),
                 *outputs.layer_top1.float(),
             ]
         )
@@ -277,7 +279,9 @@ class ILRecTrainer(SFTTrainer):
         metrics["negatives_per_token"].append(totals[6] / count)
         metrics["frac_positions_with_negatives"].append(totals[7] / count)
         metrics["mean_token_accuracy"].append(totals[8] / count)
-        for index, value in zip(self.args.ilrec_layers, totals[9:]):
+        if totals[9] >= 0:  # share of the mined negatives that the CF model scores at least as high as the truth
+            metrics["negatives_cf_endorsed"].append(totals[9] / max(totals[6], 1.0))
+        for index, value in zip(self.args.ilrec_layers, totals[10:]):
             metrics[f"top1_layer_{index}"].append(value / count)
         if mode == "train":
             local = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()

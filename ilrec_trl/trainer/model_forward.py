@@ -26,6 +26,7 @@ class ILRecModelOutput(ModelOutput):
     layer_top1: torch.Tensor | None = None
     final_top1: torch.Tensor | None = None
     negatives: torch.Tensor | None = None
+    cf_endorsed_negatives: torch.Tensor | None = None
 
 
 
@@ -86,6 +87,12 @@ class ILRecForwardPatch:
             scope_mask=request.get("scope_mask"),
             rewards=request.get("rewards"),
         )
+        endorsed = None
+        rewards = request.get("rewards")
+        if rewards is not None:
+            with torch.no_grad():  # negatives that the CF model scores at least as high as the ground truth
+                truth = rewards.gather(1, targets[:, None])
+                endorsed = (out.negatives & torch.isfinite(rewards) & (rewards >= truth)).sum()
         return ILRecModelOutput(
             cpo_per_token=out.cpo_per_token,
             cpd_per_token=out.cpd_per_token,
@@ -96,6 +103,7 @@ class ILRecForwardPatch:
             layer_top1=out.layer_top1 * max(targets.numel(), 1),
             final_top1=out.final_top1 * max(targets.numel(), 1),
             negatives=out.negatives if request.get("return_negatives") else None,
+            cf_endorsed_negatives=endorsed,
         )
 
     def remove(self) -> None:
