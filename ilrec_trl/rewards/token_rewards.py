@@ -5,7 +5,8 @@ For a target position `t` whose ground-truth prefix ends at trie node `n`, the r
 that do not continue `n` into a real item get `-inf` ("no item behind this token").
 
 Everything is vectorised: the scores of all trie nodes are one `scatter_reduce` over the flattened `(item, node)`
-pairs of `catalog.item_nodes`, and the `[N, V]` matrix is filled from `catalog.children_of(prefix_nodes)`.
+pairs of `catalog.item_nodes` (all depths at once, leaf/EOS level included), and the `[N, V]` matrix is filled from
+`catalog.children_of(prefix_nodes)`.
 """
 
 import weakref
@@ -32,15 +33,15 @@ def _check_catalog(catalog) -> None:
 
 
 def _trie_tensors(catalog, device: torch.device):
-    """The flattened `(item, node)` pairs (every node on every item's path, root and leaf included) and the edge
-    arrays, on `device`; cached per catalogue and device, rebuilt if the catalogue is re-bound."""
+    """The flattened `(item, node)` pairs below the root (every non-root node on every item's path, leaf included)
+    and the edge arrays, on `device`; cached per catalogue and device, rebuilt if the catalogue is re-bound."""
     entry = _PAIR_CACHE.get(catalog)
     if entry is None or entry[0] is not catalog.item_nodes:
         entry = (catalog.item_nodes, {})
         _PAIR_CACHE[catalog] = entry
     per_device = entry[1]
     if device not in per_device:
-        nodes = catalog.item_nodes
+        nodes = catalog.item_nodes[:, 1:]  # column 0 is the root, which is never a child
         valid = nodes >= 0
         items = torch.arange(nodes.shape[0]).unsqueeze(1).expand_as(nodes)[valid]
         per_device[device] = (
@@ -52,15 +53,17 @@ def _trie_tensors(catalog, device: torch.device):
     return per_device[device]
 
 
-def node_scores(catalog, item_scores: torch.Tensor, aggregate: str = "max") -> torch.Tensor:
+def node_scores(catalog, item_scores: torch.Tensor, aggregate: str = "max", with_root: bool = True) -> torch.Tensor:
     """`[B, num_nodes]`: for every trie node, the aggregate of each row's item scores over the items below it.
 
     Args:
         catalog: a bound [`~ilrec_trl.ItemCatalog`].
         item_scores: `[B, I]` float scores (`I = len(catalog)`); `-inf` excludes an item.
         aggregate: `"max"` or `"logsumexp"` (computed with a per-node max shift, so it is stable).
+        with_root: also fill node 0 (the root; token rewards never need it).
 
-    Nodes with no finite item below them get `-inf`.
+    Nodes with no finite item below them get `-inf`. One `scatter_reduce` over all `(item, node)` pairs (plus a
+    `scatter_add` for logsumexp); no loop over items, nodes or depths.
     """
     _check_catalog(catalog)
     if aggregate not in AGGREGATES:
@@ -78,11 +81,17 @@ def node_scores(catalog, item_scores: torch.Tensor, aggregate: str = "max") -> t
     neg_inf = torch.full((batch, catalog.num_nodes), float("-inf"), device=scores.device)
     best = neg_inf.scatter_reduce(1, index, pair_scores, reduce="amax", include_self=True)
     if aggregate == "max":
-        return best
+        out = best
+        if with_root:
+            out[:, 0] = scores.max(1).values
+        return out
     shift = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
     shifted = torch.exp(pair_scores - shift.gather(1, index))
     total = torch.zeros_like(best).scatter_add(1, index, shifted)
-    return shift + torch.log(total)
+    out = shift + torch.log(total)
+    if with_root:
+        out[:, 0] = torch.logsumexp(scores, 1)
+    return out
 
 
 def token_rewards(
@@ -131,7 +140,7 @@ def token_rewards(
             f"rows reach batch row {int(rows.max())} but item_scores has only {item_scores.shape[0]} rows "
             f"(score_fn must return one row per batch example)."
         )
-    scores = node_scores(catalog, item_scores, aggregate)  # [B, num_nodes]
+    scores = node_scores(catalog, item_scores, aggregate, with_root=False)  # [B, num_nodes]
     _, _, edge_token, edge_child = _trie_tensors(catalog, device)
     out = torch.full((prefix_nodes.numel(), vocab_size), float("-inf"), device=device)
     position, edge = catalog.children_of(prefix_nodes)
