@@ -1,0 +1,313 @@
+"""Accuracy benchmark (issue 6): does ILRec beat SFT, DPO and classic recommenders? With ablations.
+
+One harness, side by side, resumable: every finished cell (dataset × seed × method) is written to
+`<out>/<dataset>/seed<k>/<method>.json` (metrics + per-user ranks) and skipped on rerun, so the table can be completed
+over several sessions. `--report` rebuilds the tables, paired bootstrap intervals and plots from whatever cells exist.
+
+CPU scale (this machine): a tiny Llama (6 layers, d=64) trained from scratch, histories of 10 items.
+Protocol: SFT for `--sft_epochs`, then every LLM method continues from that SFT model for `--extra_epochs` (same
+extra budget): `sft_more` (plain SFT), `dpo` (TRL DPOTrainer, offline negatives: random items and the SFT model's
+own wrong beams), `ilrec` and its ablations `ilrec_no_cpo`, `ilrec_no_cpd`, `ilrec_no_crr`. Classic: `popular`,
+`mf`. All methods are evaluated on the same seeded subset of test users (`--eval_users`) with constrained beam search
+(20 beams); metrics are Hit@5/10 and NDCG@5/10.
+
+    python benchmarks/accuracy.py --dataset instruments --seeds 0 1 2          # run (resumes)
+    python benchmarks/accuracy.py --report                                    # tables + plots -> docs/
+"""
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "accuracy"
+MODELS = ROOT / "outputs" / "accuracy_models"  # checkpoints (git-ignored)
+LLM_METHODS = ("sft_more", "dpo", "ilrec", "ilrec_no_cpo", "ilrec_no_cpd", "ilrec_no_crr")
+ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"cpd_weight": 0.0},
+             "ilrec_no_crr": {"crr_weight": 0.0}}
+KS = (5, 10)
+
+
+def load(dataset, data_dir, max_history):
+    from ilrec_trl.data import load_lcrec_dataset, load_movielens_100k, load_synthetic
+
+    if dataset == "instruments":
+        return load_lcrec_dataset(data_dir, "Instruments", max_history=max_history, template="sequence")
+    if dataset == "ml100k":
+        return load_movielens_100k(data_dir, max_history=max_history, template="sequence")
+    if dataset == "synthetic":
+        return load_synthetic(num_users=200, num_items=64, max_history=max_history)
+    raise ValueError(dataset)
+
+
+def eval_subset(data, n, seed=1234):
+    """The same users for every method and seed (paired comparisons)."""
+    rng = np.random.default_rng(seed)
+    n = min(n, len(data.test))
+    return data.test.select(sorted(rng.choice(len(data.test), size=n, replace=False).tolist()))
+
+
+def ranks_of(model, tok, data, split, batch_size):
+    from ilrec_trl.evaluation import target_ranks
+    from ilrec_trl.generation import constrained_beam_search
+
+    recs = constrained_beam_search(model, tok, data.catalog, list(split["prompt"]), num_beams=20,
+                                   batch_size=batch_size, progress=True)
+    return target_ranks(recs.items, list(split["item_id"]))
+
+
+def ranks_from_item_scores(scores, split, data):
+    from ilrec_trl.evaluation import ranks_from_scores
+
+    ranks = ranks_from_scores(scores, torch.tensor(list(split["item_id"]))).numpy()
+    return np.where(ranks <= 20, ranks, 0)  # same top-20 cut-off as the beam search
+
+
+def cell_path(out, dataset, seed, method):
+    return out / dataset / f"seed{seed}" / f"{method}.json"
+
+
+def save_cell(path, method, ranks, seconds, extra=None):
+    from ilrec_trl.evaluation import metrics_from_ranks
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cell = {"method": method, "seconds": round(seconds, 1), "metrics": metrics_from_ranks(ranks, KS),
+            "ranks": [int(r) for r in ranks], **(extra or {})}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cell))
+    tmp.replace(path)
+    print(f"[{path.parent.name}] {method}: {cell['metrics']} ({seconds:.0f}s)", flush=True)
+
+
+def train_args(cls, out_dir, seed, epochs, lr, batch, **kw):
+    return cls(output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch,
+               learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=20, logging_steps=100,
+               save_strategy="no", report_to=[], bf16=False, gradient_checkpointing=False, seed=seed,
+               disable_tqdm=False, dataloader_num_workers=0, **kw)
+
+
+def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
+    """Offline DPO pairs: each training example's target as chosen, rejected = a random item or (half of the pairs)
+    the SFT model's best wrong beam."""
+    from datasets import Dataset
+
+    from ilrec_trl.generation import constrained_beam_search
+
+    rng = np.random.default_rng(seed)
+    n = min(max_pairs, len(data.train))
+    rows = data.train.select(sorted(rng.choice(len(data.train), size=n, replace=False).tolist()))
+    rejected = rng.integers(0, len(data.catalog), size=n)
+    hard = rng.random(n) < 0.5
+    idx = np.nonzero(hard)[0]
+    if len(idx):
+        recs = constrained_beam_search(sft_model, tok, data.catalog, [rows[int(i)]["prompt"] for i in idx],
+                                       num_beams=5, k=5, batch_size=batch_size, progress=True)
+        for i, items in zip(idx, recs.items):
+            wrong = [x for x in items if x != rows[int(i)]["item_id"]]
+            if wrong:
+                rejected[i] = wrong[0]
+    pairs = []
+    for row, r in zip(rows, rejected):
+        if int(r) == row["item_id"]:
+            r = (int(r) + 1) % len(data.catalog)
+        pairs.append({"prompt": row["prompt"], "chosen": row["completion"],
+                      "rejected": data.completion_prefix + data.catalog.identifier(int(r))})
+    return Dataset.from_list(pairs)
+
+
+def run_seed(a, data, tok, split, dataset, seed):
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from ilrec_trl import ILRecConfig, ILRecTrainer
+    from ilrec_trl.models import tiny_llama
+    from ilrec_trl.rewards import MatrixFactorizationReward, most_popular_scores
+
+    out = Path(a.out)
+    done = lambda m: cell_path(out, dataset, seed, m).exists()  # noqa: E731
+    n_users = len(split)
+
+    if not done("popular"):
+        t = time.time()
+        pop = most_popular_scores(data.train, len(data.catalog)).expand(n_users, -1)
+        save_cell(cell_path(out, dataset, seed, "popular"), "popular", ranks_from_item_scores(pop, split, data),
+                  time.time() - t)
+    mf = None
+    if not done("mf") or any(not done(m) for m in ABLATIONS if m != "ilrec_no_crr"):
+        t = time.time()
+        mf = MatrixFactorizationReward(seed=seed).fit(data.train, num_items=len(data.catalog))
+        fit_seconds = time.time() - t
+        if not done("mf"):
+            scores = mf.score_items(list(split["user_id"]), list(split["history"]))
+            save_cell(cell_path(out, dataset, seed, "mf"), "mf", ranks_from_item_scores(scores, split, data),
+                      fit_seconds)
+
+    sft_dir = MODELS / dataset / f"seed{seed}" / "sft"
+    if not (sft_dir / "config.json").exists() or not done("sft"):
+        t = time.time()
+        model = tiny_llama(tok, num_layers=a.layers, hidden_size=a.hidden, num_heads=4, seed=seed)
+        trainer = SFTTrainer(model=model, args=train_args(SFTConfig, sft_dir, seed, a.sft_epochs, a.lr, a.batch),
+                             train_dataset=data.train, processing_class=tok)
+        trainer.train()
+        trainer.save_model(str(sft_dir))
+        train_seconds = time.time() - t
+        save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks_of(model, tok, data, split, a.eval_batch),
+                  train_seconds)
+
+    for method in LLM_METHODS:
+        if method not in a.methods or done(method):
+            continue
+        t = time.time()
+        model = AutoModelForCausalLM.from_pretrained(sft_dir)
+        work = MODELS / dataset / f"seed{seed}" / method
+        extra = {}
+        if method == "sft_more":
+            trainer = SFTTrainer(model=model, args=train_args(SFTConfig, work, seed, a.extra_epochs, a.lr2, a.batch),
+                                 train_dataset=data.train, processing_class=tok)
+        elif method == "dpo":
+            pairs = dpo_dataset(data, model, tok, seed, a.dpo_pairs, a.eval_batch)
+            trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, a.lr2, a.batch // 2,
+                                                              beta=0.1),
+                                 train_dataset=pairs, processing_class=tok)
+            extra["dpo_pairs"] = len(pairs)
+        else:
+            cfg = dict(negative_scope="trie", cpo_alpha=a.cpo_alpha, cpd_weight=a.cpd_weight,
+                       crr_weight=a.crr_weight, ilrec_layers=a.ilrec_layers)
+            cfg.update(ABLATIONS[method])
+            reward_fn = mf.as_reward_fn(data.catalog) if cfg["crr_weight"] > 0 else None
+            trainer = ILRecTrainer(model=model, args=train_args(ILRecConfig, work, seed, a.extra_epochs, a.lr2,
+                                                                a.batch, **cfg),
+                                   train_dataset=data.train, processing_class=tok, catalog=data.catalog,
+                                   reward_fn=reward_fn)
+            extra["config"] = cfg
+        trainer.train()
+        logs = [e for e in trainer.state.log_history if "loss" in e]
+        extra["train_logs"] = logs[-20:]
+        train_seconds = time.time() - t
+        save_cell(cell_path(out, dataset, seed, method), method, ranks_of(model, tok, data, split, a.eval_batch),
+                  train_seconds, extra)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def paired_bootstrap(a, b, n=2000, seed=0):
+    """95% interval of mean(a) - mean(b) over users (paired), by bootstrap."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n, len(a)))
+    diffs = (a[idx] - b[idx]).mean(1)
+    return float((a - b).mean()), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def ndcg_per_user(ranks, k=10):
+    r = np.asarray(ranks)
+    return np.where((r > 0) & (r <= k), 1.0 / np.log2(np.maximum(r, 1) + 1), 0.0)
+
+
+def report(out: Path, docs: Path):
+    lines = ["# Accuracy benchmark (issue 6)", "",
+             "Reproduce: `python benchmarks/accuracy.py --dataset instruments --seeds 0 1 2` then "
+             "`python benchmarks/accuracy.py --report`. Every cell is resumable; see the script's docstring.", ""]
+    for ds_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        cells = {}
+        for seed_dir in sorted(ds_dir.glob("seed*")):
+            for f in seed_dir.glob("*.json"):
+                c = json.loads(f.read_text())
+                cells.setdefault(c["method"], {})[seed_dir.name] = c
+        if not cells:
+            continue
+        order = [m for m in ("popular", "mf", "sft", "sft_more", "dpo", *ABLATIONS) if m in cells]
+        lines += [f"## {ds_dir.name}", "", "| method | seeds | users | Hit@5 | NDCG@5 | Hit@10 | NDCG@10 | seconds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        means = {}
+        for m in order:
+            runs = list(cells[m].values())
+            vals = {k: np.array([r["metrics"][k] for r in runs]) for k in ("hit@5", "ndcg@5", "hit@10", "ndcg@10")}
+            means[m] = vals["ndcg@10"].mean()
+            fmt = lambda v: f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v.mean():.4f}"  # noqa: E731
+            lines.append(f"| {m} | {len(runs)} | {len(runs[0]['ranks'])} | " + " | ".join(fmt(vals[k]) for k in vals)
+                         + f" | {np.mean([r['seconds'] for r in runs]):.0f} |")
+        lines.append("")
+        for base in ("sft", "sft_more", "dpo"):
+            if "ilrec" in cells and base in cells:
+                common = sorted(set(cells["ilrec"]) & set(cells[base]))
+                if common:
+                    a = np.concatenate([ndcg_per_user(cells["ilrec"][s]["ranks"]) for s in common])
+                    b = np.concatenate([ndcg_per_user(cells[base][s]["ranks"]) for s in common])
+                    d, lo, hi = paired_bootstrap(a, b)
+                    lines.append(f"- ILRec − {base}, NDCG@10 (paired bootstrap over users × seeds {common}): "
+                                 f"{d:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}]")
+        lines.append("")
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(7, 3.2))
+            ax.bar(range(len(order)), [means[m] for m in order], color="#4a7ab0")
+            ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
+            ax.set_ylabel("NDCG@10 (test subset)")
+            ax.set_title(ds_dir.name)
+            fig.tight_layout()
+            png = docs / f"accuracy_{ds_dir.name}.png"
+            fig.savefig(png, dpi=110)
+            plt.close(fig)
+            lines += [f"![{ds_dir.name}]({png.name})", ""]
+        except ImportError:
+            pass
+    (docs / "benchmarks_accuracy.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dataset", default="instruments", choices=["instruments", "ml100k", "synthetic"])
+    p.add_argument("--data_dir", default=os.environ.get("ILREC_DATA_DIR", str(ROOT.parent / "shared" / "data")))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=list(LLM_METHODS))
+    p.add_argument("--eval_users", type=int, default=2000)
+    p.add_argument("--eval_batch", type=int, default=64)
+    p.add_argument("--max_history", type=int, default=10)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr2", type=float, default=1e-3)
+    p.add_argument("--sft_epochs", type=float, default=2.0)
+    p.add_argument("--extra_epochs", type=float, default=1.0)
+    p.add_argument("--dpo_pairs", type=int, default=20000)
+    p.add_argument("--cpo_alpha", type=float, default=0.1)
+    p.add_argument("--cpd_weight", type=float, default=0.1)
+    p.add_argument("--crr_weight", type=float, default=0.1)
+    p.add_argument("--ilrec_layers", type=int, nargs="+", default=[-2, -3, -4, -5])
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--report", action="store_true")
+    a = p.parse_args()
+    if a.report:
+        report(Path(a.out), ROOT / "docs")
+        return
+    from ilrec_trl.data import build_word_tokenizer, semantic_id_tokens
+    from ilrec_trl.scripts.common import is_title_scheme
+
+    data = load(a.dataset, a.data_dir, a.max_history)
+    if is_title_scheme(data):
+        from ilrec_trl.data import build_bpe_tokenizer
+
+        tok = build_bpe_tokenizer(list(data.train["prompt"][:3000]) + data.catalog.identifiers, vocab_size=4000)
+    else:
+        tok = build_word_tokenizer(list(data.train["prompt"][:2000]), semantic_id_tokens(data.catalog.identifiers))
+    data.bind(tok)
+    split = eval_subset(data, a.eval_users)
+    for seed in a.seeds:
+        run_seed(a, data, tok, split, a.dataset, seed)
+    report(Path(a.out), ROOT / "docs")
+
+
+if __name__ == "__main__":
+    main()
