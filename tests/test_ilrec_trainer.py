@@ -299,3 +299,40 @@ def test_evaluate_logs_ilrec_metrics(model, tokenizer, rec_data, args_factory):
     metrics = trainer.evaluate()
     assert "eval_loss" in metrics and "eval_cpo" in metrics and "eval_top1_layer_-2" in metrics
     assert hooks_on(model) == 0
+
+
+def test_bf16_autocast_trains_with_float32_losses(model, tokenizer, rec_data, args_factory):
+    args = args_factory(bf16=True, max_steps=3, negative_scope="trie", learning_rate=3e-3)
+    trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
+                           catalog=rec_data.catalog)
+    before = model.lm_head.weight.detach().clone()
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logs) == 3 and all(torch.isfinite(torch.tensor(e["loss"])) for e in logs)
+    assert all(e["negatives_per_token"] >= 0 for e in logs)
+    assert not torch.equal(before, model.lm_head.weight.detach())
+
+
+def test_bf16_model_weights_loss_matches_float32_reference(model, tokenizer, rec_data, args_factory):
+    """A model held in bf16: the ILRec terms are computed in float32 from the bf16 logits."""
+    from ilrec_trl.losses import ilrec_losses
+
+    bf16_model = copy.deepcopy(model).to(torch.bfloat16)
+    trainer = ILRecTrainer(model=bf16_model, args=args_factory(), train_dataset=rec_data.train,
+                           processing_class=tokenizer)
+    batch = first_batch(trainer)
+    trainer.attach_ilrec_hooks()
+    try:
+        out = bf16_model(**batch, ilrec_request={})
+        trainer._capture.enabled = True
+        full = bf16_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          output_hidden_states=True)
+        states = trainer._capture.pop()
+    finally:
+        trainer.remove_ilrec_hooks()
+    mask = batch["labels"][:, 1:] != -100
+    final = full.logits[:, :-1][mask]
+    layers = torch.stack([bf16_model.lm_head(bf16_model.model.norm(s[:, :-1][mask])) for s in states])
+    ref = ilrec_losses(final, layers, batch["labels"][:, 1:][mask], trainer.args)
+    assert out.cpo_per_token.dtype == torch.float32
+    torch.testing.assert_close(out.cpo_per_token, ref.cpo_per_token, rtol=1e-3, atol=1e-3)
