@@ -89,6 +89,7 @@ def collaborative_reward_regularisation(
     negatives: torch.Tensor,
     rewards: torch.Tensor,
     temperature: float = 1.0,
+    log_probs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-position L_CRR: KL(q ‖ softmax(z^L)) with q = softmax over the negatives of r/T_r.
 
@@ -99,10 +100,18 @@ def collaborative_reward_regularisation(
     safe_rewards = torch.where(rewarded, rewards.float(), torch.zeros((), device=rewards.device))
     log_q = masked_log_softmax(safe_rewards / temperature, rewarded)
     q = log_q.exp() * rewarded
-    log_p = final_logits.log_softmax(-1)
+    log_p = final_logits.log_softmax(-1) if log_probs is None else log_probs
     values = (q * (log_q - log_p)).sum(-1)
     contributing = rewarded.any(-1)
     return values * contributing, contributing
+
+
+def scope_columns(scope_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sorted vocabulary columns that any position's scope contains, plus the targets."""
+    used = scope_mask.reshape(-1, scope_mask.shape[-1]).any(0)
+    used = used.clone()
+    used[targets] = True
+    return used.nonzero().squeeze(1)
 
 
 def ilrec_losses(
@@ -142,60 +151,77 @@ def ilrec_losses(
     if rewards is not None and rewards.shape != final_logits.shape:
         raise ValueError(f"rewards must be [N, V]={tuple(final_logits.shape)}; got {tuple(rewards.shape)}.")
 
+    count = max(targets.numel(), 1)
+    with torch.no_grad():  # per-layer top-1 over the whole vocabulary (a metric, no gradient)
+        layer_top1 = (layer_logits.argmax(-1) == targets).float().sum(-1) / count
+        final_top1 = (final_logits.argmax(-1) == targets).float().sum() / count
+
     final_logits = final_logits.float()
-    layer_logits = layer_logits.float()
     if scope_mask is not None:
         scope_mask = scope_mask.to(torch.bool)
+    # Mining, the hardness weights and L_CPD only read the scope's columns (and the targets'): with a scope and a
+    # scale-free threshold (relative, top-k), work on those columns only instead of the whole vocabulary.
+    columns = None
+    if scope_mask is not None and config.negative_threshold != "absolute":
+        columns = scope_columns(scope_mask, targets)
+    if columns is not None:
+        position = torch.full((final_logits.shape[-1],), -1, dtype=torch.long, device=targets.device)
+        position[columns] = torch.arange(columns.numel(), device=targets.device)
+        small_targets = position[targets]
+        small_layers = layer_logits.index_select(-1, columns).float()
+        small_final = final_logits.index_select(-1, columns)
+        small_scope = scope_mask.index_select(-1, columns)
+    else:
+        small_targets, small_layers, small_final, small_scope = targets, layer_logits.float(), final_logits, scope_mask
 
     mined = mine_negatives(
-        layer_logits.detach(),
-        targets,
+        small_layers.detach(),
+        small_targets,
         threshold=config.negative_threshold,
         phi=config.negative_phi,
         tau=config.negative_tau,
         topk=config.negative_topk,
-        scope_mask=scope_mask,
+        scope_mask=small_scope,
     )
+    negatives, weights = mined.mask, mined.weights
+    if columns is not None:  # back to vocabulary columns
+        negatives = final_logits.new_zeros(final_logits.shape, dtype=torch.bool).index_copy_(1, columns, negatives)
+        weights = final_logits.new_zeros(final_logits.shape).index_copy_(1, columns, weights)
 
     log_p = final_logits.log_softmax(-1)
     nll_per_token = -log_p.gather(1, targets[:, None]).squeeze(1)
 
     if config.cpo_alpha > 0:
-        hat = penalised_logits(final_logits, mined.weights, config.cpo_alpha, config.cpo_penalty)
+        hat = penalised_logits(final_logits, weights, config.cpo_alpha, config.cpo_penalty)
         cpo_per_token = torch.nn.functional.cross_entropy(hat, targets, reduction="none")
     else:
         cpo_per_token = nll_per_token
 
     if config.cpd_weight > 0:
         cpd_per_token = cross_layer_distillation(
-            final_logits,
-            layer_logits,
-            targets,
+            small_final,
+            small_layers,
+            small_targets,
             temperature=config.cpd_temperature,
             detach_teacher=config.cpd_detach_teacher,
-            scope_mask=scope_mask,
+            scope_mask=small_scope,
         )
     else:
         cpd_per_token = final_logits.new_zeros(targets.shape)
 
     if rewards is not None and config.crr_weight > 0:
         crr_per_token, contributing = collaborative_reward_regularisation(
-            final_logits, mined.mask, rewards, temperature=config.crr_temperature
+            final_logits, negatives, rewards, temperature=config.crr_temperature, log_probs=log_p
         )
     else:
         crr_per_token = final_logits.new_zeros(targets.shape)
         contributing = torch.zeros_like(targets, dtype=torch.bool)
 
-    count = max(targets.numel(), 1)
     crr_count = contributing.sum()
     cpo = cpo_per_token.sum() / count
     cpd = cpd_per_token.sum() / count
     crr = crr_per_token.sum() / crr_count.clamp(min=1)
     loss = cpo + config.cpd_weight * cpd + config.crr_weight * crr
-
-    with torch.no_grad():
-        layer_top1 = (layer_logits.argmax(-1) == targets).float().sum(-1) / count
-        final_top1 = (final_logits.argmax(-1) == targets).float().sum() / count
 
     return ILRecLossOutput(
         loss=loss,
@@ -208,8 +234,8 @@ def ilrec_losses(
         crr_per_token=crr_per_token,
         nll_per_token=nll_per_token,
         crr_count=crr_count,
-        negatives=mined.mask,
-        negative_weights=mined.weights,
+        negatives=negatives,
+        negative_weights=weights,
         layer_top1=layer_top1,
         final_top1=final_top1,
     )
