@@ -19,53 +19,10 @@ from pathlib import Path
 import torch
 
 from ilrec_trl.data import build_word_tokenizer, load_lcrec_dataset, semantic_id_tokens
-from ilrec_trl.generation import constrained_beam_search
+from ilrec_trl.generation import constrained_beam_search, prefix_fn_beam_search
 from ilrec_trl.models import tiny_llama
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def prefix_fn_search(model, tokenizer, catalog, prompts, num_beams, batch_size):
-    trie = {}
-    for i in range(len(catalog)):
-        node = trie
-        for t in catalog.item_token_ids(i):
-            node = node.setdefault(t, {})
-    leaf_item = {tuple(catalog.item_token_ids(i)): i for i in range(len(catalog))}
-    ends = [tokenizer.eos_token_id, tokenizer.pad_token_id]
-    tokenizer.padding_side = "left"
-    ranked = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-        width = enc["input_ids"].shape[1]
-
-        def allowed(batch_id, ids):
-            node = trie
-            for t in ids[width:].tolist():
-                node = node.get(t)
-                if not node:
-                    return ends
-            return list(node)
-
-        out = model.generate(**enc, num_beams=num_beams, num_return_sequences=num_beams,
-                             max_new_tokens=catalog.max_length, do_sample=False, length_penalty=0.0,
-                             early_stopping=True, prefix_allowed_tokens_fn=allowed, output_scores=True,
-                             return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-        seqs = out.sequences[:, width:].view(len(chunk), num_beams, -1).tolist()
-        scores = out.sequences_scores.view(len(chunk), num_beams)
-        for u in range(len(chunk)):
-            order = scores[u].argsort(descending=True, stable=True).tolist()
-            items = []
-            for j in order:
-                toks = seqs[u][j]
-                for length in range(1, len(toks) + 1):
-                    if tuple(toks[:length]) in leaf_item:
-                        items.append(leaf_item[tuple(toks[:length])])
-                        break
-            ranked.append(items)
-    return ranked
 
 
 def main():
@@ -88,7 +45,7 @@ def main():
     for name in ("prefix_fn", "processor", "trie"):
         start = time.perf_counter()
         if name == "prefix_fn":
-            ranked = prefix_fn_search(model, tok, data.catalog, prompts, a.beams, a.batch_size)
+            ranked = prefix_fn_beam_search(model, tok, data.catalog, prompts, a.beams, a.batch_size)
         else:
             method = "generate" if name == "processor" else "trie"
             ranked = constrained_beam_search(model, tok, data.catalog, prompts, num_beams=a.beams,

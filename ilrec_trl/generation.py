@@ -239,3 +239,48 @@ def recommend(
     recs = constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=num_beams, k=k, batch_size=batch_size)
     out = [list(zip(items, scores)) for items, scores in zip(recs.items, recs.scores)]
     return out[0] if single else out
+
+
+def prefix_fn_beam_search(model, tokenizer, catalog, prompts, num_beams=20, batch_size=16) -> list[list[int]]:
+    """The common approach (LC-Rec's), kept as a reference: `model.generate` with `prefix_allowed_tokens_fn` walking
+    a Python dict trie per beam per step. Returns the ranked item ids per prompt (best first)."""
+    trie = {}
+    for i in range(len(catalog)):
+        node = trie
+        for t in catalog.item_token_ids(i):
+            node = node.setdefault(t, {})
+    leaf_item = {tuple(catalog.item_token_ids(i)): i for i in range(len(catalog))}
+    ends = [tokenizer.eos_token_id, tokenizer.pad_token_id]
+    tokenizer.padding_side = "left"
+    ranked = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+        width = enc["input_ids"].shape[1]
+
+        def allowed(batch_id, ids):
+            node = trie
+            for t in ids[width:].tolist():
+                node = node.get(t)
+                if not node:
+                    return ends
+            return list(node)
+
+        out = model.generate(**enc, num_beams=num_beams, num_return_sequences=num_beams,
+                             max_new_tokens=catalog.max_length, do_sample=False, length_penalty=0.0,
+                             early_stopping=True, prefix_allowed_tokens_fn=allowed, output_scores=True,
+                             return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id)
+        seqs = out.sequences[:, width:].view(len(chunk), num_beams, -1).tolist()
+        scores = out.sequences_scores.view(len(chunk), num_beams)
+        for u in range(len(chunk)):
+            order = scores[u].argsort(descending=True, stable=True).tolist()
+            items = []
+            for j in order:
+                toks = seqs[u][j]
+                for length in range(1, len(toks) + 1):
+                    if tuple(toks[:length]) in leaf_item:
+                        items.append(leaf_item[tuple(toks[:length])])
+                        break
+            ranked.append(items)
+    return ranked

@@ -6,7 +6,7 @@ import torch
 
 from ilrec_trl import ILRecTrainer
 from ilrec_trl.evaluation import RecommendationEvalCallback, evaluate_recommendations
-from ilrec_trl.generation import constrained_beam_search, recommend
+from ilrec_trl.generation import constrained_beam_search, prefix_fn_beam_search, recommend
 
 
 def test_every_beam_is_a_real_item(model, tokenizer, rec_data):
@@ -21,43 +21,13 @@ def test_every_beam_is_a_real_item(model, tokenizer, rec_data):
 
 def test_matches_prefix_allowed_tokens_fn(model, tokenizer, rec_data):
     """Same model, prompts and beams through HF's `prefix_allowed_tokens_fn` with a Python dict trie."""
-    catalog = rec_data.catalog
-    trie = {}
-    for i in range(len(catalog)):
-        node = trie
-        for t in catalog.item_token_ids(i):
-            node = node.setdefault(t, {})
     prompts = list(rec_data.test["prompt"][:3])
-    ours = constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=10, batch_size=3)
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    width = enc["input_ids"].shape[1]
-
-    def allowed(batch_id, ids):
-        node = trie
-        for t in ids[width:].tolist():
-            node = node.get(t)
-            if node is None or not node:
-                return [tokenizer.eos_token_id, tokenizer.pad_token_id]
-        return list(node)
-
-    out = model.generate(**enc, num_beams=10, num_return_sequences=10, max_new_tokens=catalog.max_length,
-                         do_sample=False, length_penalty=0.0, early_stopping=True, prefix_allowed_tokens_fn=allowed,
-                         output_scores=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    seqs = out.sequences[:, width:].view(3, 10, -1)
-    scores = out.sequences_scores.view(3, 10)
-    for u in range(3):
-        order = scores[u].argsort(descending=True, stable=True)
-        ref_items = []
-        for j in order.tolist():
-            toks = [t for t in seqs[u, j].tolist()]
-            for i in range(len(catalog)):
-                ids = catalog.item_token_ids(i)
-                if toks[: len(ids)] == ids:
-                    ref_items.append(i)
-                    break
-        assert ours.items[u] == ref_items
+    ours = constrained_beam_search(model, tokenizer, rec_data.catalog, prompts, num_beams=10, batch_size=3)
+    reference = prefix_fn_beam_search(model, tokenizer, rec_data.catalog, prompts, num_beams=10, batch_size=3)
+    assert ours.items == reference
+    generate = constrained_beam_search(model, tokenizer, rec_data.catalog, prompts, num_beams=10, batch_size=3,
+                                       method="generate")
+    assert generate.items == reference
 
 
 def test_recommend_single_and_many(model, tokenizer, rec_data):
