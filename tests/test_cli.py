@@ -13,7 +13,7 @@ QUICK = ["--max_steps", "6", "--synthetic_users", "60", "--synthetic_items", "32
 
 def test_embedded_default_compare_then_eval(tmp_path, capsys):
     out = tmp_path / "run"
-    results = train_cli.main([*QUICK, "--output_dir", str(out)])
+    results = train_cli.run([*QUICK, "--output_dir", str(out)])
     assert [r["method"] for r in results] == ["sft", "ilrec"]
     for r in results:
         assert r["num_users"] == 6 and 0 <= r["hit@10"] <= 1
@@ -25,7 +25,7 @@ def test_embedded_default_compare_then_eval(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| method |" in printed and "ilrec / sft NDCG@10" in printed
 
-    metrics = eval_cli.main(["--model", str(out / "ilrec"), "--num_beams", "10", "--ks", "5", "10",
+    metrics = eval_cli.run(["--model", str(out / "ilrec"), "--num_beams", "10", "--ks", "5", "10",
                              "--max_users", "4", "--synthetic_users", "60", "--synthetic_items", "32"])
     assert metrics["num_users"] == 4
     assert json.loads((out / "ilrec" / "eval_test.json").read_text())["metrics"]["num_users"] == 4
@@ -36,23 +36,23 @@ def test_output_dir_holding_a_different_run(tmp_path):
     out.mkdir()
     (out / "run_config.json").write_text(json.dumps({"something": "else"}))
     with pytest.raises(ValueError, match="holds a different run"):
-        train_cli.main([*QUICK, "--output_dir", str(out)])
+        train_cli.run([*QUICK, "--output_dir", str(out)])
 
 
 def test_unknown_flag_fails_fast(tmp_path):
     with pytest.raises((SystemExit, ValueError)):
-        train_cli.main(["--no_such_flag", "1", "--output_dir", str(tmp_path)])
+        train_cli.run(["--no_such_flag", "1", "--output_dir", str(tmp_path)])
 
 
 def test_missing_data_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("ILREC_DATA_DIR", raising=False)
     with pytest.raises(ValueError, match="needs --data_dir"):
-        train_cli.main(["--dataset", "lcrec", "--output_dir", str(tmp_path / "a")])
+        train_cli.run(["--dataset", "lcrec", "--output_dir", str(tmp_path / "a")])
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        train_cli.main(["--dataset", "movielens", "--data_dir", str(tmp_path / "nope"), "--output_dir",
+        train_cli.run(["--dataset", "movielens", "--data_dir", str(tmp_path / "nope"), "--output_dir",
                         str(tmp_path / "b")])
 
 
 def test_eval_model_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="--model"):
-        eval_cli.main(["--model", str(tmp_path / "missing")])
+        eval_cli.run(["--model", str(tmp_path / "missing")])

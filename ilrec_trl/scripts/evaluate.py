@@ -30,7 +30,8 @@ class EvalArguments:
     output: str | None = field(default=None, metadata={"help": "JSON file for the metrics (default: <model>/eval_<split>.json)."})
 
 
-def main(argv=None) -> dict:
+def run(argv=None) -> dict:
+    """Run with these command-line arguments and return the results (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     eval_args, data_args = TrlParser((EvalArguments, DataArguments)).parse_args_and_config(argv)
@@ -59,6 +60,11 @@ def main(argv=None) -> dict:
     print("| " + " | ".join(f"{metrics[k]:.4f}" for k in keys) + f" | {metrics['num_users']} |")
     print(f"Metrics written to {out}")
     return metrics
+
+
+def main(argv=None) -> None:
+    """Console entry point."""
+    run(argv)
 
 
 if __name__ == "__main__":

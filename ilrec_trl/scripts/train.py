@@ -162,7 +162,8 @@ def write_model_card(output_dir: Path, signature: dict, results: list[dict], dat
     (output_dir / "README.md").write_text("\n".join(card))
 
 
-def main(argv=None) -> list[dict]:
+def run(argv=None) -> list[dict]:
+    """Run with these command-line arguments and return the results (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data_args, script_args, training_args, model_args = parse(argv)
     if script_args.method not in METHODS:
@@ -188,6 +189,11 @@ def main(argv=None) -> list[dict]:
     table = format_table(results)
     print(f"\n{data!r}\n\n{table}\n\nResults written to {output_dir / 'results.json'}")
     return results
+
+
+def main(argv=None) -> None:
+    """Console entry point."""
+    run(argv)
 
 
 if __name__ == "__main__":
