@@ -8,6 +8,7 @@
 3. DeepSpeed ZeRO-3 on one GPU (if deepspeed imports there): a few ILRec steps with finite loss.
 
     bash benchmarks/gpu_check.sh        # writes $OUT/gpu_check.json (or benchmarks/results/gpu_check.json)
+    python benchmarks/gpu_check.py --smoke --steps 5 --batch 4   # checks this script on a CPU (tiny model)
 """
 
 import argparse
@@ -26,16 +27,21 @@ from ilrec_trl import ILRecConfig, ILRecTrainer, ItemCatalog
 from ilrec_trl.data import add_identifier_tokens, build_bpe_tokenizer, format_prompt
 
 
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class StepTimer(TrainerCallback):
     def __init__(self):
         self.times, self._t = [], None
 
     def on_step_begin(self, args, state, control, **kw):
-        torch.cuda.synchronize()
+        sync()
         self._t = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
-        torch.cuda.synchronize()
+        sync()
         self.times.append(time.perf_counter() - self._t)
 
 
@@ -61,10 +67,15 @@ def build(num_items=2000, levels=4, codes=225, seed=0):
     return tok, catalog, Dataset.from_list(rows)
 
 
+SMOKE = False  # --smoke: a 6-layer d=64 model on the CPU, to check this script itself without a GPU
+
+
 def model_for(vocab, dtype):
-    cfg = LlamaConfig(vocab_size=49152 + 900, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True,
-                      max_position_embeddings=2048)
+    size = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+                num_key_value_heads=2) if SMOKE else dict(hidden_size=576, intermediate_size=1536,
+                                                          num_hidden_layers=30, num_attention_heads=9,
+                                                          num_key_value_heads=3)
+    cfg = LlamaConfig(vocab_size=49152 + 900, tie_word_embeddings=True, max_position_embeddings=2048, **size)
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
     model.resize_token_embeddings(max(vocab, cfg.vocab_size))
@@ -75,9 +86,13 @@ def run(kind, tok, catalog, data, steps, batch, bf16, out_dir, extra=None):
     common = dict(output_dir=str(out_dir / kind), per_device_train_batch_size=batch, max_steps=steps,
                   logging_steps=1, save_strategy="no", report_to=[], bf16=bf16, gradient_checkpointing=False,
                   learning_rate=1e-4, disable_tqdm=True, seed=0, **(extra or {}))
-    model = model_for(len(tok), torch.bfloat16 if bf16 else torch.float32).cuda()
+    model = model_for(len(tok), torch.bfloat16 if bf16 else torch.float32)
+    if not SMOKE:
+        model = model.cuda()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        common.update(use_cpu=True, bf16=False)
     timer = StepTimer()
-    torch.cuda.reset_peak_memory_stats()
     if kind == "sft":
         trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=data, processing_class=tok,
                              callbacks=[timer])
@@ -92,7 +107,8 @@ def run(kind, tok, catalog, data, steps, batch, bf16, out_dir, extra=None):
     trainer.train()
     logs = [e for e in trainer.state.log_history if "loss" in e]
     timed = timer.times[3:]
-    return {"median_step_s": statistics.median(timed), "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+    peak = torch.cuda.max_memory_allocated() / 2**30 if not SMOKE else float("nan")
+    return {"median_step_s": statistics.median(timed or timer.times), "peak_mem_gib": peak,
             "losses": [e["loss"] for e in logs], "negatives_per_token": [e.get("negatives_per_token") for e in logs]}
 
 
@@ -100,11 +116,15 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=23)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--smoke", action="store_true", help="check the script on CPU with a tiny model")
     a = p.parse_args()
+    global SMOKE
+    SMOKE = a.smoke
     out = Path(os.environ.get("OUT", Path(__file__).parent / "results"))
     out.mkdir(parents=True, exist_ok=True)
     tok, catalog, data = build()
-    result = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "batch": a.batch}
+    device = "cpu (smoke)" if SMOKE else torch.cuda.get_device_name(0)
+    result = {"device": device, "torch": torch.__version__, "batch": a.batch}
     for dtype in ("bf16",):
         sft = run("sft", tok, catalog, data, a.steps, a.batch, True, out)
         ilrec = run("ilrec", tok, catalog, data, a.steps, a.batch, True, out)
@@ -113,6 +133,8 @@ def main():
                          "peak_mem_ratio": ilrec["peak_mem_gib"] / sft["peak_mem_gib"]}
         print(json.dumps({k: v for k, v in result[dtype].items() if "ratio" in k}), flush=True)
     try:
+        if SMOKE:
+            raise RuntimeError("ZeRO-3 step skipped in --smoke mode")
         import deepspeed  # noqa: F401
 
         ds = {"zero_optimization": {"stage": 3}, "bf16": {"enabled": True}, "train_micro_batch_size_per_gpu": "auto",
