@@ -34,6 +34,8 @@ class ContextCollator:
         return batch
 
     def __getattr__(self, name):  # behave like the wrapped collator (e.g. `padding_free`)
+        if name == "collator":  # not set yet (e.g. while unpickling in a dataloader worker)
+            raise AttributeError(name)
         return getattr(self.collator, name)
 
 
