@@ -222,6 +222,14 @@ def report(out: Path, docs: Path):
         if not cells:
             continue
         order = [m for m in ("popular", "mf", "sft", "sft_more", "dpo", *ABLATIONS) if m in cells]
+        args_file = ds_dir / "run_args.json"
+        if args_file.exists():
+            run_args = json.loads(args_file.read_text())
+            flags = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in run_args.items()
+                             if k in ("dataset", "seeds", "eval_users", "sft_epochs", "extra_epochs", "dpo_pairs",
+                                      "batch", "lr", "lr2", "layers", "hidden", "max_history", "cpo_alpha",
+                                      "cpd_weight", "crr_weight"))
+            lines += [f"Command: `python benchmarks/accuracy.py {flags}`", ""]
         lines += [f"## {ds_dir.name}", "", "| method | seeds | users | Hit@5 | NDCG@5 | Hit@10 | NDCG@10 | seconds |",
                   "|---|---|---|---|---|---|---|---|"]
         means = {}
@@ -304,6 +312,9 @@ def main():
         tok = build_word_tokenizer(list(data.train["prompt"][:2000]), semantic_id_tokens(data.catalog.identifiers))
     data.bind(tok)
     split = eval_subset(data, a.eval_users)
+    run_dir = Path(a.out) / a.dataset
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run_args.json").write_text(json.dumps({k: v for k, v in vars(a).items() if k != "report"}, indent=2))
     for seed in a.seeds:
         run_seed(a, data, tok, split, a.dataset, seed)
     report(Path(a.out), ROOT / "docs")
