@@ -99,6 +99,7 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     scores = scores.flatten()
     last = tokens.flatten()
     node_item = catalog.node_item.to(device)
+    filler = 0 if pad_token_id is None else pad_token_id  # the token a finished beam "emits" (never read back)
     offsets = (torch.arange(batch, device=device) * num_beams)[:, None]
     for _ in range(1, catalog.max_length):
         done = (nodes < 0) | (node_item[nodes.clamp(min=0)] >= 0)
@@ -113,7 +114,7 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
         cand = scores[:, None] + logp.masked_fill(~catalog.continuation_mask(nodes, vocab), float("-inf"))
         # a finished beam survives unchanged, through the pad token
         cand[done] = float("-inf")
-        cand[done, pad_token_id] = scores[done]
+        cand[done, filler] = scores[done]
         scores, flat = cand.view(batch, num_beams * vocab).topk(num_beams, dim=-1)
         beam = (offsets + flat // vocab).flatten()
         tokens = (flat % vocab).flatten()
@@ -172,7 +173,8 @@ def constrained_beam_search(
         batches = range(0, len(prompts), batch_size)
         for start in tqdm(batches, desc="constrained beam search", disable=not progress):
             chunk = prompts[start : start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            # prompts are tokenized as TRL tokenizes them for training (special tokens, e.g. BOS, included)
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
             width = enc["input_ids"].shape[1]
             if method == "trie":
                 items, scores = trie_beam_search(model, enc["input_ids"], enc["attention_mask"], catalog, num_beams,
@@ -255,7 +257,7 @@ def prefix_fn_beam_search(model, tokenizer, catalog, prompts, num_beams=20, batc
     ranked = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True)
         width = enc["input_ids"].shape[1]
 
         def allowed(batch_id, ids):

@@ -1,5 +1,6 @@
 """Step 1 of ILRec: self-hard negatives mined from the intermediate-layer ensemble (no gradient)."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,9 +61,9 @@ def mine_negatives(
     candidates = torch.ones_like(ensemble, dtype=torch.bool) if scope_mask is None else scope_mask.expand_as(ensemble)
     candidates = candidates.clone()
     candidates[torch.arange(num_positions, device=targets.device), targets] = False
-    if threshold == "relative":
-        truth = probs.gather(1, targets[:, None])
-        negatives = candidates & (probs >= phi * truth)
+    if threshold == "relative":  # P(v) >= phi * P(y)  <=>  z̄(v) - z̄(y) >= log(phi), immune to underflow
+        truth = ensemble.gather(1, targets[:, None])
+        negatives = candidates & (ensemble - truth >= math.log(phi))
     elif threshold == "absolute":
         negatives = candidates & (probs >= tau)
     elif threshold == "topk":

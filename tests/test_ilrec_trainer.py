@@ -336,3 +336,9 @@ def test_bf16_model_weights_loss_matches_float32_reference(model, tokenizer, rec
     ref = ilrec_losses(final, layers, batch["labels"][:, 1:][mask], trainer.args)
     assert out.cpo_per_token.dtype == torch.float32
     torch.testing.assert_close(out.cpo_per_token, ref.cpo_per_token, rtol=1e-3, atol=1e-3)
+
+
+def test_same_layer_named_twice(model, tokenizer, rec_data, args_factory):
+    with pytest.raises(ValueError, match="names the same decoder layer twice"):
+        ILRecTrainer(model=model, args=args_factory(ilrec_layers=[-1, 5]), train_dataset=rec_data.train,
+                     processing_class=tokenizer)

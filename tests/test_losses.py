@@ -177,3 +177,13 @@ def test_bad_shapes_fail_clearly():
         ilrec_losses(final, layers, targets, cfg(), rewards=torch.randn(4, 7))
     with pytest.raises(ValueError, match="layer_logits"):
         ilrec_losses(final, torch.randn(2, 3, 8), targets, cfg())
+
+
+def test_relative_threshold_survives_underflow():
+    """When P(truth) underflows to 0, only tokens ranked at least as high as the truth are negatives."""
+    layers = torch.full((2, 1, 10), -30.0)
+    layers[:, 0, 0] = 200.0  # far above everything
+    layers[:, 0, 3] = 0.0  # the truth: probability underflows to 0 in float32
+    layers[:, 0, 5] = -10.0  # below the truth
+    out = ilrec_losses(torch.zeros(1, 10), layers, torch.tensor([3]), cfg())
+    assert out.negatives[0].nonzero().flatten().tolist() == [0]

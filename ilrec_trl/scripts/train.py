@@ -40,7 +40,8 @@ class TrainScriptArguments:
         metadata={"help": "Collaborative reward for L_CRR: mf (fit a matrix-factorisation model on the training "
                           "split, cached in the output dir), none, or a path to a user x item score matrix."},
     )
-    eval_split: str = field(default="test", metadata={"help": "Split evaluated after training: test, valid or none."})
+    eval_split: str = field(default="test", metadata={"help": "Split evaluated after training.",
+                                                      "choices": ["test", "valid", "none"]})
     eval_num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
     eval_max_users: int | None = field(default=None, metadata={"help": "Evaluate a seeded subset of users."})
     eval_batch_size: int = field(default=32, metadata={"help": "Users per generation batch."})
@@ -60,6 +61,12 @@ def parse(argv=None):
         argv = ["--config", default_config_path(), *argv]
     parser = TrlParser((DataArguments, TrainScriptArguments, ILRecConfig, ModelConfig))
     return parser.parse_args_and_config(argv)
+
+
+def is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def run_signature(data_args, script_args, training_args, model_args) -> dict:
@@ -115,25 +122,34 @@ def train_one(method, data, tokenizer, data_args, script_args, training_args, mo
     if script_args.rec_eval_steps:
         trainer.add_callback(RecommendationEvalCallback(
             trainer, data.valid, data.catalog, eval_steps=script_args.rec_eval_steps,
-            max_users=script_args.eval_max_users or 200, num_beams=script_args.eval_num_beams, ks=(5, 10)))
+            max_users=script_args.eval_max_users or 200, num_beams=script_args.eval_num_beams,
+            ks=tuple(k for k in (5, 10) if k <= script_args.eval_num_beams) or (script_args.eval_num_beams,)))
     start = time.time()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_seconds = time.time() - start
     trainer.save_model(str(output_dir))
     result = {"method": method, "train_seconds": round(train_seconds, 1),
               "train_loss": next((e["train_loss"] for e in trainer.state.log_history if "train_loss" in e), None)}
-    if script_args.eval_split != "none" and trainer.accelerator.is_main_process:
+    if script_args.eval_split != "none":
+        # Every process runs the (identical) beam search: under ZeRO-3 each forward gathers parameters from all
+        # ranks, so the main process cannot evaluate alone. Only the main process writes files.
         split = data.test if script_args.eval_split == "test" else data.valid
         start = time.time()
+        main_process = trainer.accelerator.is_main_process
         metrics = evaluate_recommendations(
-            trainer.accelerator.unwrap_model(trainer.model), tokenizer, split, data.catalog,
-            num_beams=script_args.eval_num_beams, ks=(1, 5, 10, 20) if script_args.eval_num_beams >= 20 else (1, 5, 10),
+            trainer.model if trainer.is_deepspeed_enabled else trainer.accelerator.unwrap_model(trainer.model),
+            tokenizer, split, data.catalog, num_beams=script_args.eval_num_beams, ks=eval_ks(script_args),
             max_users=script_args.eval_max_users, seed=training_args.seed, batch_size=script_args.eval_batch_size,
-            output_jsonl=str(output_dir / f"{script_args.eval_split}_rankings.jsonl"),
+            output_jsonl=str(output_dir / f"{script_args.eval_split}_rankings.jsonl") if main_process else None,
+            progress=main_process,
         )
         result.update(metrics)
         result["eval_seconds"] = round(time.time() - start, 1)
     return result
+
+
+def eval_ks(script_args) -> tuple[int, ...]:
+    return tuple(k for k in (1, 5, 10, 20) if k <= script_args.eval_num_beams)
 
 
 def format_table(results: list[dict]) -> str:
@@ -168,6 +184,8 @@ def run(argv=None) -> list[dict]:
     data_args, script_args, training_args, model_args = parse(argv)
     if script_args.method not in METHODS:
         raise ValueError(f"--method {script_args.method!r} is invalid: choose one of {list(METHODS)}.")
+    if script_args.eval_num_beams < 1:
+        raise ValueError(f"--eval_num_beams {script_args.eval_num_beams} is invalid: it must be >= 1 (20 is standard).")
     output_dir = Path(training_args.output_dir)
     signature = run_signature(data_args, script_args, training_args, model_args)
     check_output_dir(output_dir, signature, script_args.overwrite)
@@ -183,6 +201,8 @@ def run(argv=None) -> list[dict]:
         target = output_dir / method if len(methods) > 1 else output_dir
         results.append(train_one(method, data, tokenizer, data_args, script_args, training_args, model_args,
                                  target, reward_fn))
+    if not is_main_process():
+        return results
     (output_dir / "results.json").write_text(json.dumps({"results": results, "config": signature}, indent=2,
                                                          default=str))
     write_model_card(output_dir, signature, results, data)

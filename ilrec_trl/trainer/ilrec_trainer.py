@@ -83,6 +83,11 @@ class ILRecTrainer(SFTTrainer):
         self._decoder_layers = find_decoder_layers(base, args.layers_module_path)
         self._final_norm = find_final_norm(base, args.final_norm_module_path)
         self._layer_positions = resolve_layer_indices(args.ilrec_layers, len(self._decoder_layers))
+        if len(set(self._layer_positions)) != len(self._layer_positions):
+            raise ValueError(
+                f"ILRecConfig.ilrec_layers={args.ilrec_layers} names the same decoder layer twice (negative indices "
+                f"count from the top of the model's {len(self._decoder_layers)} layers); list each layer once."
+            )
         self._vocab_size = base.get_output_embeddings().out_features
         if catalog is not None and getattr(catalog, "vocab_size", 0) > self._vocab_size:
             raise ValueError(
@@ -195,13 +200,14 @@ class ILRecTrainer(SFTTrainer):
         shift_labels = labels[:, 1:]
         mask = shift_labels != -100
         request: dict = {}
-        needs_nodes = self.args.negative_scope == "trie" or (self.reward_fn is not None and self.catalog is not None)
+        use_rewards = self.reward_fn is not None and self.args.crr_weight > 0
+        needs_nodes = self.args.negative_scope == "trie" or (use_rewards and self.catalog is not None)
         nodes = self.catalog.prefix_nodes(shift_labels) if (needs_nodes and self.catalog is not None) else None
         if self.args.negative_scope == "item":
             request["scope_mask"] = self._item_mask.to(labels.device)
         elif self.args.negative_scope == "trie":
             request["scope_mask"] = self.catalog.continuation_mask(nodes, self._vocab_size)
-        if self.reward_fn is not None and self.args.crr_weight > 0:
+        if use_rewards:
             rows = mask.nonzero(as_tuple=True)[0]
             ctx = RewardContext(
                 context=context or {},

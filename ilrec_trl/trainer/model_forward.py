@@ -30,6 +30,11 @@ class ILRecModelOutput(ModelOutput):
 
 
 
+def _param_device(module, default):
+    param = next(module.parameters(), None)
+    return default if param is None else param.device
+
+
 class ILRecForwardPatch:
     """Patches `model.forward` so that `model(..., ilrec_request={...})` returns an [`ILRecModelOutput`]; without
     `ilrec_request` the previous forward (TRL's fused LM head, or the model's own) runs unchanged. [`remove`] restores
@@ -71,12 +76,15 @@ class ILRecForwardPatch:
             self.capture.enabled = False
         states = self.capture.pop()
 
-        shift_labels = labels[:, 1:]
-        mask = shift_labels != -100
-        final_hidden = backbone_outputs.last_hidden_state[:, :-1][mask]  # already normed by the backbone
-        layer_hidden = torch.stack([state[:, :-1][mask] for state in states])  # [K, N, d]
-        normed = self.final_norm(layer_hidden).to(final_hidden.dtype)
         head = model.get_output_embeddings()
+        # With the model split across devices (`device_map`), gather everything on the head's device
+        device = head.weight.device
+        shift_labels = labels[:, 1:].to(device)
+        mask = shift_labels != -100
+        final_hidden = backbone_outputs.last_hidden_state[:, :-1].to(device)[mask]  # already normed by the backbone
+        layer_hidden = torch.stack([state[:, :-1].to(device)[mask] for state in states])  # [K, N, d]
+        normed = self.final_norm(layer_hidden.to(_param_device(self.final_norm, device))).to(device)
+        normed = normed.to(final_hidden.dtype)
         logits = project(head, torch.cat([final_hidden[None], normed]), self.scale, self.softcap)  # [K+1, N, V]
         targets = shift_labels[mask]
         out = ilrec_losses(
