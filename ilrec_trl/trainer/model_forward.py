@@ -25,7 +25,6 @@ class ILRecModelOutput(ModelOutput):
     negatives_per_token: torch.Tensor | None = None
     layer_top1: torch.Tensor | None = None
     final_top1: torch.Tensor | None = None
-    negatives: torch.Tensor | None = None
     cf_endorsed_negatives: torch.Tensor | None = None
 
 
@@ -110,7 +109,6 @@ class ILRecForwardPatch:
             negatives_per_token=out.negatives.sum(-1),
             layer_top1=out.layer_top1 * max(targets.numel(), 1),
             final_top1=out.final_top1 * max(targets.numel(), 1),
-            negatives=out.negatives if request.get("return_negatives") else None,
             cf_endorsed_negatives=endorsed,
         )
 
