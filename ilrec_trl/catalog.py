@@ -60,6 +60,7 @@ class ItemCatalog:
         self._index = {ident: i for i, ident in enumerate(identifiers)}
         self.titles = titles
         self.tokenizer = None
+        self.default_completion_prefix = ""  # set by the dataset builders (e.g. " " before titles)
 
     # -- plain catalogue -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -95,9 +96,12 @@ class ItemCatalog:
         if not self.is_bound:
             raise CatalogError("Bind the catalogue to a tokenizer first: catalog.bind(tokenizer).")
 
-    def bind(self, tokenizer, add_eos: bool = True, completion_prefix: str = "") -> "ItemCatalog":
+    def bind(self, tokenizer, add_eos: bool = True, completion_prefix: str | None = None) -> "ItemCatalog":
         """Tokenize every identifier (as `completion_prefix + identifier`, the way it appears as a completion) and
-        build the prefix trie. With `add_eos`, the tokenizer's EOS ends every identifier. Returns `self`."""
+        build the prefix trie. With `add_eos`, the tokenizer's EOS ends every identifier. `completion_prefix`
+        defaults to the one the dataset builder used for this catalogue (a space for titles). Returns `self`."""
+        if completion_prefix is None:
+            completion_prefix = self.default_completion_prefix
         eos = tokenizer.eos_token_id if add_eos else None
         if add_eos and eos is None:
             raise CatalogError("The tokenizer has no eos_token; set one or bind with add_eos=False.")

@@ -85,6 +85,7 @@ def leave_one_out(
         test.append(
             _example(user, seq[max(0, n - 1 - max_history) : n - 1], seq[n - 1], catalog, template, completion_prefix)
         )
+    catalog.default_completion_prefix = completion_prefix
     if dropped:
         logger.info("%s: dropped %d users with fewer than %d interactions.", name, dropped, min_interactions)
     if not test:
