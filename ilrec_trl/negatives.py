@@ -56,7 +56,6 @@ def mine_negatives(
         scope_mask: `[N, V]` or `[V]` bool, tokens allowed to be negatives (`None` = all).
     """
     ensemble = layer_logits.float().mean(0)  # z̄_t
-    probs = ensemble.softmax(-1)  # P^S_t
     num_positions, vocab = ensemble.shape
     candidates = torch.ones_like(ensemble, dtype=torch.bool) if scope_mask is None else scope_mask.expand_as(ensemble)
     candidates = candidates.clone()
@@ -65,10 +64,10 @@ def mine_negatives(
         truth = ensemble.gather(1, targets[:, None])
         negatives = candidates & (ensemble - truth >= math.log(phi))
     elif threshold == "absolute":
-        negatives = candidates & (probs >= tau)
+        negatives = candidates & (ensemble.softmax(-1) >= tau)  # P^S_t, the only rule that needs it normalised
     elif threshold == "topk":
         k = min(topk, vocab)
-        scores = probs.masked_fill(~candidates, -1.0)
+        scores = ensemble.masked_fill(~candidates, float("-inf"))  # same order as P^S_t, exact where it underflows
         top = scores.topk(k, dim=-1).indices
         negatives = torch.zeros_like(candidates).scatter_(1, top, True) & candidates
     else:
