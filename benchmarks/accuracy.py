@@ -28,9 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "accuracy"
 MODELS = ROOT / "outputs" / "accuracy_models"  # checkpoints (git-ignored)
-LLM_METHODS = ("sft_more", "dpo", "ilrec", "ilrec_no_cpo", "ilrec_no_cpd", "ilrec_no_crr")
+LLM_METHODS = ("sft_more", "dpo", "ilrec", "ilrec_no_cpo", "ilrec_no_cpd", "ilrec_no_crr", "ilrec_tuned")
 ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"cpd_weight": 0.0},
-             "ilrec_no_crr": {"crr_weight": 0.0}}
+             "ilrec_no_crr": {"crr_weight": 0.0}, "ilrec_tuned": {}}
 KS = (5, 10)
 
 
@@ -46,11 +46,12 @@ def load(dataset, data_dir, max_history):
     raise ValueError(dataset)
 
 
-def eval_subset(data, n, seed=1234):
+def eval_subset(data, n, seed=1234, split_name="test"):
     """The same users for every method and seed (paired comparisons)."""
+    rows = getattr(data, split_name)
     rng = np.random.default_rng(seed)
-    n = min(n, len(data.test))
-    return data.test.select(sorted(rng.choice(len(data.test), size=n, replace=False).tolist()))
+    n = min(n, len(rows))
+    return rows.select(sorted(rng.choice(len(rows), size=n, replace=False).tolist()))
 
 
 def ranks_of(model, tok, data, split, batch_size):
@@ -85,9 +86,9 @@ def save_cell(path, method, ranks, seconds, extra=None):
     print(f"[{path.parent.name}] {method}: {cell['metrics']} ({seconds:.0f}s)", flush=True)
 
 
-def train_args(cls, out_dir, seed, epochs, lr, batch, **kw):
+def train_args(cls, out_dir, seed, epochs, lr, batch, logging_steps=100, **kw):
     return cls(output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch,
-               learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=20, logging_steps=100,
+               learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=20, logging_steps=logging_steps,
                save_strategy="no", report_to=[], bf16=False, gradient_checkpointing=False, seed=seed,
                disable_tqdm=False, dataloader_num_workers=0, **kw)
 
@@ -122,10 +123,8 @@ def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
 
 
 def run_seed(a, data, tok, split, dataset, seed):
-    from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer
 
-    from ilrec_trl import ILRecConfig, ILRecTrainer
     from ilrec_trl.models import tiny_llama
     from ilrec_trl.rewards import MatrixFactorizationReward, most_popular_scores
 
@@ -139,7 +138,7 @@ def run_seed(a, data, tok, split, dataset, seed):
         save_cell(cell_path(out, dataset, seed, "popular"), "popular", ranks_from_item_scores(pop, split, data),
                   time.time() - t)
     mf = None
-    if not done("mf") or any(not done(m) for m in ABLATIONS if m != "ilrec_no_crr"):
+    if not done("mf") or any(m in a.methods and not done(m) for m in ABLATIONS if m != "ilrec_no_crr"):
         t = time.time()
         mf = MatrixFactorizationReward(seed=seed).fit(data.train, num_items=len(data.catalog))
         fit_seconds = time.time() - t
@@ -147,6 +146,17 @@ def run_seed(a, data, tok, split, dataset, seed):
             scores = mf.score_items(list(split["user_id"]), list(split["history"]))
             save_cell(cell_path(out, dataset, seed, "mf"), "mf", ranks_from_item_scores(scores, split, data),
                       fit_seconds)
+    if not done("sasrec"):
+        from sasrec import SASRecRecommender, training_sequences
+
+        t = time.time()
+        valid = eval_subset(data, a.eval_users, split_name="valid")
+        sas = SASRecRecommender(len(data.catalog), loss=a.sasrec_loss, epochs=a.sasrec_epochs, seed=seed).fit(
+            training_sequences(data.train), valid=(list(valid["history"]), list(valid["item_id"])), eval_every=4)
+        scores = sas.score(list(split["history"]))
+        save_cell(cell_path(out, dataset, seed, "sasrec"), "sasrec", ranks_from_item_scores(scores, split, data),
+                  time.time() - t, {"loss": a.sasrec_loss, "epochs": sas.history[-1]["epoch"],
+                                    "best_valid_hit@10": sas.best_valid_hit10})
 
     sft_dir = MODELS / dataset / f"seed{seed}" / "sft"
     if not (sft_dir / "config.json").exists() or not done("sft"):
@@ -163,36 +173,64 @@ def run_seed(a, data, tok, split, dataset, seed):
     for method in LLM_METHODS:
         if method not in a.methods or done(method):
             continue
+        overrides = None
+        if method == "ilrec_tuned":
+            chosen_file = out / dataset / "sweep" / "chosen.json"
+            if not chosen_file.exists():
+                raise SystemExit(f"ilrec_tuned needs {chosen_file}: run benchmarks/ilrec_sweep.py (and --report).")
+            chosen = json.loads(chosen_file.read_text())
+            if chosen["ilrec_variant"] == "ilrec":
+                print("The validation sweep kept the default settings: ilrec_tuned is the ilrec cell.", flush=True)
+                continue
+            overrides = chosen["ilrec"]
         t = time.time()
-        model = AutoModelForCausalLM.from_pretrained(sft_dir)
-        work = MODELS / dataset / f"seed{seed}" / method
-        extra = {}
-        if method == "sft_more":
-            trainer = SFTTrainer(model=model, args=train_args(SFTConfig, work, seed, a.extra_epochs, a.lr2, a.batch),
-                                 train_dataset=data.train, processing_class=tok)
-        elif method == "dpo":
-            pairs = dpo_dataset(data, model, tok, seed, a.dpo_pairs, a.eval_batch)
-            trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, a.lr2, a.batch // 2,
-                                                              beta=0.1),
-                                 train_dataset=pairs, processing_class=tok)
-            extra["dpo_pairs"] = len(pairs)
-        else:
-            cfg = dict(negative_scope="trie", cpo_alpha=a.cpo_alpha, cpd_weight=a.cpd_weight,
-                       crr_weight=a.crr_weight, ilrec_layers=a.ilrec_layers)
-            cfg.update(ABLATIONS[method])
-            reward_fn = mf.as_reward_fn(data.catalog) if cfg["crr_weight"] > 0 else None
-            trainer = ILRecTrainer(model=model, args=train_args(ILRecConfig, work, seed, a.extra_epochs, a.lr2,
-                                                                a.batch, **cfg),
-                                   train_dataset=data.train, processing_class=tok, catalog=data.catalog,
-                                   reward_fn=reward_fn)
-            extra["config"] = cfg
-        trainer.train()
-        logs = [e for e in trainer.state.log_history if "loss" in e]
-        extra["train_logs"] = logs[-20:]
-        train_seconds = time.time() - t
+        model, extra = continue_from_sft(a, data, tok, mf, sft_dir, seed, method,
+                                         MODELS / dataset / f"seed{seed}" / method, overrides)
         save_cell(cell_path(out, dataset, seed, method), method, ranks_of(model, tok, data, split, a.eval_batch),
-                  train_seconds, extra)
-        shutil.rmtree(work, ignore_errors=True)
+                  time.time() - t, extra)
+
+
+def ilrec_settings(a, method, overrides=None):
+    """The ILRec config of `method` (full ILRec or an ablation), from the run's flags, then `overrides`."""
+    cfg = dict(negative_scope="trie", cpo_alpha=a.cpo_alpha, cpd_weight=a.cpd_weight, crr_weight=a.crr_weight,
+               ilrec_layers=list(a.ilrec_layers), negative_phi=a.negative_phi)
+    cfg.update(overrides or {})
+    cfg.update(ABLATIONS[method])
+    return cfg
+
+
+def continue_from_sft(a, data, tok, mf, sft_dir, seed, method, work, overrides=None, lr2=None):
+    """Train `method` for the run's extra budget starting from the SFT model in `sft_dir`. Returns the trained model
+    and a dict of what to record with its cell (config, last training logs, DPO pair count)."""
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from ilrec_trl import ILRecConfig, ILRecTrainer
+
+    if lr2 is None:
+        lr2 = a.dpo_lr if method == "dpo" and a.dpo_lr is not None else a.lr2
+    model = AutoModelForCausalLM.from_pretrained(sft_dir)
+    extra = {"lr": lr2}
+    if method == "sft_more":
+        trainer = SFTTrainer(model=model, args=train_args(SFTConfig, work, seed, a.extra_epochs, lr2, a.batch),
+                             train_dataset=data.train, processing_class=tok)
+    elif method == "dpo":
+        pairs = dpo_dataset(data, model, tok, seed, a.dpo_pairs, a.eval_batch)
+        trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, lr2, a.batch // 2, beta=0.1),
+                             train_dataset=pairs, processing_class=tok)
+        extra["dpo_pairs"] = len(pairs)
+    else:
+        cfg = ilrec_settings(a, method, overrides)
+        reward_fn = mf.as_reward_fn(data.catalog) if cfg["crr_weight"] > 0 else None
+        trainer = ILRecTrainer(model=model, args=train_args(ILRecConfig, work, seed, a.extra_epochs, lr2, a.batch,
+                                                            **cfg),
+                               train_dataset=data.train, processing_class=tok, catalog=data.catalog,
+                               reward_fn=reward_fn)
+        extra["config"] = cfg
+    trainer.train()
+    extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-20:]
+    shutil.rmtree(work, ignore_errors=True)
+    return model, extra
 
 
 def paired_bootstrap(a, b, n=2000, seed=0):
@@ -221,7 +259,7 @@ def report(out: Path, docs: Path):
                 cells.setdefault(c["method"], {})[seed_dir.name] = c
         if not cells:
             continue
-        order = [m for m in ("popular", "mf", "sft", "sft_more", "dpo", *ABLATIONS) if m in cells]
+        order = [m for m in ("popular", "mf", "sasrec", "sft", "sft_more", "dpo", *ABLATIONS) if m in cells]
         args_file = ds_dir / "run_args.json"
         if args_file.exists():
             run_args = json.loads(args_file.read_text())
@@ -251,6 +289,9 @@ def report(out: Path, docs: Path):
                     lines.append(f"- ILRec − {base}, NDCG@10 (paired bootstrap over users × seeds {common}): "
                                  f"{d:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}]")
         lines.append("")
+        for extra_md in (ds_dir / "sweep" / "sweep.md", ds_dir / "curves" / "curves.md"):
+            if extra_md.exists():
+                lines += [extra_md.read_text(), ""]
         try:
             import matplotlib
 
@@ -273,8 +314,24 @@ def report(out: Path, docs: Path):
     print("\n".join(lines))
 
 
-def main():
-    p = argparse.ArgumentParser()
+def write_run_args(path: Path, a):
+    """Record the run's flags; seeds and methods accumulate over resumed runs (cells from earlier runs stay valid
+    only if the other flags did not change, which is checked here)."""
+    args = {k: v for k, v in vars(a).items() if k != "report"}
+    if path.exists():
+        old = json.loads(path.read_text())
+        changed = [k for k in args if k not in ("seeds", "methods", "out", "data_dir", "eval_batch")
+                   and k in old and old[k] != args[k]]
+        if changed:
+            raise SystemExit(f"{path} was written with different {changed}: the cells there would not be comparable. "
+                             "Use another --out, or delete that folder to start over.")
+        args["seeds"] = sorted(set(old.get("seeds", [])) | set(args["seeds"]))
+        args["methods"] = list(dict.fromkeys(old.get("methods", []) + args["methods"]))
+    path.write_text(json.dumps(args, indent=2))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="instruments", choices=["instruments", "ml100k", "synthetic"])
     p.add_argument("--data_dir", default=os.environ.get("ILREC_DATA_DIR", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -287,34 +344,47 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--lr2", type=float, default=1e-3)
+    p.add_argument("--dpo_lr", type=float, default=None, help="DPO's learning rate (default: --lr2).")
     p.add_argument("--sft_epochs", type=float, default=2.0)
     p.add_argument("--extra_epochs", type=float, default=1.0)
     p.add_argument("--dpo_pairs", type=int, default=20000)
     p.add_argument("--cpo_alpha", type=float, default=0.1)
     p.add_argument("--cpd_weight", type=float, default=0.1)
     p.add_argument("--crr_weight", type=float, default=0.1)
+    p.add_argument("--negative_phi", type=float, default=1.0)
     p.add_argument("--ilrec_layers", type=int, nargs="+", default=[-2, -3, -4, -5])
+    p.add_argument("--sasrec_loss", default="ce", choices=["bce", "ce"])
+    p.add_argument("--sasrec_epochs", type=int, default=40)
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--report", action="store_true")
-    a = p.parse_args()
-    if a.report:
-        report(Path(a.out), ROOT / "docs")
-        return
-    from ilrec_trl.data import build_word_tokenizer, semantic_id_tokens
+    return p
+
+
+def prepare(a):
+    """The dataset bound to the benchmark's tokenizer (word-level + one token per semantic-ID code, or a small BPE
+    for titles)."""
+    from ilrec_trl.data import build_bpe_tokenizer, build_word_tokenizer, semantic_id_tokens
     from ilrec_trl.scripts.common import is_title_scheme
 
     data = load(a.dataset, a.data_dir, a.max_history)
     if is_title_scheme(data):
-        from ilrec_trl.data import build_bpe_tokenizer
-
         tok = build_bpe_tokenizer(list(data.train["prompt"][:3000]) + data.catalog.identifiers, vocab_size=4000)
     else:
         tok = build_word_tokenizer(list(data.train["prompt"][:2000]), semantic_id_tokens(data.catalog.identifiers))
     data.bind(tok)
+    return data, tok
+
+
+def main():
+    a = build_parser().parse_args()
+    if a.report:
+        report(Path(a.out), ROOT / "docs")
+        return
+    data, tok = prepare(a)
     split = eval_subset(data, a.eval_users)
     run_dir = Path(a.out) / a.dataset
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run_args.json").write_text(json.dumps({k: v for k, v in vars(a).items() if k != "report"}, indent=2))
+    write_run_args(run_dir / "run_args.json", a)
     for seed in a.seeds:
         run_seed(a, data, tok, split, a.dataset, seed)
     report(Path(a.out), ROOT / "docs")
