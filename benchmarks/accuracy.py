@@ -330,6 +330,11 @@ def write_run_args(path: Path, a):
     path.write_text(json.dumps(args, indent=2))
 
 
+def docs_dir(a) -> Path:
+    """Reports of the default results folder go to docs/; any other --out keeps its reports to itself."""
+    return ROOT / "docs" if Path(a.out).resolve() == DEFAULT_OUT.resolve() else Path(a.out)
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="instruments", choices=["instruments", "ml100k", "synthetic"])
@@ -378,7 +383,7 @@ def prepare(a):
 def main():
     a = build_parser().parse_args()
     if a.report:
-        report(Path(a.out), ROOT / "docs")
+        report(Path(a.out), docs_dir(a))
         return
     data, tok = prepare(a)
     split = eval_subset(data, a.eval_users)
@@ -387,7 +392,7 @@ def main():
     write_run_args(run_dir / "run_args.json", a)
     for seed in a.seeds:
         run_seed(a, data, tok, split, a.dataset, seed)
-    report(Path(a.out), ROOT / "docs")
+    report(Path(a.out), docs_dir(a))
 
 
 if __name__ == "__main__":

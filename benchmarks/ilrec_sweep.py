@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import (  # noqa: E402
-    MODELS, ROOT, build_parser, cell_path, continue_from_sft, eval_subset, prepare, ranks_of, save_cell)
+    MODELS, build_parser, docs_dir, cell_path, continue_from_sft, eval_subset, prepare, ranks_of, save_cell)
 
 DEFAULTS = {"ilrec_layers": [-2, -3, -4, -5], "negative_phi": 1.0, "cpo_alpha": 0.1, "cpd_weight": 0.1,
             "crr_weight": 0.1}
@@ -136,7 +136,7 @@ def report(a):
         axes[0].set_ylabel("valid NDCG@10")
         axes[0].legend(fontsize=7)
         fig.tight_layout()
-        png = ROOT / "docs" / f"accuracy_sweep_{a.dataset}.png"
+        png = docs_dir(a) / f"accuracy_sweep_{a.dataset}.png"
         fig.savefig(png, dpi=110)
         plt.close(fig)
         lines += [f"![sweep]({png.name})", ""]

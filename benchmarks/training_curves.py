@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import MODELS, ROOT, build_parser, ilrec_settings, prepare, train_args  # noqa: E402
+from accuracy import MODELS, build_parser, docs_dir, ilrec_settings, prepare, train_args  # noqa: E402
 
 CURVE_METHODS = ("sft", "ilrec")
 
@@ -110,7 +110,7 @@ def report(a):
                          + " | ".join(f"{e[k]:.3f}" for k in sorted(e) if k.startswith("top1_layer_"))
                          + f" | {e.get('negatives_cf_endorsed', float('nan')):.3f} |")
     fig.tight_layout()
-    png = ROOT / "docs" / f"accuracy_curves_{a.dataset}.png"
+    png = docs_dir(a) / f"accuracy_curves_{a.dataset}.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
     lines += ["", f"![curves]({png.name})", ""]
