@@ -86,10 +86,10 @@ def save_cell(path, method, ranks, seconds, extra=None):
     print(f"[{path.parent.name}] {method}: {cell['metrics']} ({seconds:.0f}s)", flush=True)
 
 
-def train_args(cls, out_dir, seed, epochs, lr, batch, logging_steps=100, **kw):
+def train_args(cls, out_dir, seed, epochs, lr, batch, logging_steps=100, bf16=False, **kw):
     return cls(output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch,
                learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=20, logging_steps=logging_steps,
-               save_strategy="no", report_to=[], bf16=False, gradient_checkpointing=False, seed=seed,
+               save_strategy="no", report_to=[], bf16=bf16, gradient_checkpointing=False, seed=seed,
                disable_tqdm=False, dataloader_num_workers=0, **kw)
 
 
@@ -122,10 +122,37 @@ def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
     return Dataset.from_list(pairs)
 
 
+def new_model(a, tok, seed):
+    """The model SFT starts from: a tiny Llama from scratch (CPU scale) or `--base_model` (GPU scale, e.g.
+    SmolLM2-135M) with its embeddings resized to the added semantic-ID tokens."""
+    if not a.base_model:
+        from ilrec_trl.models import tiny_llama
+
+        return tiny_llama(tok, num_layers=a.layers, hidden_size=a.hidden, num_heads=4, seed=seed)
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)  # the new tokens' embedding rows
+    model = AutoModelForCausalLM.from_pretrained(a.base_model)
+    if model.get_input_embeddings().num_embeddings < len(tok):
+        model.resize_token_embeddings(len(tok))
+    model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def lora_config(a):
+    """LoRA on every linear layer, with the embeddings and head trained in full (the new identifier tokens have no
+    pretrained rows); None = full fine-tuning."""
+    if not a.lora_r:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0, target_modules="all-linear",
+                      modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
+
+
 def run_seed(a, data, tok, split, dataset, seed):
     from trl import SFTConfig, SFTTrainer
 
-    from ilrec_trl.models import tiny_llama
     from ilrec_trl.rewards import MatrixFactorizationReward, most_popular_scores
 
     out = Path(a.out)
@@ -158,14 +185,19 @@ def run_seed(a, data, tok, split, dataset, seed):
                   time.time() - t, {"loss": a.sasrec_loss, "epochs": sas.history[-1]["epoch"],
                                     "best_valid_hit@10": sas.best_valid_hit10})
 
-    sft_dir = MODELS / dataset / f"seed{seed}" / "sft"
+    sft_dir = models_dir(a, dataset, seed) / "sft"
     if not (sft_dir / "config.json").exists() or not done("sft"):
         t = time.time()
-        model = tiny_llama(tok, num_layers=a.layers, hidden_size=a.hidden, num_heads=4, seed=seed)
-        trainer = SFTTrainer(model=model, args=train_args(SFTConfig, sft_dir, seed, a.sft_epochs, a.lr, a.batch),
-                             train_dataset=data.train, processing_class=tok)
+        model = new_model(a, tok, seed)
+        trainer = SFTTrainer(model=model, args=train_args(SFTConfig, sft_dir, seed, a.sft_epochs, a.lr, a.batch,
+                                                          bf16=a.bf16),
+                             train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
         trainer.train()
-        trainer.save_model(str(sft_dir))
+        model = trainer.model
+        if a.lora_r:  # every later stage starts from the merged SFT model and trains a fresh adapter on it
+            model = model.merge_and_unload()
+        model.save_pretrained(str(sft_dir))
+        tok.save_pretrained(str(sft_dir))
         train_seconds = time.time() - t
         save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks_of(model, tok, data, split, a.eval_batch),
                   train_seconds)
@@ -185,7 +217,7 @@ def run_seed(a, data, tok, split, dataset, seed):
             overrides = chosen["ilrec"]
         t = time.time()
         model, extra = continue_from_sft(a, data, tok, mf, sft_dir, seed, method,
-                                         MODELS / dataset / f"seed{seed}" / method, overrides)
+                                         models_dir(a, dataset, seed) / method, overrides)
         save_cell(cell_path(out, dataset, seed, method), method, ranks_of(model, tok, data, split, a.eval_batch),
                   time.time() - t, extra)
 
@@ -212,22 +244,25 @@ def continue_from_sft(a, data, tok, mf, sft_dir, seed, method, work, overrides=N
     model = AutoModelForCausalLM.from_pretrained(sft_dir)
     extra = {"lr": lr2}
     if method == "sft_more":
-        trainer = SFTTrainer(model=model, args=train_args(SFTConfig, work, seed, a.extra_epochs, lr2, a.batch),
-                             train_dataset=data.train, processing_class=tok)
+        trainer = SFTTrainer(model=model, args=train_args(SFTConfig, work, seed, a.extra_epochs, lr2, a.batch,
+                                                          bf16=a.bf16),
+                             train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
     elif method == "dpo":
         pairs = dpo_dataset(data, model, tok, seed, a.dpo_pairs, a.eval_batch)
-        trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, lr2, a.batch // 2, beta=0.1),
-                             train_dataset=pairs, processing_class=tok)
+        trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, lr2, a.batch // 2, beta=0.1,
+                                                          bf16=a.bf16),
+                             train_dataset=pairs, processing_class=tok, peft_config=lora_config(a))
         extra["dpo_pairs"] = len(pairs)
     else:
         cfg = ilrec_settings(a, method, overrides)
         reward_fn = mf.as_reward_fn(data.catalog) if cfg["crr_weight"] > 0 else None
         trainer = ILRecTrainer(model=model, args=train_args(ILRecConfig, work, seed, a.extra_epochs, lr2, a.batch,
-                                                            **cfg),
+                                                            bf16=a.bf16, **cfg),
                                train_dataset=data.train, processing_class=tok, catalog=data.catalog,
-                               reward_fn=reward_fn)
+                               reward_fn=reward_fn, peft_config=lora_config(a))
         extra["config"] = cfg
     trainer.train()
+    model = trainer.model
     extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-20:]
     shutil.rmtree(work, ignore_errors=True)
     return model, extra
@@ -330,6 +365,12 @@ def write_run_args(path: Path, a):
     path.write_text(json.dumps(args, indent=2))
 
 
+def models_dir(a, dataset, seed) -> Path:
+    """Checkpoints of one dataset × seed (git-ignored); a non-default --out gets its own folder."""
+    default = Path(a.out).resolve() == DEFAULT_OUT.resolve()
+    return (MODELS if default else MODELS / Path(a.out).name) / dataset / f"seed{seed}"
+
+
 def docs_dir(a) -> Path:
     """Reports of the default results folder go to docs/; any other --out keeps its reports to itself."""
     return ROOT / "docs" if Path(a.out).resolve() == DEFAULT_OUT.resolve() else Path(a.out)
@@ -360,6 +401,11 @@ def build_parser():
     p.add_argument("--ilrec_layers", type=int, nargs="+", default=[-2, -3, -4, -5])
     p.add_argument("--sasrec_loss", default="ce", choices=["bce", "ce"])
     p.add_argument("--sasrec_epochs", type=int, default=40)
+    p.add_argument("--base_model", default=None,
+                   help="GPU scale: a pretrained causal LM folder or hub id (e.g. SmolLM2-135M-Instruct) instead of "
+                        "the tiny Llama from scratch; its tokenizer gets the semantic-ID tokens.")
+    p.add_argument("--lora_r", type=int, default=0, help="LoRA rank for every training stage (0 = full fine-tuning).")
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU).")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--report", action="store_true")
     return p
@@ -368,10 +414,18 @@ def build_parser():
 def prepare(a):
     """The dataset bound to the benchmark's tokenizer (word-level + one token per semantic-ID code, or a small BPE
     for titles)."""
-    from ilrec_trl.data import build_bpe_tokenizer, build_word_tokenizer, semantic_id_tokens
+    from ilrec_trl.data import (
+        build_bpe_tokenizer,
+        build_word_tokenizer,
+        semantic_id_tokens,
+    )
     from ilrec_trl.scripts.common import is_title_scheme
 
     data = load(a.dataset, a.data_dir, a.max_history)
+    if a.base_model:
+        from ilrec_trl.scripts.common import build_tokenizer
+
+        return data, build_tokenizer(data, a.base_model)  # the model's own, semantic-ID tokens added; binds data
     if is_title_scheme(data):
         tok = build_bpe_tokenizer(list(data.train["prompt"][:3000]) + data.catalog.identifiers, vocab_size=4000)
     else:

@@ -20,7 +20,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import (  # noqa: E402
-    MODELS, build_parser, docs_dir, cell_path, continue_from_sft, eval_subset, prepare, ranks_of, save_cell)
+    build_parser,
+    cell_path,
+    continue_from_sft,
+    docs_dir,
+    eval_subset,
+    models_dir,
+    prepare,
+    ranks_of,
+    save_cell,
+)
 
 DEFAULTS = {"ilrec_layers": [-2, -3, -4, -5], "negative_phi": 1.0, "cpo_alpha": 0.1, "cpd_weight": 0.1,
             "crr_weight": 0.1}
@@ -58,7 +67,7 @@ def run(a):
     from ilrec_trl.rewards import MatrixFactorizationReward
 
     mf = MatrixFactorizationReward(seed=a.seed).fit(data.train, num_items=len(data.catalog))
-    sft_dir = MODELS / a.dataset / f"seed{a.seed}" / "sft"
+    sft_dir = models_dir(a, a.dataset, a.seed) / "sft"
     if not (sft_dir / "config.json").exists():
         raise SystemExit(f"No SFT model at {sft_dir}: run benchmarks/accuracy.py for seed {a.seed} first.")
     a.extra_epochs = a.sweep_epochs
@@ -70,7 +79,7 @@ def run(a):
         overrides = dict(overrides)
         lr = overrides.pop("lr", None)
         model, extra = continue_from_sft(a, data, tok, mf, sft_dir, a.seed, method,
-                                         MODELS / a.dataset / f"seed{a.seed}" / "sweep", overrides, lr2=lr)
+                                         models_dir(a, a.dataset, a.seed) / "sweep", overrides, lr2=lr)
         save_cell(path, name, ranks_of(model, tok, data, valid, a.eval_batch), time.time() - t,
                   {**extra, "split": "valid", "sweep_epochs": a.sweep_epochs})
 

@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import MODELS, build_parser, docs_dir, ilrec_settings, prepare, train_args  # noqa: E402
+from accuracy import (  # noqa: E402
+    build_parser,
+    docs_dir,
+    ilrec_settings,
+    models_dir,
+    new_model,
+    prepare,
+    train_args,
+)
 
 CURVE_METHODS = ("sft", "ilrec")
 
@@ -30,7 +38,6 @@ def run(a):
 
     from ilrec_trl import ILRecConfig, ILRecTrainer
     from ilrec_trl.evaluation import RecommendationEvalCallback
-    from ilrec_trl.models import tiny_llama
     from ilrec_trl.rewards import MatrixFactorizationReward
 
     data, tok = prepare(a)
@@ -39,8 +46,8 @@ def run(a):
         if path.exists():
             continue
         t = time.time()
-        model = tiny_llama(tok, num_layers=a.layers, hidden_size=a.hidden, num_heads=4, seed=a.seed)
-        work = MODELS / a.dataset / f"seed{a.seed}" / f"curve_{method}"
+        model = new_model(a, tok, a.seed)
+        work = models_dir(a, a.dataset, a.seed) / f"curve_{method}"
         if method == "sft":
             trainer = SFTTrainer(model=model, args=train_args(SFTConfig, work, a.seed, a.curve_epochs, a.lr, a.batch,
                                                                      logging_steps=a.log_every),
