@@ -2,7 +2,6 @@
 evaluation callback logs metrics during training."""
 
 import pytest
-import torch
 
 from ilrec_trl import ILRecTrainer
 from ilrec_trl.evaluation import RecommendationEvalCallback, evaluate_recommendations

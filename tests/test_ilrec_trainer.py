@@ -7,7 +7,7 @@ import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from ilrec_trl import ILRecConfig, ILRecTrainer, ItemCatalog
+from ilrec_trl import ILRecTrainer, ItemCatalog
 from ilrec_trl.catalog import CatalogError
 
 from .conftest import first_batch, grads_of
