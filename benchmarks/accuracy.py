@@ -350,13 +350,14 @@ def report(out: Path, docs: Path):
 
 
 def write_run_args(path: Path, a):
-    """Record the run's flags; seeds and methods accumulate over resumed runs (cells from earlier runs stay valid
-    only if the other flags did not change, which is checked here)."""
+    """Record the run's flags; seeds and methods accumulate over resumed runs. Cells from earlier runs stay valid only
+    if the shared flags did not change, which is checked here; flags of a single method (DPO's learning rate,
+    SASRec's loss and epochs) are recorded in that method's cells as well, so they may differ between runs."""
     args = {k: v for k, v in vars(a).items() if k != "report"}
     if path.exists():
         old = json.loads(path.read_text())
-        changed = [k for k in args if k not in ("seeds", "methods", "out", "data_dir", "eval_batch")
-                   and k in old and old[k] != args[k]]
+        per_cell = ("seeds", "methods", "out", "data_dir", "eval_batch", "dpo_lr", "sasrec_loss", "sasrec_epochs")
+        changed = [k for k in args if k not in per_cell and k in old and old[k] != args[k]]
         if changed:
             raise SystemExit(f"{path} was written with different {changed}: the cells there would not be comparable. "
                              "Use another --out, or delete that folder to start over.")
