@@ -199,8 +199,9 @@ def run_seed(a, data, tok, split, dataset, seed):
         model.save_pretrained(str(sft_dir))
         tok.save_pretrained(str(sft_dir))
         train_seconds = time.time() - t
-        save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks_of(model, tok, data, split, a.eval_batch),
-                  train_seconds)
+        ranks = ranks_of(model, tok, data, split, a.eval_batch)
+        save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks, train_seconds,
+                  {"eval_seconds": round(time.time() - t - train_seconds, 1)})
 
     for method in LLM_METHODS:
         if method not in a.methods or done(method):
@@ -218,8 +219,10 @@ def run_seed(a, data, tok, split, dataset, seed):
         t = time.time()
         model, extra = continue_from_sft(a, data, tok, mf, sft_dir, seed, method,
                                          models_dir(a, dataset, seed) / method, overrides)
-        save_cell(cell_path(out, dataset, seed, method), method, ranks_of(model, tok, data, split, a.eval_batch),
-                  time.time() - t, extra)
+        train_seconds = time.time() - t
+        ranks = ranks_of(model, tok, data, split, a.eval_batch)
+        extra["eval_seconds"] = round(time.time() - t - train_seconds, 1)
+        save_cell(cell_path(out, dataset, seed, method), method, ranks, train_seconds, extra)
 
 
 def ilrec_settings(a, method, overrides=None):
@@ -314,14 +317,18 @@ def report(out: Path, docs: Path):
             lines.append(f"| {m} | {len(runs)} | {len(runs[0]['ranks'])} | " + " | ".join(fmt(vals[k]) for k in vals)
                          + f" | {np.mean([r['seconds'] for r in runs]):.0f} |")
         lines.append("")
-        for base in ("sft", "sft_more", "dpo"):
-            if "ilrec" in cells and base in cells:
-                common = sorted(set(cells["ilrec"]) & set(cells[base]))
+        pairs = [("ilrec", base) for base in ("sft", "sft_more", "dpo", "sasrec")]
+        pairs += [(m, "sft_more") for m in ("dpo", *ABLATIONS) if m != "ilrec"] + [(m, "ilrec") for m in ABLATIONS
+                                                                                  if m != "ilrec"]
+        for m, base in pairs:
+            if m in cells and base in cells:
+                common = sorted(set(cells[m]) & set(cells[base]))
                 if common:
-                    a = np.concatenate([ndcg_per_user(cells["ilrec"][s]["ranks"]) for s in common])
+                    a = np.concatenate([ndcg_per_user(cells[m][s]["ranks"]) for s in common])
                     b = np.concatenate([ndcg_per_user(cells[base][s]["ranks"]) for s in common])
                     d, lo, hi = paired_bootstrap(a, b)
-                    lines.append(f"- ILRec − {base}, NDCG@10 (paired bootstrap over users × seeds {common}): "
+                    lines.append(f"- {m} − {base}, NDCG@10 (paired bootstrap over users × seeds "
+                                 f"{', '.join(c.removeprefix('seed') for c in common)}): "
                                  f"{d:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}]")
         lines.append("")
         for extra_md in (ds_dir / "sweep" / "sweep.md", ds_dir / "curves" / "curves.md"):
