@@ -316,7 +316,10 @@ def report(out: Path, docs: Path):
             fmt = lambda v: f"{v.mean():.4f} ± {v.std():.4f}" if len(v) > 1 else f"{v.mean():.4f}"  # noqa: E731
             lines.append(f"| {m} | {len(runs)} | {len(runs[0]['ranks'])} | " + " | ".join(fmt(vals[k]) for k in vals)
                          + f" | {np.mean([r['seconds'] for r in runs]):.0f} |")
-        lines.append("")
+        lines += ["", "seconds: wall-clock at one thread of fitting (classic) or training (LLM methods; `sft` excludes "
+                  "its evaluation). Cells without an `eval_seconds` field (the first runs) also include the 1,000-user "
+                  "evaluation (about 1–2 min) for the methods that continue from SFT, and DPO's include mining its "
+                  "pairs.", ""]
         pairs = [("ilrec", base) for base in ("sft", "sft_more", "dpo", "sasrec")]
         pairs += [(m, "sft_more") for m in ("dpo", *ABLATIONS) if m != "ilrec"] + [(m, "ilrec") for m in ABLATIONS
                                                                                   if m != "ilrec"]
