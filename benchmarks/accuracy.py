@@ -373,7 +373,9 @@ def write_run_args(path: Path, a):
                              "Use another --out, or delete that folder to start over.")
         args["seeds"] = sorted(set(old.get("seeds", [])) | set(args["seeds"]))
         args["methods"] = list(dict.fromkeys(old.get("methods", []) + args["methods"]))
-    path.write_text(json.dumps(args, indent=2))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # atomic: two runs may start side by side
+    tmp.write_text(json.dumps(args, indent=2))
+    tmp.replace(path)
 
 
 def models_dir(a, dataset, seed) -> Path:
