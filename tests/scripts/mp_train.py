@@ -67,6 +67,11 @@ def main():
             json.dump({"world_size": trainer.accelerator.num_processes, "logs": logs, "changed": changed,
                        "num_params": len(before), "lora_params": lora_changed,
                        "deepspeed": trainer.is_deepspeed_enabled}, f)
+    # tear the process group down in order before the interpreter exits: leaving it to interpreter shutdown
+    # occasionally aborted a rank with "terminate called without an active exception" (seen once under ZeRO-2)
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 if __name__ == "__main__":
     main()
