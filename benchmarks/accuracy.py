@@ -7,8 +7,10 @@ over several sessions. `--report` rebuilds the tables, paired bootstrap interval
 CPU scale (this machine): a tiny Llama (6 layers, d=64) trained from scratch, histories of 10 items.
 Protocol: SFT for `--sft_epochs`, then every LLM method continues from that SFT model for `--extra_epochs` (same
 extra budget): `sft_more` (plain SFT), `dpo` (TRL DPOTrainer, offline negatives: random items and the SFT model's
-own wrong beams), `ilrec` and its ablations `ilrec_no_cpo`, `ilrec_no_cpd`, `ilrec_no_crr`. Classic: `popular`,
-`mf`. All methods are evaluated on the same seeded subset of test users (`--eval_users`) with constrained beam search
+own wrong beams; `--dpo_lr`), `ilrec` and its ablations `ilrec_no_cpo`, `ilrec_no_cpd`, `ilrec_no_crr`, and
+`ilrec_tuned` (the settings `benchmarks/ilrec_sweep.py` chose on the validation split). Classic: `popular`, `mf`,
+`sasrec` (benchmarks/sasrec.py). GPU scale: `--base_model` (+ `--lora_r`, `--bf16`), see benchmarks/accuracy_gpu.sh;
+SFT-vs-ILRec training curves: benchmarks/training_curves.py. All methods are evaluated on the same seeded subset of test users (`--eval_users`) with constrained beam search
 (20 beams); metrics are Hit@5/10 and NDCG@5/10.
 
     python benchmarks/accuracy.py --dataset instruments --seeds 0 1 2          # run (resumes)
