@@ -125,19 +125,18 @@ def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
 
 
 def new_model(a, tok, seed):
-    """The model SFT starts from: a tiny Llama from scratch (CPU scale) or `--base_model` (GPU scale, e.g.
-    SmolLM2-135M) with its embeddings resized to the added semantic-ID tokens."""
-    if not a.base_model:
-        from ilrec_trl.models import tiny_llama
+    """The model SFT starts from, built by the CLI's own `build_model`: a tiny Llama from scratch (CPU scale) or
+    `--base_model` (GPU scale, e.g. SmolLM2-135M) with its embeddings resized to the added semantic-ID tokens."""
+    from trl import ModelConfig
 
-        return tiny_llama(tok, num_layers=a.layers, hidden_size=a.hidden, num_heads=4, seed=seed)
-    from transformers import AutoModelForCausalLM
+    from ilrec_trl.scripts.common import DataArguments, build_model
 
-    torch.manual_seed(seed)  # the new tokens' embedding rows
-    model = AutoModelForCausalLM.from_pretrained(a.base_model)
-    if model.get_input_embeddings().num_embeddings < len(tok):
-        model.resize_token_embeddings(len(tok))
-    model.config.pad_token_id = tok.pad_token_id
+    if a.base_model:
+        torch.manual_seed(seed)  # the new tokens' embedding rows
+    model = build_model(tok, ModelConfig(model_name_or_path=a.base_model),
+                        DataArguments(tiny_layers=a.layers, tiny_hidden_size=a.hidden), seed=seed)
+    if a.base_model:
+        model.config.pad_token_id = tok.pad_token_id
     return model
 
 

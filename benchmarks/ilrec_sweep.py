@@ -88,7 +88,7 @@ def report(a):
     from accuracy import ndcg_per_user, paired_bootstrap
 
     base = sweep_dir(a.out, a.dataset) / f"seed{a.seed}"
-    cells = {json.loads(f.read_text())["method"]: json.loads(f.read_text()) for f in base.glob("*.json")}
+    cells = {c["method"]: c for c in (json.loads(f.read_text()) for f in base.glob("*.json"))}
     if "ilrec" not in cells:
         raise SystemExit(f"No sweep cells under {base}.")
     ndcg = {n: c["metrics"]["ndcg@10"] for n, c in cells.items()}
