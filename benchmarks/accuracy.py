@@ -8,10 +8,12 @@ CPU scale (this machine): a tiny Llama (6 layers, d=64) trained from scratch, hi
 Protocol: SFT for `--sft_epochs`, then every LLM method continues from that SFT model for `--extra_epochs` (same
 extra budget): `sft_more` (plain SFT), `dpo` (TRL DPOTrainer, offline negatives: random items and the SFT model's
 own wrong beams; `--dpo_lr`), `ilrec` and its ablations `ilrec_no_cpo`, `ilrec_no_cpd`, `ilrec_no_crr`, and
-`ilrec_tuned` (the settings `benchmarks/ilrec_sweep.py` chose on the validation split). Classic: `popular`, `mf`,
+`ilrec_tuned` (the settings `benchmarks/ilrec_sweep.py` chose on the validation split), and
+`ilrec_sasrec_reward` (full ILRec whose L_CRR reward comes from the seed's SASRec cell instead of MF, the paper's
+choice; a plain score callable through `CatalogRewardFn`). Classic: `popular`, `mf`,
 `sasrec` (benchmarks/sasrec.py). GPU scale: `--base_model` (+ `--lora_r`, `--bf16`), see benchmarks/accuracy_gpu.sh;
-SFT-vs-ILRec training curves: benchmarks/training_curves.py. All methods are evaluated on the same seeded subset of test users (`--eval_users`) with constrained beam search
-(20 beams); metrics are Hit@5/10 and NDCG@5/10.
+SFT-vs-ILRec training curves: benchmarks/training_curves.py. All methods are evaluated on the same seeded
+subset of test users (`--eval_users`) with constrained beam search (20 beams); metrics are Hit@5/10 and NDCG@5/10.
 
     python benchmarks/accuracy.py --dataset instruments --seeds 0 1 2          # run (resumes)
     python benchmarks/accuracy.py --report                                    # tables + plots -> docs/
@@ -30,9 +32,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "accuracy"
 MODELS = ROOT / "outputs" / "accuracy_models"  # checkpoints (git-ignored)
-LLM_METHODS = ("sft_more", "dpo", "ilrec", "ilrec_no_cpo", "ilrec_no_cpd", "ilrec_no_crr", "ilrec_tuned")
+LLM_METHODS = ("sft_more", "dpo", "ilrec", "ilrec_no_cpo", "ilrec_no_cpd", "ilrec_no_crr", "ilrec_tuned",
+               "ilrec_sasrec_reward")
 ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"cpd_weight": 0.0},
-             "ilrec_no_crr": {"crr_weight": 0.0}, "ilrec_tuned": {}}
+             "ilrec_no_crr": {"crr_weight": 0.0}, "ilrec_tuned": {}, "ilrec_sasrec_reward": {}}
+# the collaborative model behind L_CRR: the MF reward (the product's default) unless named here
+REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec"}
 KS = (5, 10)
 
 
@@ -166,7 +171,8 @@ def run_seed(a, data, tok, split, dataset, seed):
         save_cell(cell_path(out, dataset, seed, "popular"), "popular", ranks_from_item_scores(pop, split, data),
                   time.time() - t)
     mf = None
-    if not done("mf") or any(m in a.methods and not done(m) for m in ABLATIONS if m != "ilrec_no_crr"):
+    if not done("mf") or any(m in a.methods and not done(m) for m in ABLATIONS
+                             if m != "ilrec_no_crr" and REWARD_SOURCE.get(m, "mf") == "mf"):
         t = time.time()
         mf = MatrixFactorizationReward(seed=seed).fit(data.train, num_items=len(data.catalog))
         fit_seconds = time.time() - t
@@ -174,17 +180,15 @@ def run_seed(a, data, tok, split, dataset, seed):
             scores = mf.score_items(list(split["user_id"]), list(split["history"]))
             save_cell(cell_path(out, dataset, seed, "mf"), "mf", ranks_from_item_scores(scores, split, data),
                       fit_seconds)
-    if not done("sasrec"):
-        from sasrec import SASRecRecommender, training_sequences
-
+    sas = None
+    if not done("sasrec") or any(m in a.methods and not done(m) for m in REWARD_SOURCE):
         t = time.time()
-        valid = eval_subset(data, a.eval_users, split_name="valid")
-        sas = SASRecRecommender(len(data.catalog), loss=a.sasrec_loss, epochs=a.sasrec_epochs, seed=seed).fit(
-            training_sequences(data.train), valid=(list(valid["history"]), list(valid["item_id"])), eval_every=4)
-        scores = sas.score(list(split["history"]))
-        save_cell(cell_path(out, dataset, seed, "sasrec"), "sasrec", ranks_from_item_scores(scores, split, data),
-                  time.time() - t, {"loss": a.sasrec_loss, "epochs": sas.history[-1]["epoch"],
-                                    "best_valid_hit@10": sas.best_valid_hit10})
+        sas = sasrec_model(a, data, dataset, seed)
+        if not done("sasrec"):
+            scores = sas.score(list(split["history"]))
+            save_cell(cell_path(out, dataset, seed, "sasrec"), "sasrec", ranks_from_item_scores(scores, split, data),
+                      time.time() - t, {"loss": a.sasrec_loss, "epochs": sas.history[-1]["epoch"],
+                                        "best_valid_hit@10": sas.best_valid_hit10})
 
     sft_dir = models_dir(a, dataset, seed) / "sft"
     if not (sft_dir / "config.json").exists() or not done("sft"):
@@ -218,12 +222,44 @@ def run_seed(a, data, tok, split, dataset, seed):
                 continue
             overrides = chosen["ilrec"]
         t = time.time()
-        model, extra = continue_from_sft(a, data, tok, mf, sft_dir, seed, method,
+        model, extra = continue_from_sft(a, data, tok, {"mf": mf, "sasrec": sas}, sft_dir, seed, method,
                                          models_dir(a, dataset, seed) / method, overrides)
         train_seconds = time.time() - t
         ranks = ranks_of(model, tok, data, split, a.eval_batch)
         extra["eval_seconds"] = round(time.time() - t - train_seconds, 1)
         save_cell(cell_path(out, dataset, seed, method), method, ranks, train_seconds, extra)
+
+
+def sasrec_model(a, data, dataset, seed):
+    """The seed's SASRec (fitted with validation early stopping), loaded from its checkpoint when one exists."""
+    from sasrec import SASRecRecommender, training_sequences
+
+    path = models_dir(a, dataset, seed) / "sasrec.pt"
+    sas = SASRecRecommender(len(data.catalog), loss=a.sasrec_loss, epochs=a.sasrec_epochs, seed=seed)
+    if path.exists():
+        state = torch.load(path)
+        sas.model.load_state_dict(state["model"])
+        sas.history, sas.best_valid_hit10 = state["history"], state["best_valid_hit10"]
+        return sas
+    valid = eval_subset(data, a.eval_users, split_name="valid")
+    sas.fit(training_sequences(data.train), valid=(list(valid["history"]), list(valid["item_id"])), eval_every=4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": sas.model.state_dict(), "history": sas.history, "best_valid_hit10": sas.best_valid_hit10},
+               path)
+    return sas
+
+
+def reward_fn_for(method, cfg, reward_models, catalog):
+    """L_CRR's reward for `method`: None without CRR, else the MF model's or SASRec's item scores over the trie."""
+    if cfg["crr_weight"] <= 0:
+        return None
+    source = REWARD_SOURCE.get(method, "mf")
+    if source == "mf":
+        return reward_models["mf"].as_reward_fn(catalog)
+    from ilrec_trl.rewards import CatalogRewardFn
+
+    sas = reward_models["sasrec"]
+    return CatalogRewardFn(lambda user_ids, histories: sas.score(histories), catalog)
 
 
 def ilrec_settings(a, method, overrides=None):
@@ -235,9 +271,10 @@ def ilrec_settings(a, method, overrides=None):
     return cfg
 
 
-def continue_from_sft(a, data, tok, mf, sft_dir, seed, method, work, overrides=None, lr2=None):
+def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, overrides=None, lr2=None):
     """Train `method` for the run's extra budget starting from the SFT model in `sft_dir`. Returns the trained model
-    and a dict of what to record with its cell (config, last training logs, DPO pair count)."""
+    and a dict of what to record with its cell (config, last training logs, DPO pair count). `reward_models` holds
+    the fitted collaborative models by name ("mf", "sasrec"; see REWARD_SOURCE)."""
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
@@ -259,15 +296,17 @@ def continue_from_sft(a, data, tok, mf, sft_dir, seed, method, work, overrides=N
         extra["dpo_pairs"] = len(pairs)
     else:
         cfg = ilrec_settings(a, method, overrides)
-        reward_fn = mf.as_reward_fn(data.catalog) if cfg["crr_weight"] > 0 else None
+        reward_fn = reward_fn_for(method, cfg, reward_models, data.catalog)
         trainer = ILRecTrainer(model=model, args=train_args(ILRecConfig, work, seed, a.extra_epochs, lr2, a.batch,
+                                                            logging_steps=0.05,  # 20 logs, any length
                                                             bf16=a.bf16, **cfg),
                                train_dataset=data.train, processing_class=tok, catalog=data.catalog,
                                reward_fn=reward_fn, peft_config=lora_config(a))
         extra["config"] = cfg
+        extra["reward"] = REWARD_SOURCE.get(method, "mf") if reward_fn is not None else None
     trainer.train()
     model = trainer.model
-    extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-20:]
+    extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-30:]
     shutil.rmtree(work, ignore_errors=True)
     return model, extra
 

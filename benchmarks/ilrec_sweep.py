@@ -78,7 +78,7 @@ def run(a):
         t = time.time()
         overrides = dict(overrides)
         lr = overrides.pop("lr", None)
-        model, extra = continue_from_sft(a, data, tok, mf, sft_dir, a.seed, method,
+        model, extra = continue_from_sft(a, data, tok, {"mf": mf}, sft_dir, a.seed, method,
                                          models_dir(a, a.dataset, a.seed) / "sweep", overrides, lr2=lr)
         save_cell(path, name, ranks_of(model, tok, data, valid, a.eval_batch), time.time() - t,
                   {**extra, "split": "valid", "sweep_epochs": a.sweep_epochs})

@@ -101,7 +101,8 @@ def report(a):
         ax.set_ylabel("negatives per token")
         ax2 = ax.twinx()
         for key in sorted(k for k in logs[-1] if k.startswith("top1_layer_")):
-            ax2.plot(steps, [e[key] for e in logs], "--", lw=1, label=key.replace("top1_layer_", "top-1 = truth, layer "))
+            label = key.replace("top1_layer_", "top-1 = truth, layer ")
+            ax2.plot(steps, [e[key] for e in logs], "--", lw=1, label=label)
         ax2.plot(steps, [e["mean_token_accuracy"] for e in logs], "k-", lw=1, label="top-1 = truth, final layer")
         ax2.plot(steps, [e.get("negatives_cf_endorsed", float("nan")) for e in logs], ":", label="CF-endorsed share")
         ax2.set_ylabel("share")

@@ -42,9 +42,13 @@ def test_sasrec_learns_a_deterministic_successor(loss):
 
 def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
     out = tmp_path / "acc"
-    run("accuracy.py", *SMALL, "--seeds", "0", "--methods", "sft_more", "ilrec", "--out", str(out))
+    run("accuracy.py", *SMALL, "--seeds", "0", "--methods", "sft_more", "ilrec", "ilrec_sasrec_reward", "--out",
+        str(out))
     cells = {p.stem: json.loads(p.read_text()) for p in (out / "synthetic" / "seed0").glob("*.json")}
-    assert set(cells) == {"popular", "mf", "sasrec", "sft", "sft_more", "ilrec"}
+    assert set(cells) == {"popular", "mf", "sasrec", "sft", "sft_more", "ilrec", "ilrec_sasrec_reward"}
+    assert cells["ilrec"]["reward"] == "mf" and cells["ilrec_sasrec_reward"]["reward"] == "sasrec"
+    assert cells["ilrec_sasrec_reward"]["config"] == cells["ilrec"]["config"]  # only the reward model differs
+    assert any("crr" in e for e in cells["ilrec_sasrec_reward"]["train_logs"])
     users = {len(c["ranks"]) for c in cells.values()}
     assert users == {24}  # every method on the same users
     for c in cells.values():
@@ -61,3 +65,33 @@ def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
     # the same folder with another budget would mix incomparable cells: refused, naming the flag
     bad = run("accuracy.py", *SMALL, "--seeds", "0", "--extra_epochs", "0.3", "--out", str(out), expect_ok=False)
     assert bad.returncode != 0 and "extra_epochs" in bad.stderr
+
+
+def test_sasrec_reward_is_sasrec_scores_over_the_trie_and_reuses_the_checkpoint(tmp_path):
+    import accuracy
+
+    a = accuracy.build_parser().parse_args([*SMALL, "--out", str(tmp_path / "acc")])
+    data, _ = accuracy.prepare(a)
+    sas = accuracy.sasrec_model(a, data, "synthetic", 0)
+    assert (accuracy.models_dir(a, "synthetic", 0) / "sasrec.pt").exists()
+    reloaded = accuracy.sasrec_model(a, data, "synthetic", 0)  # from the checkpoint, not refitted
+    assert reloaded.history == sas.history
+    histories = [list(h) for h in data.train["history"][:3]]
+    scores = sas.score(histories)
+    assert torch.equal(reloaded.score(histories), scores)
+
+    fn = accuracy.reward_fn_for("ilrec_sasrec_reward", {"crr_weight": 0.1}, {"sasrec": reloaded}, data.catalog)
+    assert accuracy.reward_fn_for("ilrec_sasrec_reward", {"crr_weight": 0.0}, {}, data.catalog) is None
+    from ilrec_trl.rewards import RewardContext
+
+    # at the first identifier token (trie root), token v's reward = best SASRec score among items starting with v
+    vocab = data.catalog.vocab_size
+    ctx = RewardContext(context={"user_id": list(data.train["user_id"][:3]), "history": histories},
+                        rows=torch.arange(3), targets=torch.zeros(3, dtype=torch.long),
+                        prefix_nodes=torch.zeros(3, dtype=torch.long), catalog=data.catalog, vocab_size=vocab)
+    rewards = fn(ctx)
+    first = torch.tensor([data.catalog.item_token_ids(i)[0] for i in range(len(data.catalog))])
+    expected = torch.full((3, vocab), float("-inf"))
+    for v in first.unique().tolist():
+        expected[:, v] = scores[:, first == v].max(1).values
+    torch.testing.assert_close(rewards, expected)
