@@ -106,6 +106,21 @@ def collaborative_reward_regularisation(
     return values * contributing, contributing
 
 
+@torch.no_grad()
+def crr_target_entropy(negatives: torch.Tensor, rewards: torch.Tensor, temperature: float = 1.0):
+    """How peaked L_CRR's target q = softmax(r/T_r) over the rewarded negatives is: the normalised entropy
+    H(q) / log(n) at every position with n ≥ 2 rewarded negatives (1 = uniform, the reward does not discriminate between
+    them at this temperature; 0 = all mass on one). Returns `(sum over those positions, their count)`."""
+    rewarded = negatives & torch.isfinite(rewards)
+    n = rewarded.sum(-1)
+    safe_rewards = torch.where(rewarded, rewards.float(), torch.zeros((), device=rewards.device))
+    log_q = masked_log_softmax(safe_rewards / temperature, rewarded)
+    entropy = -(log_q.exp() * log_q * rewarded).sum(-1)
+    several = n >= 2
+    normalised = entropy / n.clamp(min=2).float().log()
+    return (normalised * several).sum(), several.sum()
+
+
 def scope_columns(scope_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sorted vocabulary columns that any position's scope contains, plus the targets."""
     used = scope_mask.reshape(-1, scope_mask.shape[-1]).any(0)
@@ -245,6 +260,7 @@ def ilrec_losses(
 __all__ = [
     "ILRecLossOutput",
     "collaborative_reward_regularisation",
+    "crr_target_entropy",
     "cross_layer_distillation",
     "ilrec_losses",
     "masked_softmax",

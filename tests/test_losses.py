@@ -187,3 +187,32 @@ def test_relative_threshold_survives_underflow():
     layers[:, 0, 5] = -10.0  # below the truth
     out = ilrec_losses(torch.zeros(1, 10), layers, torch.tensor([3]), cfg())
     assert out.negatives[0].nonzero().flatten().tolist() == [0]
+
+
+def test_crr_target_entropy_matches_a_per_row_reference_and_tracks_the_temperature():
+    from ilrec_trl.losses import crr_target_entropy
+
+    g = torch.Generator().manual_seed(5)
+    N, V = 12, 9
+    negatives = torch.rand(N, V, generator=g) > 0.4
+    negatives[0] = False  # no negatives
+    negatives[1] = False
+    negatives[1, 3] = True  # a single negative: no entropy to speak of, not counted
+    rewards = torch.randn(N, V, generator=g) * 3
+    rewards[torch.rand(N, V, generator=g) > 0.85] = float("-inf")  # no item behind these tokens
+    total, count = crr_target_entropy(negatives, rewards, temperature=0.5)
+    ref, ref_n = 0.0, 0
+    for t in range(N):
+        rs = [float(rewards[t, v]) / 0.5 for v in range(V) if negatives[t, v] and math.isfinite(float(rewards[t, v]))]
+        if len(rs) < 2:
+            continue
+        m = max(rs)
+        z = sum(math.exp(r - m) for r in rs)
+        q = [math.exp(r - m) / z for r in rs]
+        ref += -sum(qi * math.log(qi) for qi in q) / math.log(len(rs))
+        ref_n += 1
+    assert count.item() == ref_n > 0
+    assert total.item() == pytest.approx(ref, rel=1e-5)
+    hot, _ = crr_target_entropy(negatives, rewards, temperature=100.0)  # flat rewards: near-uniform target
+    cold, _ = crr_target_entropy(negatives, rewards, temperature=0.01)  # all mass on the best-rewarded negative
+    assert hot.item() / ref_n > 0.99 and cold.item() / ref_n < 0.05

@@ -274,6 +274,10 @@ class ILRecTrainer(SFTTrainer):
                 outputs.final_top1.float(),
                 torch.as_tensor(-1.0 if outputs.cf_endorsed_negatives is None else outputs.cf_endorsed_negatives,
                                 dtype=torch.float32, device=negs.device),
+                torch.as_tensor(0.0 if outputs.crr_target_entropy is None else outputs.crr_target_entropy,
+                                dtype=torch.float32, device=negs.device),
+                torch.as_tensor(0.0 if outputs.crr_target_positions is None else outputs.crr_target_positions,
+                                dtype=torch.float32, device=negs.device),
                 *outputs.layer_top1.float(),
             ]
         )
@@ -289,7 +293,9 @@ class ILRecTrainer(SFTTrainer):
         metrics["mean_token_accuracy"].append(totals[8] / count)
         if totals[9] >= 0:  # share of the mined negatives that the CF model scores at least as high as the truth
             metrics["negatives_cf_endorsed"].append(totals[9] / max(totals[6], 1.0))
-        for index, value in zip(self.args.ilrec_layers, totals[10:]):
+        if totals[11] > 0:  # 1 = the reward spreads L_CRR's target evenly over the negatives, 0 = on one of them
+            metrics["crr_target_entropy"].append(totals[10] / totals[11])
+        for index, value in zip(self.args.ilrec_layers, totals[12:]):
             metrics[f"top1_layer_{index}"].append(value / count)
         if mode == "train":
             local = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
