@@ -1,10 +1,10 @@
 """Tune ILRec's knobs (and DPO's learning rate) on the validation split only (issue 6).
 
-One knob at a time around the defaults (layers, phi, alpha, the CPD and CRR weights), each run continuing from the
-seed's SFT model of `benchmarks/accuracy.py` for `--sweep_epochs` and scored on a seeded subset of validation users
-(never the test split). Cells go to `<out>/<dataset>/sweep/seed<k>/<variant>.json` and are skipped on rerun;
-`--report` writes the table, the chosen settings (`chosen.json`, read by `accuracy.py --methods ilrec_tuned dpo`)
-and a sensitivity plot to docs/.
+One knob at a time around the defaults (layers, phi, alpha, the CPD and CRR weights, the CRR temperature), each run
+continuing from the seed's SFT model of `benchmarks/accuracy.py` for `--sweep_epochs` and scored on a seeded subset
+of validation users (never the test split). Cells go to `<out>/<dataset>/sweep/seed<k>/<variant>.json` and are
+skipped on rerun; `--report` writes the table, the chosen settings (`chosen.json`, read by `accuracy.py --methods
+ilrec_tuned dpo`) and a sensitivity plot to docs/.
 
     python benchmarks/ilrec_sweep.py --dataset instruments --seed 0 --sweep_users 500 --sweep_epochs 0.25 \\
         --dpo_pairs 10000
@@ -32,13 +32,16 @@ from accuracy import (  # noqa: E402
 )
 
 DEFAULTS = {"ilrec_layers": [-2, -3, -4, -5], "negative_phi": 1.0, "cpo_alpha": 0.1, "cpd_weight": 0.1,
-            "crr_weight": 0.1}
+            "crr_weight": 0.1, "crr_temperature": 1.0}
 KNOBS = {  # values tried one at a time, the others at DEFAULTS
     "cpo_alpha": [0.03, 0.3, 1.0],
     "negative_phi": [0.5, 2.0],
     "ilrec_layers": [[-2], [-2, -3]],
     "cpd_weight": [0.3, 1.0],
     "crr_weight": [0.3, 1.0],
+    # the MF scores' spread is small next to T_r = 1: L_CRR's target is nearly uniform over the negatives
+    # (benchmarks/reward_sharpness.py); a lower temperature lets the reward pick among them
+    "crr_temperature": [0.1, 0.3],
 }
 DPO_LRS = [1e-4, 3e-5, 1e-5]
 
