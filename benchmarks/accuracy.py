@@ -10,7 +10,8 @@ extra budget): `sft_more` (plain SFT), `dpo` (TRL DPOTrainer, offline negatives:
 own wrong beams; `--dpo_lr`), `ilrec` and its ablations `ilrec_no_cpo`, `ilrec_no_cpd`, `ilrec_no_crr`, and
 `ilrec_tuned` (the settings `benchmarks/ilrec_sweep.py` chose on the validation split), and
 `ilrec_sasrec_reward` (full ILRec whose L_CRR reward comes from the seed's SASRec cell instead of MF, the paper's
-choice; a plain score callable through `CatalogRewardFn`). Classic: `popular`, `mf`,
+choice; a plain score callable through `CatalogRewardFn`) with its CPO ablation `ilrec_sasrec_reward_no_cpo`
+(is a gain ILRec's, or SASRec's knowledge handed over by L_CRR?). Classic: `popular`, `mf`,
 `sasrec` (benchmarks/sasrec.py). GPU scale: `--base_model` (+ `--lora_r`, `--bf16`), see benchmarks/accuracy_gpu.sh;
 SFT-vs-ILRec training curves: benchmarks/training_curves.py. All methods are evaluated on the same seeded
 subset of test users (`--eval_users`) with constrained beam search (20 beams); metrics are Hit@5/10 and NDCG@5/10.
@@ -33,11 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "accuracy"
 MODELS = ROOT / "outputs" / "accuracy_models"  # checkpoints (git-ignored)
 LLM_METHODS = ("sft_more", "dpo", "ilrec", "ilrec_no_cpo", "ilrec_no_cpd", "ilrec_no_crr", "ilrec_tuned",
-               "ilrec_sasrec_reward")
+               "ilrec_sasrec_reward", "ilrec_sasrec_reward_no_cpo")
 ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"cpd_weight": 0.0},
-             "ilrec_no_crr": {"crr_weight": 0.0}, "ilrec_tuned": {}, "ilrec_sasrec_reward": {}}
+             "ilrec_no_crr": {"crr_weight": 0.0}, "ilrec_tuned": {}, "ilrec_sasrec_reward": {},
+             "ilrec_sasrec_reward_no_cpo": {"cpo_alpha": 0.0}}
 # the collaborative model behind L_CRR: the MF reward (the product's default) unless named here
-REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec"}
+REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec", "ilrec_sasrec_reward_no_cpo": "sasrec"}
 KS = (5, 10)
 
 
@@ -363,6 +365,9 @@ def report(out: Path, docs: Path):
         pairs = [("ilrec", base) for base in ("sft", "sft_more", "dpo", "sasrec")]
         pairs += [(m, "sft_more") for m in ("dpo", *ABLATIONS) if m != "ilrec"] + [(m, "ilrec") for m in ABLATIONS
                                                                                   if m != "ilrec"]
+        pairs += [(m, "dpo") for m in ("ilrec_tuned", "ilrec_sasrec_reward")]
+        pairs += [("ilrec_sasrec_reward", "ilrec_no_crr"),  # does a better reward make CRR help?
+                  ("ilrec_sasrec_reward_no_cpo", "ilrec_sasrec_reward")]
         for m, base in pairs:
             if m in cells and base in cells:
                 common = sorted(set(cells[m]) & set(cells[base]))
