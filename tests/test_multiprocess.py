@@ -4,6 +4,7 @@ Each test launches tests/scripts/mp_train.py with `accelerate launch`, as a user
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,18 @@ SCRIPT = REPO / "tests" / "scripts" / "mp_train.py"
 pytestmark = pytest.mark.slow
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run(tmp_path, name, launcher_args, *script_args):
     out = tmp_path / f"{name}.json"
+    # a fresh rendezvous port per launch: the default 29500 may be held by another job or linger in TIME_WAIT
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", *launcher_args, str(SCRIPT), "--out", str(out),
-           "--output_dir", str(tmp_path / name), *script_args]
+           "--dynamo_backend", "no", "--main_process_port", str(free_port()), *launcher_args, str(SCRIPT),
+           "--out", str(out), "--output_dir", str(tmp_path / name), *script_args]
     if not launcher_args:
         cmd = [sys.executable, str(SCRIPT), "--out", str(out), "--output_dir", str(tmp_path / name), *script_args]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
