@@ -84,6 +84,14 @@ def cross_layer_distillation(
     return kl.mean(0)
 
 
+def crr_target(negatives: torch.Tensor, rewards: torch.Tensor, temperature: float = 1.0):
+    """L_CRR's target: `(rewarded [N, V] bool, log q [N, V])`, q = softmax of r/T_r over the negatives with a finite
+    reward (log q is 0 elsewhere)."""
+    rewarded = negatives & torch.isfinite(rewards)
+    safe_rewards = torch.where(rewarded, rewards.float(), torch.zeros((), device=rewards.device))
+    return rewarded, masked_log_softmax(safe_rewards / temperature, rewarded)
+
+
 def collaborative_reward_regularisation(
     final_logits: torch.Tensor,
     negatives: torch.Tensor,
@@ -96,9 +104,7 @@ def collaborative_reward_regularisation(
     Negatives whose reward is not finite (no item behind them) get no mass. Returns `([N] values, [N] bool
     contributing)`; positions without any rewarded negative contribute 0 and are not counted.
     """
-    rewarded = negatives & torch.isfinite(rewards)
-    safe_rewards = torch.where(rewarded, rewards.float(), torch.zeros((), device=rewards.device))
-    log_q = masked_log_softmax(safe_rewards / temperature, rewarded)
+    rewarded, log_q = crr_target(negatives, rewards, temperature)
     q = log_q.exp() * rewarded
     log_p = final_logits.log_softmax(-1) if log_probs is None else log_probs
     values = (q * (log_q - log_p)).sum(-1)
@@ -111,10 +117,8 @@ def crr_target_entropy(negatives: torch.Tensor, rewards: torch.Tensor, temperatu
     """How peaked L_CRR's target q = softmax(r/T_r) over the rewarded negatives is: the normalised entropy
     H(q) / log(n) at every position with n ≥ 2 rewarded negatives (1 = uniform, the reward does not discriminate between
     them at this temperature; 0 = all mass on one). Returns `(sum over those positions, their count)`."""
-    rewarded = negatives & torch.isfinite(rewards)
+    rewarded, log_q = crr_target(negatives, rewards, temperature)
     n = rewarded.sum(-1)
-    safe_rewards = torch.where(rewarded, rewards.float(), torch.zeros((), device=rewards.device))
-    log_q = masked_log_softmax(safe_rewards / temperature, rewarded)
     entropy = -(log_q.exp() * log_q * rewarded).sum(-1)
     several = n >= 2
     normalised = entropy / n.clamp(min=2).float().log()
