@@ -24,10 +24,14 @@ from accuracy import build_parser, eval_subset, load, models_dir, sasrec_model  
 
 
 def sharpness(scores: torch.Tensor, temperature: float, k: int = 20) -> dict:
+    """L_CRR's target over each user's top-k items, computed by the trainer's own `crr_target` /
+    `crr_target_entropy` (so this is the quantity the trainer logs, on a stand-in set of negatives)."""
+    from ilrec_trl.losses import crr_target, crr_target_entropy
+
     top = scores.topk(k, dim=1).values
-    q = torch.softmax(top / temperature, dim=1)
-    entropy = -(q * q.clamp_min(1e-30).log()).sum(1) / torch.log(torch.tensor(float(k)))
-    return {"max_q": float(q.max(1).values.mean()), "norm_entropy": float(entropy.mean()),
+    rewarded, log_q = crr_target(torch.ones_like(top, dtype=torch.bool), top, temperature)
+    entropy, positions = crr_target_entropy(rewarded, log_q)
+    return {"max_q": float(log_q.exp().max(1).values.mean()), "norm_entropy": float(entropy / positions),
             "gap_1_20": float((top[:, 0] - top[:, -1]).mean())}
 
 

@@ -28,6 +28,8 @@ class ILRecLossOutput:
         negative_weights: `[N, V]` hardness weights.
         layer_top1: `[K]` fraction of positions where each layer's argmax is the ground truth.
         final_top1: fraction of positions where the final layer's argmax is the ground truth.
+        crr_target_entropy, crr_target_positions: how peaked L_CRR's target is, see [`crr_target_entropy`] (sum of
+            the normalised entropies and the number of positions behind it; both 0 without CRR).
     """
 
     loss: torch.Tensor
@@ -44,6 +46,8 @@ class ILRecLossOutput:
     negative_weights: torch.Tensor
     layer_top1: torch.Tensor
     final_top1: torch.Tensor
+    crr_target_entropy: torch.Tensor
+    crr_target_positions: torch.Tensor
 
 
 def penalised_logits(final_logits: torch.Tensor, weights: torch.Tensor, alpha: float, penalty: str) -> torch.Tensor:
@@ -98,13 +102,15 @@ def collaborative_reward_regularisation(
     rewards: torch.Tensor,
     temperature: float = 1.0,
     log_probs: torch.Tensor | None = None,
+    target: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-position L_CRR: KL(q ‖ softmax(z^L)) with q = softmax over the negatives of r/T_r.
 
     Negatives whose reward is not finite (no item behind them) get no mass. Returns `([N] values, [N] bool
-    contributing)`; positions without any rewarded negative contribute 0 and are not counted.
+    contributing)`; positions without any rewarded negative contribute 0 and are not counted. `target`: the
+    [`crr_target`] of these negatives and rewards, when the caller already has it.
     """
-    rewarded, log_q = crr_target(negatives, rewards, temperature)
+    rewarded, log_q = crr_target(negatives, rewards, temperature) if target is None else target
     q = log_q.exp() * rewarded
     log_p = final_logits.log_softmax(-1) if log_probs is None else log_probs
     values = (q * (log_q - log_p)).sum(-1)
@@ -113,11 +119,10 @@ def collaborative_reward_regularisation(
 
 
 @torch.no_grad()
-def crr_target_entropy(negatives: torch.Tensor, rewards: torch.Tensor, temperature: float = 1.0):
-    """How peaked L_CRR's target q = softmax(r/T_r) over the rewarded negatives is: the normalised entropy
-    H(q) / log(n) at every position with n ≥ 2 rewarded negatives (1 = uniform, the reward does not discriminate between
-    them at this temperature; 0 = all mass on one). Returns `(sum over those positions, their count)`."""
-    rewarded, log_q = crr_target(negatives, rewards, temperature)
+def crr_target_entropy(rewarded: torch.Tensor, log_q: torch.Tensor):
+    """How peaked L_CRR's target q (from [`crr_target`]) is: the normalised entropy H(q) / log(n) at every position
+    with n ≥ 2 rewarded negatives (1 = uniform, the reward does not discriminate between them at this temperature;
+    0 = all mass on one). Returns `(sum over those positions, their count)`."""
     n = rewarded.sum(-1)
     entropy = -(log_q.exp() * log_q * rewarded).sum(-1)
     several = n >= 2
@@ -229,12 +234,16 @@ def ilrec_losses(
         cpd_per_token = final_logits.new_zeros(targets.shape)
 
     if rewards is not None and config.crr_weight > 0:
+        target = crr_target(negatives, rewards, config.crr_temperature)
         crr_per_token, contributing = collaborative_reward_regularisation(
-            final_logits, negatives, rewards, temperature=config.crr_temperature, log_probs=log_p
+            final_logits, negatives, rewards, temperature=config.crr_temperature, log_probs=log_p, target=target
         )
+        entropy, entropy_positions = crr_target_entropy(*target)
     else:
         crr_per_token = final_logits.new_zeros(targets.shape)
         contributing = torch.zeros_like(targets, dtype=torch.bool)
+        entropy = final_logits.new_zeros(())
+        entropy_positions = torch.zeros((), dtype=torch.long, device=targets.device)
 
     crr_count = contributing.sum()
     cpo = cpo_per_token.sum() / count
@@ -257,6 +266,8 @@ def ilrec_losses(
         negative_weights=weights,
         layer_top1=layer_top1,
         final_top1=final_top1,
+        crr_target_entropy=entropy,
+        crr_target_positions=entropy_positions,
     )
 
 
@@ -264,6 +275,7 @@ def ilrec_losses(
 __all__ = [
     "ILRecLossOutput",
     "collaborative_reward_regularisation",
+    "crr_target",
     "crr_target_entropy",
     "cross_layer_distillation",
     "ilrec_losses",

@@ -190,7 +190,7 @@ def test_relative_threshold_survives_underflow():
 
 
 def test_crr_target_entropy_matches_a_per_row_reference_and_tracks_the_temperature():
-    from ilrec_trl.losses import crr_target_entropy
+    from ilrec_trl.losses import crr_target, crr_target_entropy
 
     g = torch.Generator().manual_seed(5)
     N, V = 12, 9
@@ -200,7 +200,7 @@ def test_crr_target_entropy_matches_a_per_row_reference_and_tracks_the_temperatu
     negatives[1, 3] = True  # a single negative: no entropy to speak of, not counted
     rewards = torch.randn(N, V, generator=g) * 3
     rewards[torch.rand(N, V, generator=g) > 0.85] = float("-inf")  # no item behind these tokens
-    total, count = crr_target_entropy(negatives, rewards, temperature=0.5)
+    total, count = crr_target_entropy(*crr_target(negatives, rewards, temperature=0.5))
     ref, ref_n = 0.0, 0
     for t in range(N):
         rs = [float(rewards[t, v]) / 0.5 for v in range(V) if negatives[t, v] and math.isfinite(float(rewards[t, v]))]
@@ -213,6 +213,7 @@ def test_crr_target_entropy_matches_a_per_row_reference_and_tracks_the_temperatu
         ref_n += 1
     assert count.item() == ref_n > 0
     assert total.item() == pytest.approx(ref, rel=1e-5)
-    hot, _ = crr_target_entropy(negatives, rewards, temperature=100.0)  # flat rewards: near-uniform target
-    cold, _ = crr_target_entropy(negatives, rewards, temperature=0.01)  # all mass on the best-rewarded negative
+    # flat rewards: a near-uniform target; sharp rewards: all mass on the best-rewarded negative
+    hot, _ = crr_target_entropy(*crr_target(negatives, rewards, temperature=100.0))
+    cold, _ = crr_target_entropy(*crr_target(negatives, rewards, temperature=0.01))
     assert hot.item() / ref_n > 0.99 and cold.item() / ref_n < 0.05

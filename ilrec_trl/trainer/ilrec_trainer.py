@@ -274,10 +274,8 @@ class ILRecTrainer(SFTTrainer):
                 outputs.final_top1.float(),
                 torch.as_tensor(-1.0 if outputs.cf_endorsed_negatives is None else outputs.cf_endorsed_negatives,
                                 dtype=torch.float32, device=negs.device),
-                torch.as_tensor(0.0 if outputs.crr_target_entropy is None else outputs.crr_target_entropy,
-                                dtype=torch.float32, device=negs.device),
-                torch.as_tensor(0.0 if outputs.crr_target_positions is None else outputs.crr_target_positions,
-                                dtype=torch.float32, device=negs.device),
+                outputs.crr_target_entropy.float(),
+                outputs.crr_target_positions.float(),
                 *outputs.layer_top1.float(),
             ]
         )

@@ -10,7 +10,7 @@ from transformers.utils import ModelOutput
 
 from ..layers import LayerCapture
 from ..logit_lens import logit_transform, project
-from ..losses import crr_target_entropy, ilrec_losses
+from ..losses import ilrec_losses
 
 
 @dataclass
@@ -26,8 +26,8 @@ class ILRecModelOutput(ModelOutput):
     layer_top1: torch.Tensor | None = None
     final_top1: torch.Tensor | None = None
     cf_endorsed_negatives: torch.Tensor | None = None
-    crr_target_entropy: torch.Tensor | None = None  # sum of the normalised entropies of q over positions ...
-    crr_target_positions: torch.Tensor | None = None  # ... with at least two rewarded negatives, and their count
+    crr_target_entropy: torch.Tensor | None = None  # see ILRecLossOutput
+    crr_target_positions: torch.Tensor | None = None
 
 
 def _param_device(module, default):
@@ -95,13 +95,12 @@ class ILRecForwardPatch:
             scope_mask=request.get("scope_mask"),
             rewards=request.get("rewards"),
         )
-        endorsed = entropy = entropy_positions = None
+        endorsed = None
         rewards = request.get("rewards")
         if rewards is not None:
             with torch.no_grad():  # negatives that the CF model scores at least as high as the ground truth
                 truth = rewards.gather(1, targets[:, None])
                 endorsed = (out.negatives & torch.isfinite(rewards) & (rewards >= truth)).sum()
-            entropy, entropy_positions = crr_target_entropy(out.negatives, rewards, self.config.crr_temperature)
         return ILRecModelOutput(
             cpo_per_token=out.cpo_per_token,
             cpd_per_token=out.cpd_per_token,
@@ -112,8 +111,8 @@ class ILRecForwardPatch:
             layer_top1=out.layer_top1 * max(targets.numel(), 1),
             final_top1=out.final_top1 * max(targets.numel(), 1),
             cf_endorsed_negatives=endorsed,
-            crr_target_entropy=entropy,
-            crr_target_positions=entropy_positions,
+            crr_target_entropy=out.crr_target_entropy,
+            crr_target_positions=out.crr_target_positions,
         )
 
     def remove(self) -> None:
