@@ -40,6 +40,10 @@ ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"
              "ilrec_sasrec_reward_no_cpo": {"cpo_alpha": 0.0}}
 # the collaborative model behind L_CRR: the MF reward (the product's default) unless named here
 REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec", "ilrec_sasrec_reward_no_cpo": "sasrec"}
+
+
+def reward_source(method):
+    return REWARD_SOURCE.get(method, "mf")
 KS = (5, 10)
 
 
@@ -172,9 +176,9 @@ def run_seed(a, data, tok, split, dataset, seed):
         pop = most_popular_scores(data.train, len(data.catalog)).expand(n_users, -1)
         save_cell(cell_path(out, dataset, seed, "popular"), "popular", ranks_from_item_scores(pop, split, data),
                   time.time() - t)
+    pending = [m for m in ABLATIONS if m in a.methods and not done(m)]  # ILRec cells still to train
     mf = None
-    if not done("mf") or any(m in a.methods and not done(m) for m in ABLATIONS
-                             if m != "ilrec_no_crr" and REWARD_SOURCE.get(m, "mf") == "mf"):
+    if not done("mf") or any(m != "ilrec_no_crr" and reward_source(m) == "mf" for m in pending):
         t = time.time()
         mf = MatrixFactorizationReward(seed=seed).fit(data.train, num_items=len(data.catalog))
         fit_seconds = time.time() - t
@@ -183,7 +187,7 @@ def run_seed(a, data, tok, split, dataset, seed):
             save_cell(cell_path(out, dataset, seed, "mf"), "mf", ranks_from_item_scores(scores, split, data),
                       fit_seconds)
     sas = None
-    if not done("sasrec") or any(m in a.methods and not done(m) for m in REWARD_SOURCE):
+    if not done("sasrec") or any(reward_source(m) == "sasrec" for m in pending):
         t = time.time()
         sas = sasrec_model(a, data, dataset, seed)
         if not done("sasrec"):
@@ -255,8 +259,7 @@ def reward_fn_for(method, cfg, reward_models, catalog):
     """L_CRR's reward for `method`: None without CRR, else the MF model's or SASRec's item scores over the trie."""
     if cfg["crr_weight"] <= 0:
         return None
-    source = REWARD_SOURCE.get(method, "mf")
-    if source == "mf":
+    if reward_source(method) == "mf":
         return reward_models["mf"].as_reward_fn(catalog)
     from ilrec_trl.rewards import CatalogRewardFn
 
@@ -305,7 +308,7 @@ def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, 
                                train_dataset=data.train, processing_class=tok, catalog=data.catalog,
                                reward_fn=reward_fn, peft_config=lora_config(a))
         extra["config"] = cfg
-        extra["reward"] = REWARD_SOURCE.get(method, "mf") if reward_fn is not None else None
+        extra["reward"] = reward_source(method) if reward_fn is not None else None
     trainer.train()
     model = trainer.model
     extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-30:]
