@@ -22,8 +22,10 @@ class ILRecLossOutput:
         cpo, cpd, crr, nll: the three terms (means, as in the specification) and the plain SFT NLL (scalars,
             `crr = 0` when no rewards are given).
         cpo_per_token, cpd_per_token, nll_per_token: `[N]` per-position values whose mean is the scalar.
-        crr_per_token: `[N]`, zero where the position has no negatives; `crr = crr_per_token.sum() / crr_count`.
-        crr_count: number of positions that contribute to L_CRR (with negatives and a finite reward).
+        crr_per_token: `[N]`, zero where the position has no rewarded negative; `crr = crr_per_token.mean()`: like
+            the NLL, L_CRR is averaged over *all* target positions (specification, Step 4), so that λ_CRR weighs it
+            on the cross-entropy's per-token scale whatever share of the positions has negatives.
+        crr_count: number of positions that contribute to L_CRR (with negatives and a finite reward); a statistic.
         negatives: `[N, V]` bool, the mined self-hard negatives.
         negative_weights: `[N, V]` hardness weights.
         layer_top1: `[K]` fraction of positions where each layer's argmax is the ground truth.
@@ -248,7 +250,7 @@ def ilrec_losses(
     crr_count = contributing.sum()
     cpo = cpo_per_token.sum() / count
     cpd = cpd_per_token.sum() / count
-    crr = crr_per_token.sum() / crr_count.clamp(min=1)
+    crr = crr_per_token.sum() / count
     loss = cpo + config.cpd_weight * cpd + config.crr_weight * crr
 
     return ILRecLossOutput(

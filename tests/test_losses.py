@@ -32,7 +32,7 @@ def reference(final, layers, targets, c, scope=None, rewards=None):
     """Slow, loop-per-token reference written straight from the specification (float64)."""
     final, layers = final.double(), layers.double()
     K, N, V = layers.shape
-    cpo, cpd, crr, crr_n = [], [], [], 0
+    cpo, cpd, crr = [], [], []
     negs = torch.zeros(N, V, dtype=torch.bool)
     for t in range(N):
         y = int(targets[t])
@@ -76,10 +76,9 @@ def reference(final, layers, targets, c, scope=None, rewards=None):
                 q = [math.exp(x - rlse) for x in rs]
                 zlse = math.log(sum(math.exp(x) for x in z))
                 crr.append(sum(qi * (math.log(qi) - (z[v] - zlse)) for qi, v in zip(q, rewarded)))
-                crr_n += 1
     cpo_m = sum(cpo) / N
     cpd_m = sum(cpd) / N
-    crr_m = sum(crr) / max(crr_n, 1)
+    crr_m = sum(crr) / N  # averaged over all target positions (a position without rewarded negatives adds 0)
     return cpo_m, cpd_m, crr_m, negs
 
 

@@ -242,18 +242,15 @@ class ILRecTrainer(SFTTrainer):
         args = self.args
         num_tokens = outputs.nll_per_token.numel() if num_items_in_batch is None else num_items_in_batch
         denominator = torch.as_tensor(num_tokens, device=outputs.cpo_per_token.device).clamp(min=1)
-        loss = (outputs.cpo_per_token.sum() + args.cpd_weight * outputs.cpd_per_token.sum()) / denominator
+        # Every term is a sum over the target positions divided by the same count, as TRL divides its NLL (L_CRR
+        # included: positions without rewarded negatives add 0 to it), so gradient accumulation and
+        # `num_items_in_batch` treat the three terms alike.
+        per_token = outputs.cpo_per_token + args.cpd_weight * outputs.cpd_per_token
+        if "rewards" in request:
+            per_token = per_token + args.crr_weight * outputs.crr_per_token
+        loss = per_token.sum() / denominator
         if args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-        if "rewards" in request:
-            # L_CRR is a mean over the positions that have rewarded negatives: count them over all processes (DDP
-            # then averages the gradients, hence the factor), and average over the accumulation steps.
-            count = outputs.crr_count.detach().float()
-            if self.accelerator.num_processes > 1:
-                count = self.accelerator.reduce(count, reduction="sum")
-            crr = outputs.crr_per_token.sum() / count.clamp(min=1) * self.accelerator.num_processes
-            steps = getattr(self, "current_gradient_accumulation_steps", 1) if num_items_in_batch is not None else 1
-            loss = loss + args.crr_weight * crr / steps
         self._log_ilrec_metrics(mode, inputs, outputs)
         return loss
 
@@ -285,7 +282,7 @@ class ILRecTrainer(SFTTrainer):
         metrics["nll"].append(totals[1] / count)
         metrics["cpo"].append(totals[2] / count)
         metrics["cpd"].append(totals[3] / count)
-        metrics["crr"].append(totals[4] / max(totals[5], 1.0))
+        metrics["crr"].append(totals[4] / count)
         metrics["negatives_per_token"].append(totals[6] / count)
         metrics["frac_positions_with_negatives"].append(totals[7] / count)
         metrics["mean_token_accuracy"].append(totals[8] / count)
