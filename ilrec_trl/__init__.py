@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from .catalog import CatalogProtocol, ItemCatalog
-from .losses import ILRecLossOutput, ilrec_losses
+from .losses import ILRecLossOutput, ILRecLossParams, ilrec_loss, ilrec_losses
 from .rewards.protocol import RewardContext, RewardFn
 from .trainer import ILRecConfig, ILRecTrainer
 
@@ -11,9 +11,11 @@ __all__ = [
     "CatalogProtocol",
     "ILRecConfig",
     "ILRecLossOutput",
+    "ILRecLossParams",
     "ILRecTrainer",
     "ItemCatalog",
     "RewardContext",
     "RewardFn",
+    "ilrec_loss",
     "ilrec_losses",
 ]
