@@ -171,7 +171,8 @@ def test_short_training_run_loss_falls_and_logs_metrics(model, tokenizer, rec_da
     logs = [e for e in trainer.state.log_history if "loss" in e]
     assert logs[-1]["loss"] < 0.7 * logs[0]["loss"]
     for key in ("nll", "cpo", "cpd", "crr", "negatives_per_token", "frac_positions_with_negatives", "negatives_cf_endorsed",
-                "crr_target_entropy", "mean_token_accuracy", "top1_layer_-2", "top1_layer_-5", "num_tokens"):
+                "crr_target_entropy", "negative_gradient_ratio", "mean_token_accuracy", "top1_layer_-2",
+                "top1_layer_-5", "num_tokens"):
         assert key in logs[-1], key
     assert all(0.0 <= e["crr_target_entropy"] <= 1.0 for e in logs)
     assert any(e["negatives_per_token"] > 0 for e in logs)

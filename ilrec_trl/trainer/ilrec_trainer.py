@@ -273,6 +273,8 @@ class ILRecTrainer(SFTTrainer):
                                 dtype=torch.float32, device=negs.device),
                 outputs.crr_target_entropy.float(),
                 outputs.crr_target_positions.float(),
+                outputs.negative_gradient_mass.float(),
+                outputs.nll_negative_gradient_mass.float(),
                 *outputs.layer_top1.float(),
             ]
         )
@@ -290,7 +292,9 @@ class ILRecTrainer(SFTTrainer):
             metrics["negatives_cf_endorsed"].append(totals[9] / max(totals[6], 1.0))
         if totals[11] > 0:  # 1 = the reward spreads L_CRR's target evenly over the negatives, 0 = on one of them
             metrics["crr_target_entropy"].append(totals[10] / totals[11])
-        for index, value in zip(self.args.ilrec_layers, totals[12:]):
+        if totals[13] > 0:  # > 1: ILRec pushes the negatives harder than SFT; < 1: L_CRR cancels part of L_CPO's push
+            metrics["negative_gradient_ratio"].append(totals[12] / totals[13])
+        for index, value in zip(self.args.ilrec_layers, totals[14:]):
             metrics[f"top1_layer_{index}"].append(value / count)
         if mode == "train":
             local = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
