@@ -22,11 +22,17 @@ class RecData:
     catalog: ItemCatalog
     name: str = "dataset"
     num_dropped_users: int = 0
-    completion_prefix: str = ""
+    template: str = DEFAULT_TEMPLATE
+    max_history: int = 20
+
+    @property
+    def completion_prefix(self) -> str:
+        """Text before the identifier in every completion (owned by the catalogue)."""
+        return self.catalog.completion_prefix
 
     def bind(self, tokenizer) -> "RecData":
         """Bind the catalogue to `tokenizer`, the way identifiers appear in the completions. Returns `self`."""
-        self.catalog.bind(tokenizer, completion_prefix=self.completion_prefix)
+        self.catalog.bind(tokenizer)
         return self
 
     def __repr__(self) -> str:
@@ -85,7 +91,7 @@ def leave_one_out(
         test.append(
             _example(user, seq[max(0, n - 1 - max_history) : n - 1], seq[n - 1], catalog, template, completion_prefix)
         )
-    catalog.default_completion_prefix = completion_prefix
+    catalog.completion_prefix = completion_prefix
     if dropped:
         logger.info("%s: dropped %d users with fewer than %d interactions.", name, dropped, min_interactions)
     if not test:
@@ -100,5 +106,6 @@ def leave_one_out(
         catalog=catalog,
         name=name,
         num_dropped_users=dropped,
-        completion_prefix=completion_prefix,
+        template=template,
+        max_history=max_history,
     )

@@ -1,5 +1,6 @@
 """`ilrec-train`: load data, build the tokenizer and model, fit the collaborative reward, train with ILRec (or SFT,
-or both side by side), evaluate with constrained beam search, write `results.json`, the model and a model card.
+or both side by side), evaluate with constrained beam search, write `results.json`, the model (with its
+`catalog.json` and `recommender_config.json`, for `Recommender.from_pretrained`) and a model card.
 
 With no argument it runs the embedded default (synthetic data, tiny Llama, SFT vs ILRec, CPU, a few minutes):
 
@@ -16,12 +17,13 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from trl import SFTTrainer, TrlParser, get_peft_config
+from trl import TrlParser, get_peft_config
 
+from ..artifact import RecommenderConfig
 from ..data import build_tokenizer
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations
 from ..models import ModelArguments, load_model
-from ..trainer import ILRecConfig, ILRecTrainer
+from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
 from .common import DataArguments, load_data, results_table
 
 logger = logging.getLogger("ilrec_trl.train")
@@ -117,12 +119,17 @@ def train_one(method, data, tokenizer, data_args, script_args, training_args, mo
                        trust_remote_code=training_args.trust_remote_code,
                        model_init_kwargs=training_args.model_init_kwargs)
     training_args.output_dir = str(output_dir)
+    # Both arms save catalog.json and recommender_config.json beside the weights (Recommender.from_pretrained).
+    recommender_config = RecommenderConfig.from_rec_data(data, num_beams=script_args.eval_num_beams,
+                                                         source=asdict(data_args))
     common = dict(model=model, args=training_args, train_dataset=data.train, processing_class=tokenizer,
-                  peft_config=get_peft_config(model_args))
+                  eval_dataset=data.valid if training_args.eval_strategy != "no" else None,
+                  peft_config=get_peft_config(model_args), catalog=data.catalog,
+                  recommender_config=recommender_config)
     if method == "sft":
-        trainer = SFTTrainer(**common)
+        trainer = RecSFTTrainer(**common)
     else:
-        trainer = ILRecTrainer(**common, catalog=data.catalog, reward_fn=reward_fn)
+        trainer = ILRecTrainer(**common, reward_fn=reward_fn)
     if script_args.rec_eval_steps:
         trainer.add_callback(RecommendationEvalCallback(
             trainer, data.valid, data.catalog, eval_steps=script_args.rec_eval_steps,
