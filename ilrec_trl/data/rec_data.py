@@ -23,6 +23,8 @@ class RecData:
     name: str = "dataset"
     num_dropped_users: int = 0
     completion_prefix: str = ""
+    item_ids: list | None = None  # the source's own item ids, in catalogue order (None: the ids are 0..n-1)
+    item_text: list | None = None  # per-item description text where the source has one (used by ilrec-index)
 
     def bind(self, tokenizer) -> "RecData":
         """Bind the catalogue to `tokenizer`, the way identifiers appear in the completions. Returns `self`."""
@@ -87,11 +89,15 @@ def leave_one_out(
         )
     catalog.default_completion_prefix = completion_prefix
     if dropped:
-        logger.info("%s: dropped %d users with fewer than %d interactions.", name, dropped, min_interactions)
+        logger.warning(
+            "%s: dropped %d of %d users with fewer than %d interactions (leave-one-out needs one train, one valid and "
+            "one test target per user).", name, dropped, len(sequences), min_interactions,
+        )
     if not test:
         raise ValueError(
-            f"{name}: no users left after dropping those with fewer than {min_interactions} interactions "
-            f"({dropped} dropped); check the data or lower min_interactions (>= 3)."
+            f"{name}: no users left: all {dropped} users have fewer than {min_interactions} interactions, and "
+            f"leave-one-out needs at least 3 per user (one train, one valid and one test target). Check that the "
+            f"user and item columns are the right ones, or give more interactions per user."
         )
     return RecData(
         train=Dataset.from_list(train),

@@ -1,7 +1,7 @@
 """`ilrec-eval`: Hit@K / NDCG@K of a trained model with constrained beam search; prints a table, writes JSON.
 
     ilrec-eval --model outputs/ilrec-default/ilrec --dataset synthetic
-    ilrec-eval --model PATH --dataset lcrec --data_dir ../shared/data --dataset_name Instruments --max_users 2000
+    ilrec-eval --model PATH --dataset lcrec --data_dir ../shared/data --lcrec_prefix Instruments --max_users 2000
 """
 
 import json
