@@ -288,3 +288,23 @@ def test_cli_dispatch_tables_and_recbole(tables):
     assert sequences(load_data(rb)) == {"u1": [0, 2, 3]}
     with pytest.raises(ValueError, match="--index_file is for movielens"):
         load_data(DataArguments(dataset="synthetic", index_file="x.json"))
+
+
+TRAIN_QUICK = ["--method", "sft", "--max_steps", "2", "--eval_max_users", "2", "--eval_num_beams", "4",
+               "--per_device_train_batch_size", "4", "--tiny_layers", "1", "--tiny_hidden_size", "16",
+               "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true"]
+
+
+def test_train_cli_on_own_data(tmp_path, tables):
+    """`ilrec-train --dataset_name FILE` (TRL's meaning) and `--dataset interactions --index_file` train and evaluate."""
+    from ilrec_trl.scripts import train as train_cli
+
+    recs = write_jsonl(tmp_path / "recs.jsonl", rows(n_users=6, semantic=True))
+    [result] = train_cli.run(["--dataset_name", str(recs), "--output_dir", str(tmp_path / "hf"), *TRAIN_QUICK])
+    assert result["num_users"] == 2 and 0 <= result["hit@1"] <= 1
+    index = {str(i): [f"<a_{i % 2}>", f"<b_{i}>"] for i in range(5)}
+    (tables / "items.index.json").write_text(json.dumps(index))
+    [result] = train_cli.run(["--dataset", "interactions", "--interactions_file", str(tables / "inter.csv"),
+                              "--items_file", str(tables / "items.csv"), "--index_file",
+                              str(tables / "items.index.json"), "--output_dir", str(tmp_path / "csv"), *TRAIN_QUICK])
+    assert result["num_users"] == 2
