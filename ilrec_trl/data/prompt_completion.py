@@ -81,16 +81,11 @@ def _check_columns(split: Dataset, split_name: str, source: str) -> None:
 def _holdout_by_user(train: Dataset, user_column: str, source: str) -> tuple[Dataset, Dataset, Dataset]:
     """Only a train split: each user's last row (file order = time order) is the test example, the one before the
     validation example (users with fewer than 3 rows are dropped, and counted)."""
-    users = np.asarray(as_ids(train.to_pandas()[user_column]))
-    order = np.arange(len(users))
-    _, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
-    # position of each row among its user's rows, counted from the end (0 = last)
-    sort = np.lexsort((order, inverse))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(users), dtype=np.int64)
-    rank[sort] = np.arange(len(users)) - np.repeat(starts, counts)
-    from_end = counts[inverse] - 1 - rank
-    keep = counts[inverse] >= 3
+    users = as_ids(train.to_pandas()[user_column]).to_frame("user")
+    from_end = users.groupby("user").cumcount(ascending=False).to_numpy()  # 0 = the user's last row
+    sizes = users.groupby("user")["user"].transform("size").to_numpy()
+    keep = sizes >= 3
+    counts = users["user"].value_counts().to_numpy()
     dropped = int((counts < 3).sum())
     if dropped:
         logger.warning("%s: dropped %d of %d users with fewer than 3 rows (one train, one valid and one test example "
