@@ -306,11 +306,11 @@ RECBOLE_TITLE_FIELDS = ("title", "movie_title", "name")
 def load_recbole(
     inter_path,
     item_path=None,
-    user_field: str = "user_id",
-    item_field: str = "item_id",
-    time_field: str | None = "timestamp",
-    title_field: str | None = None,
-    rating_field: str = "rating",
+    user_column: str = "user_id",
+    item_column: str = "item_id",
+    time_column: str | None = "timestamp",
+    identifier_column: str | None = None,
+    rating_column: str = "rating",
     min_rating: float | None = None,
     scheme: str | None = None,
     index_file=None,
@@ -321,8 +321,9 @@ def load_recbole(
 ) -> RecData:
     """RecBole atomic files: `<name>.inter` (`user_id:token  item_id:token  [rating:float]  timestamp:float`) and
     an optional `<name>.item` (`item_id:token  title:token_seq ...`; taken from beside the `.inter` file when
-    `item_path` is None). Without a timestamp field the file order is the time order. The title field defaults to
-    the first of `title`, `movie_title`, `name` that the item file has. Otherwise as [`load_interactions`]."""
+    `item_path` is None); `*_column` name the fields. Without a timestamp field the file order is the time order.
+    The title field defaults to the first of `title`, `movie_title`, `name` that the item file has. Otherwise as
+    [`load_interactions`]."""
     inter_path = Path(inter_path)
     if inter_path.suffix != ".inter":
         raise DataFormatError(f"RecBole interactions file {str(inter_path)!r} should end in .inter.")
@@ -331,19 +332,19 @@ def load_recbole(
         item_path = inter_path.with_suffix(".item")
         logger.info("Using the RecBole item file %s.", item_path)
     items = read_recbole(item_path, "item table") if item_path is not None else None
-    if time_field is not None and time_field not in frame.columns:
-        logger.info("%s has no %r field: file order is the time order.", inter_path, time_field)
-        time_field = None
-    if items is not None and title_field is None and index_file is None:
-        title_field = next((f for f in RECBOLE_TITLE_FIELDS if f in items.columns), None)
-        if title_field is None:
+    if time_column is not None and time_column not in frame.columns:
+        logger.info("%s has no %r field: file order is the time order.", inter_path, time_column)
+        time_column = None
+    if items is not None and identifier_column is None and index_file is None:
+        identifier_column = next((f for f in RECBOLE_TITLE_FIELDS if f in items.columns), None)
+        if identifier_column is None:
             raise DataFormatError(
                 f"item table file {str(item_path)!r} has none of the title fields {list(RECBOLE_TITLE_FIELDS)} "
                 f"(fields: {list(items.columns)}); name one with --title_column, or give an --index_file."
             )
     return _load_event_table(
-        frame, items, user_column=user_field, item_column=item_field, time_column=time_field,
-        identifier_column=title_field, text_column=None, rating_column=rating_field, min_rating=min_rating,
+        frame, items, user_column=user_column, item_column=item_column, time_column=time_column,
+        identifier_column=identifier_column, text_column=None, rating_column=rating_column, min_rating=min_rating,
         index_file=index_file, scheme=scheme, max_history=max_history, min_interactions=min_interactions,
         template=template, completion_prefix=completion_prefix, name=inter_path.stem, items_flag="--item_column",
     )

@@ -144,13 +144,10 @@ def load_data(args: DataArguments) -> RecData:
         if not args.interactions_file:
             raise ValueError(f"--dataset {args.dataset} needs --interactions_file.")
         loader = load_interactions if args.dataset == "interactions" else load_recbole
-        columns = dict(user_column=args.user_column, item_column=args.item_column, time_column=args.time_column,
-                       identifier_column=args.title_column or "title")
-        if args.dataset == "recbole":
-            columns = dict(user_field=args.user_column, item_field=args.item_column, time_field=args.time_column,
-                           title_field=args.title_column)
-        data = loader(args.interactions_file, args.items_file, **columns, min_rating=args.min_rating,
-                      scheme=args.scheme, index_file=args.index_file, **common)
+        title = args.title_column or ("title" if args.dataset == "interactions" else None)  # recbole: detected
+        data = loader(args.interactions_file, args.items_file, user_column=args.user_column,
+                      item_column=args.item_column, time_column=args.time_column, identifier_column=title,
+                      min_rating=args.min_rating, scheme=args.scheme, index_file=args.index_file, **common)
     elif args.dataset == "hf":
         data = load_prompt_completion_dataset(args.dataset_name, items_file=args.items_file,
                                               item_column=args.item_column, user_column=args.user_column,
