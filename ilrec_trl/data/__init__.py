@@ -7,7 +7,14 @@ from .prompts import PROMPT_TEMPLATES, format_prompt
 from .rec_data import RecData, leave_one_out
 from .synthetic import load_synthetic
 from .tables import DataFormatError
-from .tokenizers import add_identifier_tokens, build_bpe_tokenizer, build_word_tokenizer, semantic_id_tokens
+from .tokenizers import (
+    add_identifier_tokens,
+    build_bpe_tokenizer,
+    build_tokenizer,
+    build_word_tokenizer,
+    is_title_scheme,
+    semantic_id_tokens,
+)
 
 __all__ = [
     "DataFormatError",
@@ -23,8 +30,10 @@ __all__ = [
     "RecData",
     "add_identifier_tokens",
     "build_bpe_tokenizer",
+    "build_tokenizer",
     "build_word_tokenizer",
     "format_prompt",
+    "is_title_scheme",
     "leave_one_out",
     "load_synthetic",
     "semantic_id_tokens",
