@@ -1,21 +1,11 @@
-"""What `ilrec-train` and `ilrec-eval` share: data arguments, data loading, tokenizer and model construction."""
+"""What `ilrec-train` and `ilrec-eval` share: the data arguments, loading the data they name, the results table."""
 
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import (
-    RecData,
-    add_identifier_tokens,
-    build_bpe_tokenizer,
-    build_word_tokenizer,
-    load_interactions,
-    load_lcrec_dataset,
-    load_movielens_100k,
-    load_synthetic,
-    semantic_id_tokens,
-)
+from ..data import RecData, load_interactions, load_lcrec_dataset, load_movielens_100k, load_synthetic
 
 logger = logging.getLogger(__name__)
 DATASETS = ("synthetic", "lcrec", "movielens", "interactions")
@@ -45,9 +35,6 @@ class DataArguments:
     synthetic_users: int = field(default=300, metadata={"help": "Users of the synthetic dataset."})
     synthetic_items: int = field(default=128, metadata={"help": "Items of the synthetic dataset."})
     max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
-    tiny_layers: int = field(default=6, metadata={"help": "Layers of the tiny Llama used when no model is given."})
-    tiny_hidden_size: int = field(default=64, metadata={"help": "Hidden size of that tiny Llama."})
-    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file name inside --model_name_or_path."})
 
 
 def resolve_data_dir(args: DataArguments) -> Path:
@@ -84,52 +71,19 @@ def load_data(args: DataArguments) -> RecData:
     return data
 
 
-def is_title_scheme(data: RecData) -> bool:
-    return not semantic_id_tokens(data.catalog.identifiers[:50])
-
-
-def build_tokenizer(data: RecData, model_name_or_path: str | None, gguf_file: str | None = None):
-    """A tokenizer that knows every identifier token: the model's own (semantic-ID tokens added) or, with no model,
-    a small one trained on the data."""
-    identifier_tokens = [] if is_title_scheme(data) else semantic_id_tokens(data.catalog.identifiers)
-    if model_name_or_path is None:
-        texts = list(data.train["prompt"][:2000]) + data.catalog.identifiers
-        if identifier_tokens:
-            tokenizer = build_word_tokenizer(texts, identifier_tokens)
-        else:
-            tokenizer = build_bpe_tokenizer(texts, vocab_size=4000)
-    else:
-        from transformers import AutoTokenizer
-
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **kwargs)
-        if identifier_tokens:
-            add_identifier_tokens(tokenizer, identifier_tokens)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-    data.bind(tokenizer)
-    return tokenizer
-
-
-def build_model(tokenizer, model_args, data_args: DataArguments, seed: int = 0):
-    """The model: loaded from `model_name_or_path` (hub id, folder, or GGUF) with its embeddings resized to the
-    tokenizer, or a tiny Llama built from a config."""
-    from ..models import tiny_llama
-
-    if model_args.model_name_or_path is None:
-        return tiny_llama(tokenizer, num_layers=data_args.tiny_layers, hidden_size=data_args.tiny_hidden_size,
-                          num_heads=4, seed=seed)
-    from transformers import AutoModelForCausalLM
-
-    kwargs = {"gguf_file": data_args.gguf_file} if data_args.gguf_file else {}
-    if model_args.dtype not in (None, "auto"):
-        kwargs["dtype"] = model_args.dtype
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
-    missing = data_args.scheme == "semantic_id" and model.get_output_embeddings().out_features < len(tokenizer)
-    if missing:
-        raise ValueError("The model's vocabulary lacks the identifier tokens even after resizing its embeddings.")
-    return model
+def results_table(rows: list[dict], label: str = "method", extra: dict[str, str] | None = None) -> str:
+    """The Markdown table `ilrec-train` and `ilrec-eval` print: one row per result, the `label` column, every
+    Hit@K / NDCG@K present (by K, Hit before NDCG), then the `extra` columns (`{key: header}`). With two rows that
+    both have NDCG@10, a last line gives their ratio (second / first)."""
+    extra = extra or {}
+    present = {k for r in rows for k in r if k.startswith(("hit@", "ndcg@"))}
+    cols = sorted(present, key=lambda c: (int(c.split("@")[1]), c.startswith("ndcg")))
+    lines = [f"| {label} | " + " | ".join(cols + list(extra.values())) + " |",
+             "|---" * (len(cols) + len(extra) + 1) + "|"]
+    for r in rows:
+        cells = [f"{r[c]:.4f}" if c in r else "-" for c in cols] + [str(r.get(k, "-")) for k in extra]
+        lines.append(f"| {r[label]} | " + " | ".join(cells) + " |")
+    if len(rows) == 2 and rows[0].get("ndcg@10") and "ndcg@10" in rows[1]:
+        a, b = rows
+        lines.append(f"\n{b[label]} / {a[label]} NDCG@10: {b['ndcg@10'] / a['ndcg@10']:.3f}x")
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from ..evaluation import evaluate_recommendations
-from .common import DataArguments, load_data
+from .common import DataArguments, load_data, results_table
 from .saved_data import check_data_catalog, data_arguments_for
 
 logger = logging.getLogger("ilrec_trl.eval")
@@ -58,10 +58,7 @@ def run(argv=None) -> dict:
     )
     out.write_text(json.dumps({"model": eval_args.model, "dataset": data.name, "split": eval_args.split,
                                "metrics": metrics}, indent=2))
-    keys = [k for k in metrics if k != "num_users"]
-    print("| " + " | ".join(keys) + " | users |")
-    print("|---" * (len(keys) + 1) + "|")
-    print("| " + " | ".join(f"{metrics[k]:.4f}" for k in keys) + f" | {metrics['num_users']} |")
+    print(results_table([{"model": eval_args.model, **metrics}], label="model", extra={"num_users": "users"}))
     print(f"Metrics written to {out}")
     return metrics
 
