@@ -24,11 +24,17 @@ class RecData:
     num_dropped_users: int = 0
     template: str = DEFAULT_TEMPLATE
     max_history: int = 20
+    item_text: list | None = None  # per-item description text where the source has one (used by ilrec-index)
 
     @property
     def completion_prefix(self) -> str:
         """Text before the identifier in every completion (owned by the catalogue)."""
         return self.catalog.completion_prefix
+
+    @property
+    def item_ids(self) -> list | None:
+        """The source's own item ids in catalogue order (owned by the catalogue; `None`: the ids are 0..n-1)."""
+        return self.catalog.source_ids
 
     def bind(self, tokenizer) -> "RecData":
         """Bind the catalogue to `tokenizer`, the way identifiers appear in the completions. Returns `self`."""
@@ -93,11 +99,15 @@ def leave_one_out(
         )
     catalog.completion_prefix = completion_prefix
     if dropped:
-        logger.info("%s: dropped %d users with fewer than %d interactions.", name, dropped, min_interactions)
+        logger.warning(
+            "%s: dropped %d of %d users with fewer than %d interactions (leave-one-out needs one train, one valid and "
+            "one test target per user).", name, dropped, len(sequences), min_interactions,
+        )
     if not test:
         raise ValueError(
-            f"{name}: no users left after dropping those with fewer than {min_interactions} interactions "
-            f"({dropped} dropped); check the data or lower min_interactions (>= 3)."
+            f"{name}: no users left: all {dropped} users have fewer than {min_interactions} interactions, and "
+            f"leave-one-out needs at least 3 per user (one train, one valid and one test target). Check that the "
+            f"user and item columns are the right ones, or give more interactions per user."
         )
     return RecData(
         train=Dataset.from_list(train),

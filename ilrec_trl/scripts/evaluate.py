@@ -2,7 +2,7 @@
 
     ilrec-eval --model outputs/ilrec-default/ilrec          # the data it was trained on (recommender_config.json)
     ilrec-eval --model outputs/ilrec-default/ilrec --dataset synthetic
-    ilrec-eval --model PATH --dataset lcrec --data_dir ../shared/data --dataset_name Instruments --max_users 2000
+    ilrec-eval --model PATH --dataset lcrec --data_dir ../shared/data --lcrec_prefix Instruments --max_users 2000
 """
 
 import json

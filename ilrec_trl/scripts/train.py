@@ -5,7 +5,7 @@ or both side by side), evaluate with constrained beam search, write `results.jso
 With no argument it runs the embedded default (synthetic data, tiny Llama, SFT vs ILRec, CPU, a few minutes):
 
     ilrec-train
-    ilrec-train --dataset lcrec --data_dir ../shared/data --dataset_name Instruments --model_name_or_path PATH
+    ilrec-train --dataset lcrec --data_dir ../shared/data --lcrec_prefix Instruments --model_name_or_path PATH
     accelerate launch --config_file examples/accelerate/zero3.yaml -m ilrec_trl.scripts.train --config cfg.yaml
 """
 
@@ -61,7 +61,7 @@ def parse(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     # The embedded default: without a config file or a dataset, run the synthetic setup of default.yaml (flags given
     # on the command line still override it).
-    if "--config" not in argv and not any(a == "--dataset" or a.startswith("--dataset=") for a in argv):
+    if "--config" not in argv and not any(a.split("=")[0] in ("--dataset", "--dataset_name") for a in argv):
         argv = ["--config", default_config_path(), *argv]
     parser = TrlParser((DataArguments, TrainScriptArguments, ILRecConfig, ModelArguments))
     return parser.parse_args_and_config(argv)
