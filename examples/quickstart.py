@@ -1,12 +1,12 @@
 """Quickstart: from an interactions CSV to recommendations from a saved model, with semantic IDs built on the way.
 
-    python examples/quickstart.py                 # writes everything under ./quickstart (about a minute on a CPU)
+    python examples/quickstart.py                 # writes everything under ./quickstart (~30 s of CPU time)
     python examples/quickstart.py --workdir DIR --max_steps 40
 
 The steps are the ones docs/quickstart.md runs from the command line, called here through the scripts' `run()`:
 
 1. write a synthetic interactions CSV (user, item, timestamp) and an item table (item_id, title, text), the shape
-   of your own data (the items follow a learnable sequential pattern, so a tiny model learns it in a minute);
+   of your own data (the items follow a learnable sequential pattern, so a tiny model learns it quickly);
 2. `ilrec-index`: semantic IDs for the catalogue from the item text and the collaborative signal;
 3. `ilrec-train`: a tiny Llama trained with ILRec on them; the model folder carries its catalogue;
 4. `Recommender.from_pretrained(folder).recommend(...)` with the CSV's own item ids;
