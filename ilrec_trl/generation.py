@@ -119,6 +119,11 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     batch, width = input_ids.shape
     cache_kw = _cache_keyword(model)
     dtype = unwrap_model(model).dtype
+    window = getattr(unwrap_model(model).config, "sliding_window", None)
+    if window and width + num_beams * catalog.max_length > window:
+        # a sliding-window cache would drop the oldest slots, which the beams' attention mask indexes
+        raise ValueError(f"Prompts of {width} tokens plus {num_beams} beams x {catalog.max_length} identifier tokens "
+                         f"exceed the model's sliding window ({window}); use shorter prompts or fewer beams.")
     attention_mask = attention_mask.long()
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
