@@ -269,6 +269,12 @@ def test_fit_errors():
         MatrixFactorizationReward(algorithm="svd")
     with pytest.raises(ValueError, match="backend='implicit' fits ALS only"):
         MatrixFactorizationReward(algorithm="bpr", backend="implicit")
+    import importlib.util
+
+    if importlib.util.find_spec("implicit") is None:  # the optional backend names its extra
+        with pytest.raises(ImportError, match=r"pip install 'ilrec-trl\[implicit\]'"):
+            MatrixFactorizationReward(backend="implicit").fit(bad.select([]).add_item(
+                {"user_id": 1, "item_id": 0, "history": [1]}), 3, show_progress=False)
     with pytest.raises(RuntimeError, match="not fitted"):
         MatrixFactorizationReward().score_items([1], [[0]])
 
