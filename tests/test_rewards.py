@@ -255,7 +255,7 @@ def test_save_load_round_trip(tmp_path, algorithm):
     users, histories = ["u2", "u1", "stranger"], [[1], [], [0, 4]]
     assert torch.equal(loaded.score_items(users, histories), model.score_items(users, histories))
     assert loaded.config == model.config and loaded.user_ids == ["u1", "u2", "u3"]
-    with pytest.raises(FileNotFoundError, match="does not hold a saved model"):
+    with pytest.raises(FileNotFoundError, match="does not hold a saved MatrixFactorizationReward"):
         MatrixFactorizationReward.load(tmp_path / "nothing")
 
 
@@ -273,8 +273,8 @@ def test_fit_errors():
 
     if importlib.util.find_spec("implicit") is None:  # the optional backend names its extra
         with pytest.raises(ImportError, match=r"pip install 'ilrec-trl\[implicit\]'"):
-            MatrixFactorizationReward(backend="implicit").fit(bad.select([]).add_item(
-                {"user_id": 1, "item_id": 0, "history": [1]}), 3, show_progress=False)
+            good = Dataset.from_dict({"user_id": [1], "item_id": [0], "history": [[1]]})
+            MatrixFactorizationReward(backend="implicit").fit(good, 3, show_progress=False)
     with pytest.raises(RuntimeError, match="not fitted"):
         MatrixFactorizationReward().score_items([1], [[0]])
 

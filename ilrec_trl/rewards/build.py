@@ -3,7 +3,8 @@
 import logging
 from pathlib import Path
 
-from .mf import MatrixFactorizationReward, dataset_fingerprint
+from .mf import MatrixFactorizationReward
+from .persistence import dataset_fingerprint
 from .reward_fns import score_matrix_reward_fn
 from .sasrec import SASRecReward
 
