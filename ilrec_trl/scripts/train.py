@@ -185,7 +185,8 @@ def run(argv=None) -> list[dict]:
     (output_dir / "run_config.json").write_text(json.dumps(signature, indent=2, default=str))
 
     methods = ["sft", "ilrec"] if script_args.method == "compare" else [script_args.method]
-    reward_fn = (build_reward(script_args.reward_model, data, output_dir, seed=training_args.seed)
+    reward_fn = (build_reward(script_args.reward_model, data, output_dir, seed=training_args.seed,
+                              main_process_first=training_args.main_process_first(desc="reward model"))
                  if "ilrec" in methods and training_args.crr_weight > 0 else None)
     results = []
     for method in methods:
