@@ -225,3 +225,33 @@ def test_eval_data_arguments_from_the_saved_source(saved):
     assert resolve(max_history=5).max_history == 5 and resolve(max_history=5).synthetic_items == 32  # given wins
     other = resolve(dataset="movielens", data_dir="x")  # another source: nothing taken over
     assert other.synthetic_items == DataArguments().synthetic_items and other.data_dir == "x"
+
+
+def test_hub_pushes_carry_the_artefacts(rec_data, tokenizer, model, args_factory, tmp_path, monkeypatch):
+    """`push_to_hub` and the pushes during training upload `output_dir`: both hold the catalogue (the upload is
+    recorded instead of sent)."""
+    from concurrent.futures import Future
+
+    import transformers.trainer
+
+    uploaded = []
+
+    class FakeApi:
+        def upload_folder(self, folder_path, **kwargs):
+            uploaded.append(sorted(p.name for p in (tmp_path / "out").iterdir()))
+            done = Future()
+            done.set_result(None)
+            return done
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: FakeApi())
+    args = args_factory(max_steps=2, save_strategy="steps", save_steps=2, output_dir=str(tmp_path / "out"))
+    trainer = ILRecTrainer(model, args=args, train_dataset=rec_data.train.select(range(16)),
+                           processing_class=tokenizer, catalog=rec_data.catalog,
+                           recommender_config=RecommenderConfig.from_rec_data(rec_data))
+    trainer.hub_model_id, trainer.push_in_progress = "me/model", None
+    trainer.train()
+    trainer._push_from_checkpoint(str(tmp_path / "out" / "checkpoint-2"))  # what save_strategy + push_to_hub does
+    trainer.push_to_hub(blocking=True)
+    assert len(uploaded) == 2
+    for files in uploaded:
+        assert {"catalog.json", "recommender_config.json", "model.safetensors"} <= set(files)
