@@ -255,3 +255,29 @@ def test_hub_pushes_carry_the_artefacts(rec_data, tokenizer, model, args_factory
     assert len(uploaded) == 2
     for files in uploaded:
         assert {"catalog.json", "recommender_config.json", "model.safetensors"} <= set(files)
+
+
+def test_a_model_trained_on_prompts_as_they_are(saved, rec, tmp_path):
+    """A prompt/completion dataset has no template: the model ranks prompts (Python and ilrec-recommend)."""
+    import shutil
+
+    from ilrec_trl.data.prompts import format_prompt
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved, folder)
+    config = json.loads((folder / "recommender_config.json").read_text())
+    (folder / "recommender_config.json").write_text(json.dumps({**config, "template": None}))
+    plain = Recommender.from_pretrained(folder, device="cpu")
+    with pytest.raises(ValueError, match="use recommend_prompts"):
+        plain.recommend([[1, 2, 3]])
+    prompt = format_prompt([rec.catalog.identifier(i) for i in (1, 2, 3)], "sequence")
+    assert plain.recommend_prompts([prompt], k=5) == rec.recommend([[1, 2, 3]], k=5)
+    assert plain.recommend_prompts([prompt], k=5, histories=[[1, 2, 3]]) == \
+        rec.recommend([[1, 2, 3]], k=5, exclude_seen=True)
+    users = write_lines(tmp_path / "users.jsonl", [json.dumps({"user": "a", "prompt": prompt, "history": [1, 2, 3]})])
+    rows = recommend_cli.run(["--model", str(folder), "--input", str(users), "--output", str(tmp_path / "r.jsonl"),
+                              "--k", "5", "--exclude_seen"])
+    assert rows[0]["items"] == [i for i, _ in rec.recommend([[1, 2, 3]], k=5, exclude_seen=True)[0]]
+    bad = write_lines(tmp_path / "bad.jsonl", ['{"user": "a", "history": [1]}'])
+    with pytest.raises(ValueError, match="bad.jsonl:1: the field 'prompt' is missing .*trained on prompts"):
+        recommend_cli.run(["--model", str(folder), "--input", str(bad), "--output", str(tmp_path / "r2.jsonl")])
