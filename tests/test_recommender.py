@@ -281,3 +281,13 @@ def test_a_model_trained_on_prompts_as_they_are(saved, rec, tmp_path):
     bad = write_lines(tmp_path / "bad.jsonl", ['{"user": "a", "history": [1]}'])
     with pytest.raises(ValueError, match="bad.jsonl:1: the field 'prompt' is missing .*trained on prompts"):
         recommend_cli.run(["--model", str(folder), "--input", str(bad), "--output", str(tmp_path / "r2.jsonl")])
+
+
+def test_explicit_flags_include_the_config_file(tmp_path):
+    from ilrec_trl.scripts.saved_data import explicit_flags
+
+    config = tmp_path / "c.yaml"
+    config.write_text("scheme: title\nmax_history: 5\n")
+    assert explicit_flags(["--model", "m", f"--config={config}", "--k", "3"]) == {"model", "config", "scheme",
+                                                                                  "max_history", "k"}
+    assert explicit_flags(["--config", str(config)]) == {"config", "scheme", "max_history"}
