@@ -284,6 +284,10 @@ def test_cli_dispatch_tables_and_recbole(tables):
     args = DataArguments(dataset="interactions", interactions_file=str(tables / "inter.csv"),
                          items_file=str(tables / "items.csv"))
     assert load_data(args).catalog.identifiers[0] == "Alpha"
+    frame = pd.read_csv(tables / "inter.csv").drop(columns=["timestamp"])
+    frame.to_csv(tables / "untimed.csv", index=False)
+    untimed = DataArguments(dataset="interactions", interactions_file=str(tables / "untimed.csv"), time_column="")
+    assert sequences(load_data(untimed))["u1"] == [2, 0, 1, 3]  # i3, i1, i2, i4: the file order
     rb = DataArguments(dataset="recbole", interactions_file=str(write_recbole(tables)), min_rating=4)
     assert sequences(load_data(rb)) == {"u1": [0, 2, 3]}
     with pytest.raises(ValueError, match="--index_file is for movielens"):
