@@ -136,6 +136,17 @@ def test_truncated_and_malformed_tables(tables):
         load_interactions(tables / "inter.parquet", tables / "items.csv", identifier_column="name")
 
 
+def test_bad_value_locations_after_filtering(tables):
+    frame = pd.read_csv(tables / "inter.csv", dtype=str)
+    frame.loc[8, "timestamp"] = "later"  # u3's second row, file line 10, kept by the rating filter
+    frame.to_csv(tables / "inter.csv", index=False)
+    with pytest.raises(DataFormatError, match="column 'timestamp', line 10: 'later'"):
+        load_interactions(tables / "inter.csv", min_rating=4)
+    frame.to_parquet(tables / "inter.parquet")
+    with pytest.raises(DataFormatError, match="column 'timestamp', row 9: 'later'"):
+        load_interactions(tables / "inter.parquet", min_rating=4)
+
+
 def test_too_few_interactions_error_counts_users(tables):
     with pytest.raises(ValueError, match="all 3 users have fewer than 5 interactions"):
         load_interactions(tables / "inter.csv", tables / "items.csv", min_interactions=5)
