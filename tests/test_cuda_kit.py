@@ -76,7 +76,8 @@ def test_fresh_machine_stops_within_seconds(small_kit, tmp_path):
     staging, _, _ = small_kit
     work = tmp_path / "fresh"
     started = time.time()
-    assert kit_cli("stage", "--kit", str(carried(staging, "b", tmp_path / "call2")), "--work", str(work)).returncode == 0
+    staged = kit_cli("stage", "--kit", str(carried(staging, "b", tmp_path / "call2")), "--work", str(work))
+    assert staged.returncode == 0
     result = kit_cli("require-model", "--work", str(work))
     assert result.returncode == kit.MODEL_EXIT
     assert "STOP" in result.stdout and "not complete" in result.stdout

@@ -7,8 +7,8 @@ Protocol (one cell per method, evaluated on the same seeded subset of test users
 - `sft`: LoRA (rank 16, every linear layer) plus the embedding matrix (tied with the head) trained in full, since
   the identifier tokens are new; bf16 autocast, `--sft_epochs`; then merged into the model.
 - from that merged SFT model, each with a fresh LoRA adapter (embeddings frozen) and the same extra budget
-  (`--extra_epochs` of the training examples): `sft_more` (TRL SFTTrainer), `ilrec` (ILRecTrainer with the configuration the CPU validation sweep
-  chose, `benchmarks/results/accuracy/instruments/sweep/chosen.json`, and the MF reward for L_CRR) and `dpo`
+  (`--extra_epochs` of the training examples): `sft_more` (TRL SFTTrainer), `ilrec` (ILRecTrainer with the
+  configuration the CPU validation sweep chose, `benchmarks/results/accuracy/instruments/sweep/chosen.json`, and the MF reward for L_CRR) and `dpo`
   (TRL DPOTrainer, reference = the SFT model; as many pairs as examples in the extra budget: chosen = the target,
   rejected = a random item or, for half of the pairs, the SFT model's best wrong beam).
 - metrics: Hit@K and NDCG@K from constrained beam search over the catalogue trie (20 beams), per-user ranks kept;
@@ -93,8 +93,7 @@ class Run:
     """One accuracy run: data, tokenizer, evaluation users, the cells finished so far, the time budget."""
 
     def __init__(self, a):
-        from ilrec_trl.data import load_lcrec_dataset
-        from ilrec_trl.scripts.common import build_tokenizer
+        from ilrec_trl.data import build_tokenizer, load_lcrec_dataset
 
         self.a, self.started = a, float(os.environ.get("ILREC_STAGE_STARTED", time.time()))
         self.state, self.out = Path(a.state), Path(a.out)
@@ -271,6 +270,7 @@ class Run:
                 model, train_s, extra = self.train_sft() if step == "sft" else self.continue_training(step)
                 self.record(step, model, train_s, extra)
                 del model
+                free_memory()
                 last_cost = time.time() - t
         self.save("complete")
         return "complete"
@@ -303,6 +303,15 @@ def ensure_model(model_dir: Path, gguf: str | None) -> None:
 
     convert_gguf_to_hf(gguf, model_dir)
     print(f"[accuracy] converted {gguf} -> {model_dir} in {time.time() - t:.0f}s", flush=True)
+
+
+def free_memory() -> None:
+    """Drop the finished cell's trainer, model and optimizer state before the next cell starts."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def last_logs(trainer, n=20):
@@ -343,7 +352,8 @@ def table(report) -> str:
                          f"| {c['train_s']:.0f} | {c['eval_s']:.0f} |")
     for comp in report.get("comparisons", []):
         lines.append(f"- {comp['pair']}, NDCG@10: {comp['ndcg@10_diff']:+.4f} "
-                     f"[95% CI {comp['ci95'][0]:+.4f}, {comp['ci95'][1]:+.4f}] ({report['eval_users']} users, one seed)")
+                     f"[95% CI {comp['ci95'][0]:+.4f}, {comp['ci95'][1]:+.4f}] "
+                     f"({report['eval_users']} users, one seed)")
     return "\n".join(lines)
 
 

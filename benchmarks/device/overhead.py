@@ -28,7 +28,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: step_overhead's data helpers
-from step_overhead import ILREC_LAYERS, ILREC_WEIGHTS, NUM_USERS, TrieMaxReward, build_examples, code_tokens, semantic_ids  # noqa: E402,E501
+from step_overhead import (  # noqa: E402
+    ILREC_LAYERS,
+    ILREC_WEIGHTS,
+    NUM_USERS,
+    TrieMaxReward,
+    build_examples,
+    code_tokens,
+    semantic_ids,
+)
 
 VARIANTS = ("sft", "ilrec")
 
@@ -124,7 +132,8 @@ def summarise(runs):
                 per[variant] = {"step_s_median": statistics.median(steps),
                                 "run_medians_s": [r["step_s_median"] for r in rs],
                                 "peak_mem_gib": max((r.get("peak_mem_gib", float("nan")) for r in rs)),
-                                "peak_minus_weights_gib": max(r.get("peak_minus_weights_gib", float("nan")) for r in rs)}
+                                "peak_minus_weights_gib": max(r.get("peak_minus_weights_gib", float("nan"))
+                                                              for r in rs)}
         if len(per) == 2:
             per["ratios"] = {k: per["ilrec"][k] / per["sft"][k] for k in ("step_s_median", "peak_mem_gib",
                                                                            "peak_minus_weights_gib")}
@@ -141,7 +150,8 @@ def table(summary) -> str:
                 v, r = per[variant], per.get("ratios", {})
                 ratio = (lambda k: f"{r[k]:.2f}x" if variant == "ilrec" and r else "1.00x")  # noqa: E731
                 lines.append(f"| {batch} | {variant} | {1000 * v['step_s_median']:.1f} | {v['peak_mem_gib']:.2f} | "
-                             f"{v['peak_minus_weights_gib']:.2f} | {ratio('step_s_median')} | {ratio('peak_mem_gib')} |")
+                             f"{v['peak_minus_weights_gib']:.2f} | {ratio('step_s_median')} | "
+                             f"{ratio('peak_mem_gib')} |")
     return "\n".join(lines)
 
 
