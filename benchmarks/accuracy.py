@@ -136,16 +136,14 @@ def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
 
 
 def new_model(a, tok, seed):
-    """The model SFT starts from, built by the CLI's own `build_model`: a tiny Llama from scratch (CPU scale) or
+    """The model SFT starts from, built by the CLI's own `load_model`: a tiny Llama from scratch (CPU scale) or
     `--base_model` (GPU scale, e.g. SmolLM2-135M) with its embeddings resized to the added semantic-ID tokens."""
-    from trl import ModelConfig
-
-    from ilrec_trl.scripts.common import DataArguments, build_model
+    from ilrec_trl.models import ModelArguments, load_model
 
     if a.base_model:
         torch.manual_seed(seed)  # the new tokens' embedding rows
-    model = build_model(tok, ModelConfig(model_name_or_path=a.base_model),
-                        DataArguments(tiny_layers=a.layers, tiny_hidden_size=a.hidden), seed=seed)
+    model = load_model(tok, ModelArguments(model_name_or_path=a.base_model, tiny_layers=a.layers,
+                                           tiny_hidden_size=a.hidden), seed=seed)
     if a.base_model:
         model.config.pad_token_id = tok.pad_token_id
     return model
@@ -238,7 +236,7 @@ def run_seed(a, data, tok, split, dataset, seed):
 
 def sasrec_model(a, data, dataset, seed):
     """The seed's SASRec (fitted with validation early stopping), loaded from its checkpoint when one exists."""
-    from sasrec import SASRecRecommender, training_sequences
+    from ilrec_trl.rewards.sasrec import SASRecReward as SASRecRecommender, training_sequences
 
     path = models_dir(a, dataset, seed) / "sasrec.pt"
     sas = SASRecRecommender(len(data.catalog), loss=a.sasrec_loss, epochs=a.sasrec_epochs, seed=seed)
@@ -477,15 +475,14 @@ def prepare(a):
     for titles)."""
     from ilrec_trl.data import (
         build_bpe_tokenizer,
+        build_tokenizer,
         build_word_tokenizer,
+        is_title_scheme,
         semantic_id_tokens,
     )
-    from ilrec_trl.scripts.common import is_title_scheme
 
     data = load(a.dataset, a.data_dir, a.max_history)
     if a.base_model:
-        from ilrec_trl.scripts.common import build_tokenizer
-
         return data, build_tokenizer(data, a.base_model)  # the model's own, semantic-ID tokens added; binds data
     if is_title_scheme(data):
         tok = build_bpe_tokenizer(list(data.train["prompt"][:3000]) + data.catalog.identifiers, vocab_size=4000)

@@ -2,10 +2,12 @@
 
 __version__ = "0.1.0"
 
+from .artifact import RecommenderConfig
 from .catalog import CatalogProtocol, ItemCatalog
 from .losses import ILRecLossOutput, ILRecLossParams, ilrec_loss, ilrec_losses
 from .rewards.protocol import RewardContext, RewardFn
-from .trainer import ILRecConfig, ILRecTrainer
+from .recommender import Recommender
+from .trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
 
 __all__ = [
     "CatalogProtocol",
@@ -14,6 +16,9 @@ __all__ = [
     "ILRecLossParams",
     "ILRecTrainer",
     "ItemCatalog",
+    "RecSFTTrainer",
+    "Recommender",
+    "RecommenderConfig",
     "RewardContext",
     "RewardFn",
     "ilrec_loss",
