@@ -18,6 +18,16 @@ def default_completion_prefix(scheme: str) -> str:
     return " " if scheme == "title" else ""
 
 
+def read_json(path: Path):
+    """`json.load` of `path`, a broken file (e.g. truncated by an interrupted copy) named in the error."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): the "
+                         f"file is truncated or corrupt; copy it again.") from err
+
+
 def _find_file(data_dir: Path, name: str, suffix: str) -> Path | None:
     for folder in (data_dir, data_dir / name, data_dir / name.lower()):
         path = folder / f"{name}{suffix}"
@@ -47,20 +57,17 @@ def load_lcrec_dataset(
     inter_path = _find_file(data_dir, name, ".inter.json")
     if inter_path is None:
         raise FileNotFoundError(f"No {name}.inter.json under {data_dir} (also looked in {data_dir / name}).")
-    with open(inter_path) as f:
-        sequences = json.load(f)
+    sequences = read_json(inter_path)
     item_path = _find_file(data_dir, name, ".item.json")
     titles = None
     if item_path is not None:
-        with open(item_path) as f:
-            items = json.load(f)
+        items = read_json(item_path)
         titles_by_id = {int(k): (v.get("title") if isinstance(v, dict) else str(v)) for k, v in items.items()}
     if scheme == "semantic_id":
         index_path = _find_file(data_dir, name, ".index.json")
         if index_path is None:
             raise FileNotFoundError(f"scheme='semantic_id' needs {name}.index.json under {data_dir}.")
-        with open(index_path) as f:
-            index = json.load(f)
+        index = read_json(index_path)
         try:
             ids = sorted(int(k) for k in index)
         except ValueError as e:
