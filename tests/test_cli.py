@@ -279,12 +279,15 @@ def test_eval_model_must_exist(tmp_path):
 
 # ------------------------------------------------------------------------------------------- shipped configs
 @pytest.mark.parametrize("config", sorted((REPO / "examples" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
-def test_example_config_runs_two_steps(config, tmp_path, tiny_model_dir, shared_data_dir):
-    """Every shipped example config, as written (report_to tensorboard, LoRA, gradient checkpointing, MF reward),
-    with tiny overrides: the tiny local model, 2 steps, a few examples and users, (bf16 is on where the machine supports it)."""
+def test_example_config_runs_two_steps(config, tmp_path, tiny_model_dir):
+    """Every shipped example config, as written (report_to tensorboard, LoRA, gradient checkpointing, MF reward, its
+    ILRec options; bf16 where the machine has it), with tiny overrides: the tiny local model, small synthetic data
+    instead of the real dataset (loading Instruments alone takes ~10 s; the loaders have their own tests), 2 steps,
+    a few users."""
     pytest.importorskip("tensorboard")
     out = tmp_path / "run"
-    results = train_cli.run(["--config", str(config), "--data_dir", str(shared_data_dir),
+    results = train_cli.run(["--config", str(config), "--dataset", "synthetic", "--synthetic_users", "40",
+                             "--synthetic_items", "16",
                              "--model_name_or_path", str(tiny_model_dir), "--max_steps", "2",
                              "--max_train_examples", "32", "--per_device_train_batch_size", "8",
                              "--gradient_accumulation_steps", "1", "--eval_max_users", "3", "--eval_num_beams", "3",
