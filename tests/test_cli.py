@@ -241,6 +241,17 @@ def test_compare_gives_each_arm_its_own_tracker_run_and_hub_repo(tmp_path, monke
     assert sorted(pushed) == [("me/rec-ilrec", True), ("me/rec-sft", True)]
 
 
+def test_end_tracking_finishes_an_open_wandb_run():
+    from types import SimpleNamespace
+
+    finished = []
+    wandb = SimpleNamespace(run=object(), finish=lambda: finished.append("wandb"))
+    trainer = SimpleNamespace(callback_handler=SimpleNamespace(callbacks=[SimpleNamespace(_wandb=wandb)]),
+                              accelerator=SimpleNamespace(end_training=lambda: finished.append("accelerate")))
+    train_cli.end_tracking(trainer)
+    assert finished == ["wandb", "accelerate"]
+
+
 # ------------------------------------------------------------------------------------------- data errors
 def test_missing_data_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("ILREC_DATA_DIR", raising=False)
