@@ -271,8 +271,7 @@ def arm_arguments(training_args: ILRecConfig, method: str, arm_dir: Path, compar
     args.output_dir = str(arm_dir)
     if compare:
         args.run_name = f"{training_args.run_name or Path(training_args.output_dir).name}-{method}"
-        if training_args.hub_model_id:
-            args.hub_model_id = f"{training_args.hub_model_id}-{method}"
+        args.hub_model_id = f"{training_args.hub_model_id or Path(training_args.output_dir).name}-{method}"
     args.push_to_hub = False
     return args
 
