@@ -216,7 +216,7 @@ def test_compare_resumes_each_arm_from_its_own_checkpoint(tmp_path, monkeypatch)
 
     monkeypatch.setattr(Trainer, "train", spy)
     train_cli.run([*argv, "--resume_from_checkpoint", "true"])
-    assert resumed == {"SFTTrainer": str(out / "sft" / "checkpoint-2"),
+    assert resumed == {"RecSFTTrainer": str(out / "sft" / "checkpoint-2"),
                        "ILRecTrainer": str(out / "ilrec" / "checkpoint-2")}
 
 
@@ -265,7 +265,7 @@ def test_missing_data_dir(tmp_path, monkeypatch):
 def test_truncated_json_names_the_file(tmp_path):
     (tmp_path / "Toys.inter.json").write_text('{"0": [1, 2, 3], "1": [2,')
     with pytest.raises(ValueError, match=r"Toys\.inter\.json' is not valid JSON .*truncated"):
-        train_cli.run(["--dataset", "lcrec", "--data_dir", str(tmp_path), "--dataset_name", "Toys",
+        train_cli.run(["--dataset", "lcrec", "--data_dir", str(tmp_path), "--lcrec_prefix", "Toys",
                        "--output_dir", str(tmp_path / "out")])
 
 

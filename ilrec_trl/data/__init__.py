@@ -1,10 +1,12 @@
 """Recommendation data: leave-one-out splits, prompts, tokenizers and loaders."""
 
 from .identifiers import make_unique_semantic_ids, make_unique_titles
-from .loaders import load_interactions, load_lcrec_dataset, load_movielens_100k
+from .loaders import load_index_file, load_interactions, load_lcrec_dataset, load_movielens_100k, load_recbole
+from .prompt_completion import load_prompt_completion_dataset
 from .prompts import PROMPT_TEMPLATES, format_prompt
 from .rec_data import RecData, leave_one_out
 from .synthetic import load_synthetic
+from .tables import DataFormatError
 from .tokenizers import (
     add_identifier_tokens,
     build_bpe_tokenizer,
@@ -15,9 +17,13 @@ from .tokenizers import (
 )
 
 __all__ = [
+    "DataFormatError",
+    "load_index_file",
     "load_interactions",
     "load_lcrec_dataset",
     "load_movielens_100k",
+    "load_prompt_completion_dataset",
+    "load_recbole",
     "make_unique_semantic_ids",
     "make_unique_titles",
     "PROMPT_TEMPLATES",

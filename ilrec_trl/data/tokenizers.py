@@ -1,11 +1,10 @@
 """Tokenizer helpers: add semantic-ID tokens to an existing tokenizer (LC-Rec style) or build a small one."""
 
-import re
-
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-SEMANTIC_TOKEN = re.compile(r"<[A-Za-z]+_\d+>")
+from ..catalog import SEMANTIC_TOKEN
+
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
 
 

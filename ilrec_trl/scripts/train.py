@@ -1,5 +1,6 @@
 """`ilrec-train`: load data, build the tokenizer and model, fit the collaborative reward, train with ILRec (or SFT,
-or both side by side), evaluate with constrained beam search, write `results.json`, the model and a model card.
+or both side by side), evaluate with constrained beam search, write `results.json`, the model (with its
+`catalog.json` and `recommender_config.json`, for `Recommender.from_pretrained`) and a model card.
 
 Its defaults are the embedded default (`configs/default.yaml`: synthetic data, tiny Llama, SFT vs ILRec, CPU, a
 few minutes); `--help` shows them. A `--config` file and then the command line override them:
@@ -19,13 +20,14 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from trl import SFTTrainer, TrlParser, get_peft_config
+from trl import TrlParser, get_peft_config
 
+from ..artifact import RecommenderConfig
 from ..data import build_tokenizer
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations
 from ..layers import find_decoder_layers, resolve_layer_indices, unwrap_model
 from ..models import ModelArguments, load_model, quantization_config
-from ..trainer import ILRecConfig, ILRecTrainer
+from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
 from .common import DataArguments, load_data, results_table
 from .model_card import write_model_card
 
@@ -276,19 +278,24 @@ def arm_arguments(training_args: ILRecConfig, method: str, arm_dir: Path, compar
     return args
 
 
-def build_trainer(method, data, tokenizer, script_args, args, model_args, reward_fn):
+def build_trainer(method, data, tokenizer, data_args, script_args, args, model_args, reward_fn):
     from transformers import set_seed
 
     set_seed(args.seed)  # both arms start from the same weights (new embedding rows included)
     model = load_model(tokenizer, model_args, seed=args.seed, trust_remote_code=args.trust_remote_code,
                        model_init_kwargs=args.model_init_kwargs)
+    # Both arms save catalog.json and recommender_config.json beside the weights (Recommender.from_pretrained).
+    recommender_config = RecommenderConfig.from_rec_data(data, num_beams=script_args.eval_num_beams,
+                                                         source=asdict(data_args))
     common = dict(model=model, args=args, train_dataset=data.train, processing_class=tokenizer,
-                  peft_config=get_peft_config(model_args))
+                  eval_dataset=data.valid if args.eval_strategy != "no" else None,
+                  peft_config=get_peft_config(model_args), catalog=data.catalog,
+                  recommender_config=recommender_config)
     if method == "sft":
-        trainer = SFTTrainer(**common)
+        trainer = RecSFTTrainer(**common)
     else:
         check_ilrec_layers(model, args)
-        trainer = ILRecTrainer(**common, catalog=data.catalog, reward_fn=reward_fn)
+        trainer = ILRecTrainer(**common, reward_fn=reward_fn)
     if script_args.rec_eval_steps:
         trainer.add_callback(RecommendationEvalCallback(
             trainer, data.valid, data.catalog, eval_steps=script_args.rec_eval_steps,
@@ -395,7 +402,7 @@ def run(argv=None) -> list[dict]:
     results = {}
     for method in sorted(methods, key=lambda m: m != "ilrec"):
         args = arm_arguments(training_args, method, arm_dirs[method], compare)
-        trainer = build_trainer(method, data, tokenizer, script_args, args, model_args, reward_fn)
+        trainer = build_trainer(method, data, tokenizer, data_args, script_args, args, model_args, reward_fn)
         if not results and is_main_process():  # the run starts: record what it is
             output_dir.mkdir(parents=True, exist_ok=True)
             (output_dir / "run_config.json").write_text(json.dumps(config, indent=2))

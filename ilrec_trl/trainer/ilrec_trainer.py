@@ -11,6 +11,7 @@ from ..layers import LayerCapture, find_decoder_layers, find_final_norm, resolve
 from ..rewards.protocol import RewardContext
 from .ilrec_config import ILRecConfig
 from .model_forward import ILRecForwardPatch
+from .recommender_mixin import RecommenderTrainerMixin
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class ContextCollator:
         return getattr(self.collator, name)
 
 
-class ILRecTrainer(SFTTrainer):
+class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
     """Trainer for ILRec: SFT plus self-hard negatives mined from the model's own intermediate layers.
 
     A drop-in for [`~trl.SFTTrainer`]: same datasets, arguments and launchers. In addition:
@@ -51,6 +52,9 @@ class ILRecTrainer(SFTTrainer):
         catalog (*optional*): the item catalogue ([`~ilrec_trl.catalog.ItemCatalog`] or anything following
             [`~ilrec_trl.catalog.CatalogProtocol`]); needed by the `item` and `trie` scopes. An unbound
             `ItemCatalog` is bound to `processing_class`.
+        recommender_config ([`~ilrec_trl.artifact.RecommenderConfig`], *optional*): the prompt template, history
+            length and data source, saved with the catalogue beside the model (see [`RecommenderTrainerMixin`]) so
+            that `Recommender.from_pretrained(output_dir)` works.
 
     During `train()`/`evaluate()` the trainer registers forward hooks on the chosen decoder layers and routes the
     loss through an ILRec forward; both are removed when those calls return or raise, leaving the model as given.
@@ -59,7 +63,8 @@ class ILRecTrainer(SFTTrainer):
     _tag_names = ["trl", "sft", "ilrec"]
     _name = "ILRec"
 
-    def __init__(self, model, args: ILRecConfig | None = None, *pargs, reward_fn=None, catalog=None, **kwargs):
+    def __init__(self, model, args: ILRecConfig | None = None, *pargs, reward_fn=None, catalog=None,
+                 recommender_config=None, **kwargs):
         if args is None:
             raise ValueError("ILRecTrainer needs an ILRecConfig: ILRecTrainer(model, args=ILRecConfig(...), ...).")
         if not isinstance(args, ILRecConfig):
@@ -72,6 +77,7 @@ class ILRecTrainer(SFTTrainer):
 
         self.reward_fn = reward_fn
         self.catalog = catalog
+        self.recommender_config = recommender_config
         if catalog is not None and hasattr(catalog, "is_bound") and not catalog.is_bound:
             catalog.bind(self.processing_class)
         if args.crr_weight > 0 and reward_fn is None:
@@ -103,6 +109,7 @@ class ILRecTrainer(SFTTrainer):
         self._forward_patch: ILRecForwardPatch | None = None
         self._attach_depth = 0
         self._check_train_completions()
+        self._check_rec_eval()
 
     # ------------------------------------------------------------------ validation
     @staticmethod
