@@ -90,7 +90,9 @@ def data_fingerprint(data) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, then rename: never half-written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -106,10 +108,10 @@ def save_recommender_artifacts(output_dir, catalog: ItemCatalog, config: Recomme
     """Write `catalog.json` (and `recommender_config.json` when `config` is given) into `output_dir`, beside the
     weights and tokenizer. The config's `catalog_fingerprint` is set from `catalog`."""
     output_dir = Path(output_dir)
-    _write_atomic(output_dir / CATALOG_FILE, catalog.to_json())
+    write_text_atomic(output_dir / CATALOG_FILE, catalog.to_json())
     if config is not None:
         config.catalog_fingerprint = catalog.fingerprint
-        _write_atomic(output_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, default=str))
+        write_text_atomic(output_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, default=str))
 
 
 def _read_json(path: Path):
@@ -188,4 +190,5 @@ __all__ = [
     "load_recommender_artifacts",
     "load_saved_catalog",
     "save_recommender_artifacts",
+    "write_text_atomic",
 ]

@@ -73,7 +73,8 @@ def _cache_of(outputs):
 
 
 @torch.no_grad()
-def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num_beams: int, pad_token_id: int):
+def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num_beams: int, pad_token_id: int,
+                     all_done=None):
     """Beam search over the catalogue trie, vectorised over batch × beams, with the prompt's keys/values kept once per
     user (tree attention).
 
@@ -87,7 +88,10 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     Every expansion is masked to the trie (`continuation_mask`), so each beam is a real item; a beam that completed
     its identifier keeps its score and only extends with padding. Scores are summed log-probabilities (no length
     penalty). Returns `(item ids [B, num_beams], scores [B, num_beams])`, best first, `-1`/`-inf` for empty beams.
+    The search stops once `all_done(done)` (default: every beam of this batch finished); a distributed caller passes
+    one that waits for all processes, so that they run the same forwards (ZeRO-3).
     """
+    all_done = all_done or (lambda done: bool(done.all()))
     batch, width = input_ids.shape
     cache_kw = _cache_keyword(model)
     dtype = unwrap_model(model).dtype
@@ -110,7 +114,7 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     own_slot = torch.eye(num_beams, dtype=torch.bool, device=device).expand(batch, -1, -1)
     for depth in range(1, catalog.max_length):
         done = (nodes < 0) | (node_item[nodes.clamp(min=0)] >= 0)
-        if bool(done.all()):
+        if all_done(done):
             break
         visible = torch.cat([visible, own_slot], dim=-1)
         mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
@@ -134,7 +138,7 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     return items.gather(1, order), scores.gather(1, order)
 
 
-def _generate_beam_search(model, enc, catalog: ItemCatalog, num_beams: int, tokenizer):
+def _generate_beam_search(model, enc, catalog: ItemCatalog, num_beams: int, tokenizer, synced_gpus: bool = False):
     """`model.generate` with [`TrieConstrainedLogitsProcessor`]: `(item ids, scores)` `[B, num_beams]`, best first."""
     width = enc["input_ids"].shape[1]
     processor = TrieConstrainedLogitsProcessor(catalog, width, [tokenizer.eos_token_id, tokenizer.pad_token_id])
@@ -142,7 +146,7 @@ def _generate_beam_search(model, enc, catalog: ItemCatalog, num_beams: int, toke
         **enc, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=catalog.max_length,
         do_sample=False, length_penalty=0.0, early_stopping=True, logits_processor=LogitsProcessorList([processor]),
         output_scores=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id, synced_gpus=synced_gpus,
     )
     batch = enc["input_ids"].shape[0]
     items = _item_ids_of(catalog, out.sequences[:, width:]).view(batch, num_beams)
@@ -162,6 +166,7 @@ def constrained_beam_search(
     batch_size: int = 32,
     progress: bool = False,
     method: str = "trie",
+    all_done=None,
 ) -> Recommendations:
     """Rank catalogue items for each prompt with beam search constrained to the catalogue's identifiers.
 
@@ -201,9 +206,10 @@ def constrained_beam_search(
                                 add_special_tokens=True).to(device)
                 if method == "trie":
                     items, scores = trie_beam_search(model, enc["input_ids"], enc["attention_mask"], catalog,
-                                                     num_beams, tokenizer.pad_token_id)
+                                                     num_beams, tokenizer.pad_token_id, all_done=all_done)
                 else:
-                    items, scores = _generate_beam_search(model, enc, catalog, num_beams, tokenizer)
+                    items, scores = _generate_beam_search(model, enc, catalog, num_beams, tokenizer,
+                                                          synced_gpus=all_done is not None)
                 for u, row_items, row_scores in zip(rows, items[:, :k].tolist(), scores[:, :k].tolist()):
                     keep = [(i, s) for i, s in zip(row_items, row_scores) if i >= 0]
                     all_items[u] = [i for i, _ in keep]

@@ -53,6 +53,8 @@ def test_embedded_default_compare_then_eval(tmp_path, capsys):
         assert "model-index" in card and "name: ndcg@10" in card and f"| {arm} |" in card
         assert '"negative_phi": 1.0' in card
     assert "arXiv:2602.17410" in (out / "ilrec" / "README.md").read_text()
+    for arm in ("sft", "ilrec"):  # both arms ship their catalogue (Recommender.from_pretrained)
+        assert (out / arm / "catalog.json").is_file() and (out / arm / "recommender_config.json").is_file()
     printed = capsys.readouterr().out
     assert "| method |" in printed and "ilrec / sft NDCG@10" in printed
     assert "train s (wall) | train s (CPU) |" in printed

@@ -211,3 +211,17 @@ def test_eval_refuses_another_catalogue(saved, tmp_path):
     with pytest.raises(CatalogMismatchError, match=r"catalog.json .*vs the data of --dataset synthetic"):
         eval_cli.run(["--model", str(saved), "--synthetic_items", "48", "--output", str(tmp_path / "m.json")])
     assert not (tmp_path / "m.json").exists()
+
+
+def test_eval_data_arguments_from_the_saved_source(saved):
+    from ilrec_trl.scripts.common import DataArguments
+    from ilrec_trl.scripts.saved_data import data_arguments_for
+
+    def resolve(**flags):
+        argv = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+        return data_arguments_for(saved, DataArguments(**flags), argv)
+
+    assert resolve().synthetic_items == 32 and resolve().max_history == 20  # as trained
+    assert resolve(max_history=5).max_history == 5 and resolve(max_history=5).synthetic_items == 32  # given wins
+    other = resolve(dataset="movielens", data_dir="x")  # another source: nothing taken over
+    assert other.synthetic_items == DataArguments().synthetic_items and other.data_dir == "x"

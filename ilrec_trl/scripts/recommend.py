@@ -10,15 +10,13 @@ in the same folder, then renamed).
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import TrlParser
 
-from ..artifact import load_recommender_artifacts
+from ..artifact import load_recommender_artifacts, write_text_atomic
 from ..catalog import CatalogError
 
 logger = logging.getLogger("ilrec_trl.recommend")
@@ -72,21 +70,6 @@ def read_users(path, catalog) -> list[dict]:
     return users
 
 
-def write_jsonl_atomic(path, rows) -> None:
-    """Write `rows` as JSONL to `path` through a temporary file in the same folder (nothing half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(argv=None) -> list[dict]:
     """Run with these command-line arguments and return the output rows (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -112,7 +95,7 @@ def run(argv=None) -> list[dict]:
         if titles is not None:
             row["titles"] = [titles[recommender.catalog.position_of(i)] for i, _ in ranked]
         rows.append(row)
-    write_jsonl_atomic(args.output, rows)
+    write_text_atomic(args.output, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     print(f"Recommendations for {len(rows)} users written to {args.output}")
     return rows
 

@@ -27,6 +27,7 @@ from ..data import build_tokenizer
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations
 from ..layers import find_decoder_layers, resolve_layer_indices, unwrap_model
 from ..models import ModelArguments, load_model, quantization_config
+from ..rewards import build_reward
 from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
 from .common import DataArguments, load_data, results_table
 from .model_card import write_model_card
@@ -52,8 +53,10 @@ class TrainScriptArguments:
     )
     reward_model: str = field(
         default="mf",
-        metadata={"help": "Collaborative reward for L_CRR: mf (fit a matrix-factorisation model on the training "
-                          "split, cached in the output dir), none, or a path to a user x item score matrix."},
+        metadata={"help": "Collaborative reward for L_CRR: mf (matrix factorisation, implicit ALS), mf_implicit "
+                          "(the same fitted by the implicit library), sasrec (SASRec, early stopping on the validation "
+                          "split), none, or a path to a user x item score matrix. Fitted on the training split and "
+                          "cached in <output_dir>/<name>_reward, reused only for the same data and settings."},
     )
     eval_split: str = field(default="test", metadata={"help": "Split evaluated after training.",
                                                       "choices": ["test", "valid", "none"]})
@@ -244,27 +247,6 @@ def check_script_args(script_args) -> None:
         raise ValueError(f"--eval_num_beams {script_args.eval_num_beams} is invalid: it must be >= 1 (20 is standard).")
 
 
-def make_reward_fn(script_args, training_args, data, output_dir: Path):
-    if training_args.crr_weight == 0 or script_args.reward_model == "none":
-        return None
-    from .. import rewards
-
-    if script_args.reward_model == "mf":
-        cache = output_dir / "mf_reward"
-        if (cache / "config.json").exists():
-            mf = rewards.MatrixFactorizationReward.load(cache)
-            logger.info("Loaded the MF reward model from %s", cache)
-        else:
-            mf = rewards.MatrixFactorizationReward(seed=training_args.seed)
-            mf.fit(data.train, num_items=len(data.catalog))
-            mf.save(cache)
-        return mf.as_reward_fn(data.catalog)
-    path = Path(script_args.reward_model)
-    if not path.exists():
-        raise FileNotFoundError(f"--reward_model {str(path)!r}: use mf, none, or a path to a score matrix.")
-    return rewards.score_matrix_reward_fn(path, data.catalog)
-
-
 # ----------------------------------------------------------------------------------------------- one arm
 def arm_arguments(training_args: ILRecConfig, method: str, arm_dir: Path, compare: bool) -> ILRecConfig:
     """The training arguments of one arm: its own output dir, and in compare its own tracker run and Hub repo. The
@@ -394,7 +376,8 @@ def run(argv=None) -> list[dict]:
     data = load_data(data_args)
     tokenizer = build_tokenizer(data, model_args.model_name_or_path, model_args.gguf_file,
                                 revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code)
-    reward_fn = make_reward_fn(script_args, training_args, data, output_dir) if "ilrec" in methods else None
+    reward_fn = (build_reward(script_args.reward_model, data, output_dir, seed=training_args.seed)
+                 if "ilrec" in methods and training_args.crr_weight > 0 else None)
     check_reward_covers_users(reward_fn, data)
 
     # The ILRec arm is built first: its trainer checks everything ILRec needs (layers, packing, catalogue, the
