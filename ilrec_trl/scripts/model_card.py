@@ -19,7 +19,7 @@ ILREC_PAPER = {
     year    = {2026}
 }""",
 }
-METRIC_PREFIXES = ("hit@", "ndcg@")
+METRIC_PREFIXES = ("hit@", "ndcg@", "mrr", "coverage@")
 
 
 def model_card(result: dict, config: dict, table: str, dataset_name: str, base_model: str | None,
@@ -49,13 +49,16 @@ def model_card(result: dict, config: dict, table: str, dataset_name: str, base_m
     text = card.content.split("---", 2)[2]
     # TRL's template is written for chat models: say what this model is and how to get recommendations from it
     head, rest = text.split("## Quick start", 1)
-    origin = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "a tiny Llama trained from scratch"
-    head = (f"\n# Model Card for {model_name}\n\nA next-item recommender fine-tuned from {origin} on `{dataset_name}` "
-            f"with {'ILRec' if method == 'ilrec' else 'plain SFT'} ([ilrec-trl](https://arxiv.org/abs/2602.17410) on "
-            f"[TRL](https://github.com/huggingface/trl)). It generates the identifier of the next item given a "
-            f"prompt listing the user's history.\n\n")
-    usage = ("## Quick start\n\n```bash\n"
-             f"ilrec-eval --model PATH_TO_THIS_MODEL --dataset ...   # Hit@K / NDCG@K with constrained beam search\n"
+    how = "ILRec" if method == "ilrec" else "plain SFT"
+    origin = (f"[{base_model}](https://huggingface.co/{base_model}) fine-tuned" if base_model
+              else "A tiny Llama trained from scratch")
+    head = (f"\n# Model Card for {model_name}\n\n{origin} on `{dataset_name}` with {how} as a next-item recommender "
+            f"([ilrec-trl](https://arxiv.org/abs/2602.17410) on [TRL](https://github.com/huggingface/trl)): given a "
+            f"prompt listing a user's history it generates the identifier of the next item. The folder carries its "
+            f"item catalogue (`catalog.json`).\n\n")
+    usage = ("## Quick start\n\n```python\nfrom ilrec_trl import Recommender\n\n"
+             "rec = Recommender.from_pretrained(PATH_OR_HUB_ID)\n"
+             "rec.recommend([[12, 7, 3]], k=10)   # histories of item ids, oldest first -> [(item_id, score), ...]\n"
              "```\n\n")
     text = head + usage + "## Training procedure" + rest.split("## Training procedure", 1)[1]
     extra = (f"\n## Recommendation results ({split} split)\n\n{table}\n\n"
