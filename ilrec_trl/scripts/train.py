@@ -73,7 +73,7 @@ def default_config_path() -> str:
 
 
 def accelerate_config_path(name: str) -> str:
-    """A shipped accelerate config by name (`ddp`, `zero2`, `zero3`, `zero3_offload`, `fsdp2`) or a path to one."""
+    """A shipped accelerate config by name (`ddp`, `zero2`, `zero3`, `zero3_offload`) or a path to one."""
     if Path(name).is_file():
         return name
     shipped = resources.files("ilrec_trl.scripts") / "accelerate_configs"
@@ -126,7 +126,7 @@ def short_help(parser: TrlParser) -> str:
         formatter.add_arguments([by_dest[n] for n in names if n in by_dest])
         formatter.end_section()
     formatter.add_text("--config FILE: a YAML file of options (examples/configs/); --accelerate_config NAME|FILE: run "
-                       "under `accelerate launch` with a shipped config (ddp, zero2, zero3, zero3_offload, fsdp2) or a file; "
+                       "under `accelerate launch` with a shipped config (ddp, zero2, zero3, zero3_offload) or a file; "
                        "--help_all: every option.")
     return formatter.format_help()
 
