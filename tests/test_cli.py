@@ -340,3 +340,21 @@ def test_accelerate_config_by_name_like_trl(monkeypatch):
 def test_is_main_process_from_accelerate_not_rank(monkeypatch):
     monkeypatch.setenv("RANK", "3")  # a stray variable: this single process is still the main one
     assert train_cli.is_main_process()
+
+
+def test_readme_train_commands_parse(tmp_path):
+    """Every `ilrec-train` line of the README names real options and files (placeholders replaced)."""
+    from ilrec_trl.scripts.launch import accelerate_config_path
+
+    lines = [line.split(" #")[0].split() for line in (REPO / "README.md").read_text().splitlines()
+             if line.startswith("ilrec-train")]
+    assert len(lines) >= 4
+    for words in lines:
+        args = [str(REPO / w) if w.startswith("examples/") else w for w in words[1:]]
+        args = [str(REPO / "examples/configs/movielens_titles.yaml") if a == "CFG.yaml" else a for a in args]
+        args = [str(tmp_path) if a == "../shared/data" else a for a in args]
+        if "--accelerate_config" in args:
+            i = args.index("--accelerate_config")
+            assert Path(accelerate_config_path(args[i + 1])).is_file()
+            del args[i:i + 2]
+        train_cli.parse(args)

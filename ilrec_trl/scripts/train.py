@@ -30,15 +30,12 @@ from ..models import ModelArguments, load_model, quantization_config
 from ..rewards import build_reward
 from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
 from .common import DataArguments, load_data, results_table
+from .launch import launch_with_accelerate
 from .model_card import write_model_card
+from .run_record import check_output_dir, resolved_config, run_signature
 
 logger = logging.getLogger("ilrec_trl.train")
 METHODS = ("ilrec", "sft", "compare")
-# Fields left out of the "same run" signature: they change where or how a run is tracked or resumed, not its results
-# (`overwrite` and `resume_from_checkpoint` are how a user continues or replaces the same run).
-UNSIGNED = {"overwrite", "resume_from_checkpoint", "report_to", "run_name", "disable_tqdm", "push_to_hub",
-            "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "logging_steps",
-            "logging_first_step", "logging_strategy", "trackio_space_id", "project"}
 
 
 @dataclass
@@ -70,19 +67,6 @@ class TrainScriptArguments:
 # ----------------------------------------------------------------------------------------------- parsing and help
 def default_config_path() -> str:
     return str(resources.files("ilrec_trl.scripts") / "configs" / "default.yaml")
-
-
-def accelerate_config_path(name: str) -> str:
-    """A shipped accelerate config by name (`ddp`, `zero2`, `zero3`, `zero3_offload`) or a path to one."""
-    if Path(name).is_file():
-        return name
-    shipped = resources.files("ilrec_trl.scripts") / "accelerate_configs"
-    candidate = shipped / f"{name}.yaml"
-    if not candidate.is_file():
-        names = sorted(p.name[:-5] for p in shipped.iterdir() if p.name.endswith(".yaml"))
-        raise ValueError(f"--accelerate_config {name!r} is neither a file nor a shipped config: choose one of {names} "
-                         f"or give the path of an accelerate config file.")
-    return str(candidate)
 
 
 def build_parser() -> TrlParser:
@@ -149,48 +133,6 @@ def is_main_process() -> bool:
     from accelerate import PartialState
 
     return PartialState().is_main_process
-
-
-# ----------------------------------------------------------------------------------------------- the run's identity
-def resolved_config(data_args, script_args, training_args, model_args) -> dict:
-    """Every resolved option of the run (secrets redacted by `TrainingArguments.to_dict`), JSON-safe."""
-    config = {"data": asdict(data_args), "script": asdict(script_args), "training": training_args.to_dict(),
-              "model": asdict(model_args)}
-    return json.loads(json.dumps(config, default=str))
-
-
-def run_signature(config) -> dict:
-    """What makes two runs "the same run": the whole resolved configuration but the tracking/resume fields."""
-    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
-        return config
-    return {group: {k: v for k, v in values.items() if k not in UNSIGNED} for group, values in config.items()}
-
-
-def flatten(config) -> dict:
-    """`{"group.field": value}` of a configuration (anything else, e.g. an older file format, as one entry)."""
-    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
-        return {"(run_config.json format)": config}
-    return {f"{group}.{key}": value for group, values in config.items() for key, value in values.items()}
-
-
-def check_output_dir(output_dir: Path, signature: dict, overwrite: bool, resuming: bool) -> None:
-    """Refuse an output dir holding a different finished run (or, when resuming, a different run's checkpoints).
-    A different run that never finished (no results.json) is replaced, with a warning: a failed run must not block
-    its corrected rerun."""
-    previous = output_dir / "run_config.json"
-    if not previous.exists() or overwrite:
-        return
-    old, new = flatten(run_signature(json.loads(previous.read_text()))), flatten(signature)
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if not changed:
-        return
-    differs = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
-    if not (output_dir / "results.json").exists() and not resuming:
-        logger.warning("--output_dir %s holds an unfinished run with another configuration (it differs in %s): "
-                       "replacing it.", output_dir, differs)
-        return
-    raise ValueError(f"--output_dir {str(output_dir)!r} holds a different run (its run_config.json differs in "
-                     f"{differs}). Choose another output dir or pass --overwrite.")
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -414,24 +356,11 @@ def run(argv=None) -> list[dict]:
     return results
 
 
-def launch_with_accelerate(argv: list[str]) -> None:
-    """`--accelerate_config NAME|FILE`: run this script under `accelerate launch --config_file ...` (like `trl sft`)."""
-    from accelerate.commands.launch import launch_command, launch_command_parser
-
-    i = argv.index("--accelerate_config")
-    if i + 1 >= len(argv):
-        raise ValueError("--accelerate_config needs a value: a shipped config name or a file.")
-    config_file = accelerate_config_path(argv[i + 1])
-    rest = argv[:i] + argv[i + 2:]
-    launch_command(launch_command_parser().parse_args(["--config_file", config_file, "-m", "ilrec_trl.scripts.train",
-                                                       *rest]))
-
-
 def main(argv=None) -> None:
     """Console entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--accelerate_config" in argv:
-        launch_with_accelerate(argv)
+        launch_with_accelerate(argv, "ilrec_trl.scripts.train")
     else:
         run(argv)
 
