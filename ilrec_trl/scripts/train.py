@@ -318,7 +318,8 @@ def run(argv=None) -> list[dict]:
     data = load_data(data_args)
     tokenizer = build_tokenizer(data, model_args.model_name_or_path, model_args.gguf_file,
                                 revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code)
-    reward_fn = (build_reward(script_args.reward_model, data, output_dir, seed=training_args.seed)
+    reward_fn = (build_reward(script_args.reward_model, data, output_dir, seed=training_args.seed,
+                              main_process_first=training_args.main_process_first(desc="reward model"))
                  if "ilrec" in methods and training_args.crr_weight > 0 else None)
     check_reward_covers_users(reward_fn, data)
 
