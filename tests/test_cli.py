@@ -231,7 +231,8 @@ def test_compare_gives_each_arm_its_own_tracker_run_and_hub_repo(tmp_path, monke
     monkeypatch.setattr(huggingface_hub, "create_repo",
                         lambda repo_id, **k: type("Repo", (), {"repo_id": repo_id})())
     monkeypatch.setattr(huggingface_hub, "upload_folder", lambda repo_id, folder_path, **k: pushed.append(
-        (repo_id, "model-index" in (Path(folder_path) / "README.md").read_text())))
+        (repo_id, "model-index" in (Path(folder_path) / "README.md").read_text(),
+         (Path(folder_path) / "catalog.json").is_file())))
     out = tmp_path / "run"
     train_cli.run([*TINY, "--output_dir", str(out), "--report_to", "tensorboard", "--eval_split", "valid",
                    "--eval_max_users", "4", "--eval_num_beams", "4", "--push_to_hub", "true",
@@ -239,8 +240,8 @@ def test_compare_gives_each_arm_its_own_tracker_run_and_hub_repo(tmp_path, monke
     for arm in ("sft", "ilrec"):
         events = list((out / arm).glob("runs/*/events.out.tfevents.*"))
         assert events, arm
-    # pushed after evaluation: the card already holds the results
-    assert sorted(pushed) == [("me/rec-ilrec", True), ("me/rec-sft", True)]
+    # pushed after evaluation: the card already holds the results, and the catalogue goes with the model
+    assert sorted(pushed) == [("me/rec-ilrec", True, True), ("me/rec-sft", True, True)]
 
 
 def test_end_tracking_finishes_an_open_wandb_run():
