@@ -236,7 +236,7 @@ def run_seed(a, data, tok, split, dataset, seed):
 
 def sasrec_model(a, data, dataset, seed):
     """The seed's SASRec (fitted with validation early stopping), loaded from its checkpoint when one exists."""
-    from sasrec import SASRecRecommender, training_sequences
+    from ilrec_trl.rewards.sasrec import SASRecReward as SASRecRecommender, training_sequences
 
     path = models_dir(a, dataset, seed) / "sasrec.pt"
     sas = SASRecRecommender(len(data.catalog), loss=a.sasrec_loss, epochs=a.sasrec_epochs, seed=seed)

@@ -22,6 +22,8 @@ def test_embedded_default_compare_then_eval(tmp_path, capsys):
     assert (out / "mf_reward" / "mf.json").exists() or any((out / "mf_reward").iterdir())
     assert (out / "README.md").read_text().count("| ilrec |") == 1
     assert (out / "ilrec" / "config.json").exists() and (out / "sft" / "config.json").exists()
+    for arm in ("sft", "ilrec"):  # both arms ship their catalogue (Recommender.from_pretrained)
+        assert (out / arm / "catalog.json").is_file() and (out / arm / "recommender_config.json").is_file()
     printed = capsys.readouterr().out
     assert "| method |" in printed and "ilrec / sft NDCG@10" in printed
 

@@ -62,11 +62,14 @@ class DataArguments:
     )
     user_column: str = field(default="user_id", metadata={"help": "User id column/field of the interactions."})
     item_column: str = field(default="item_id", metadata={"help": "Item id column/field (interactions, item table)."})
-    time_column: str = field(default="timestamp", metadata={"help": "Time column/field (numbers or ISO dates)."})
+    time_column: str = field(
+        default="timestamp", metadata={"help": "Time column/field (numbers or ISO dates); '' keeps the file order."}
+    )
     title_column: str | None = field(
         default=None, metadata={"help": "Item table column with the identifier/title (default: title; recbole: "
                                         "title, movie_title or name)."}
     )
+    rating_column: str = field(default="rating", metadata={"help": "Rating column/field (for --min_rating)."})
     min_rating: float | None = field(default=None, metadata={"help": "Drop interactions rated below this."})
     min_interactions: int = field(default=3, metadata={"help": "Users with fewer interactions are dropped (>= 3)."})
     max_history: int = field(default=20, metadata={"help": "Most recent items kept in each history."})
@@ -139,8 +142,9 @@ def load_data(args: DataArguments) -> RecData:
         loader = load_interactions if args.dataset == "interactions" else load_recbole
         title = args.title_column or ("title" if args.dataset == "interactions" else None)  # recbole: detected
         data = loader(args.interactions_file, args.items_file, user_column=args.user_column,
-                      item_column=args.item_column, time_column=args.time_column, identifier_column=title,
-                      min_rating=args.min_rating, scheme=args.scheme, index_file=args.index_file, **common)
+                      item_column=args.item_column, time_column=args.time_column or None, identifier_column=title,
+                      rating_column=args.rating_column, min_rating=args.min_rating, scheme=args.scheme,
+                      index_file=args.index_file, **common)
     elif args.dataset == "hf":
         data = load_prompt_completion_dataset(args.dataset_name, items_file=args.items_file,
                                               item_column=args.item_column, user_column=args.user_column,

@@ -23,6 +23,7 @@ from ..artifact import RecommenderConfig
 from ..data import build_tokenizer
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations
 from ..models import ModelArguments, load_model
+from ..rewards import build_reward
 from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
 from .common import DataArguments, load_data, results_table
 
@@ -41,8 +42,10 @@ class TrainScriptArguments:
     )
     reward_model: str = field(
         default="mf",
-        metadata={"help": "Collaborative reward for L_CRR: mf (fit a matrix-factorisation model on the training "
-                          "split, cached in the output dir), none, or a path to a user x item score matrix."},
+        metadata={"help": "Collaborative reward for L_CRR: mf (matrix factorisation, implicit ALS), mf_implicit "
+                          "(the same fitted by the implicit library), sasrec (SASRec, early stopping on the validation "
+                          "split), none, or a path to a user x item score matrix. Fitted on the training split and "
+                          "cached in <output_dir>/<name>_reward, reused only for the same data and settings."},
     )
     eval_split: str = field(default="test", metadata={"help": "Split evaluated after training.",
                                                       "choices": ["test", "valid", "none"]})
@@ -91,27 +94,6 @@ def check_output_dir(output_dir: Path, signature: dict, overwrite: bool) -> None
                 f"--output_dir {str(output_dir)!r} holds a different run (see its run_config.json). Choose another "
                 f"output dir or pass --overwrite."
             )
-
-
-def make_reward_fn(script_args, training_args, data, output_dir: Path):
-    if training_args.crr_weight == 0 or script_args.reward_model == "none":
-        return None
-    from .. import rewards
-
-    if script_args.reward_model == "mf":
-        cache = output_dir / "mf_reward"
-        if (cache / "config.json").exists():
-            mf = rewards.MatrixFactorizationReward.load(cache)
-            logger.info("Loaded the MF reward model from %s", cache)
-        else:
-            mf = rewards.MatrixFactorizationReward(seed=training_args.seed)
-            mf.fit(data.train, num_items=len(data.catalog))
-            mf.save(cache)
-        return mf.as_reward_fn(data.catalog)
-    path = Path(script_args.reward_model)
-    if not path.exists():
-        raise FileNotFoundError(f"--reward_model {str(path)!r}: use mf, none, or a path to a score matrix.")
-    return rewards.score_matrix_reward_fn(path, data.catalog)
 
 
 def train_one(method, data, tokenizer, data_args, script_args, training_args, model_args, output_dir, reward_fn):
@@ -203,7 +185,9 @@ def run(argv=None) -> list[dict]:
     (output_dir / "run_config.json").write_text(json.dumps(signature, indent=2, default=str))
 
     methods = ["sft", "ilrec"] if script_args.method == "compare" else [script_args.method]
-    reward_fn = make_reward_fn(script_args, training_args, data, output_dir) if "ilrec" in methods else None
+    reward_fn = (build_reward(script_args.reward_model, data, output_dir, seed=training_args.seed,
+                              main_process_first=training_args.main_process_first(desc="reward model"))
+                 if "ilrec" in methods and training_args.crr_weight > 0 else None)
     results = []
     for method in methods:
         target = output_dir / method if len(methods) > 1 else output_dir

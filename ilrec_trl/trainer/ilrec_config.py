@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from trl import SFTConfig
 
+from ..scopes import SCOPES
+
 logger = logging.getLogger(__name__)
 
-NEGATIVE_SCOPES = ("full", "item", "trie")
+NEGATIVE_SCOPES = tuple(SCOPES)
 NEGATIVE_THRESHOLDS = ("relative", "absolute", "topk")
 CPO_PENALTIES = ("scaled", "additive")
 
