@@ -1,7 +1,7 @@
 """A TRL-style script that uses ILRecTrainer directly (what `trl sft` users write, with two lines changed).
 
     python examples/train_ilrec.py --output_dir out/example --max_steps 200 --learning_rate 3e-3
-    accelerate launch --config_file examples/accelerate/zero3.yaml examples/train_ilrec.py --output_dir out/z3 ...
+    accelerate launch --config_file ilrec_trl/scripts/accelerate_configs/zero3.yaml examples/train_ilrec.py --output_dir out/z3 ...
 """
 
 from dataclasses import dataclass, field

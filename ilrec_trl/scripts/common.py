@@ -157,10 +157,31 @@ def load_data(args: DataArguments) -> RecData:
                                               config_name=args.dataset_config)
     else:
         raise ValueError(f"--dataset {args.dataset!r} is invalid: choose one of {list(DATASETS)}.")
+    check_columns(data)
     if args.max_train_examples is not None:
         data.train = data.train.select(range(min(args.max_train_examples, len(data.train))))
     logger.info("%r", data)
     return data
+
+
+REQUIRED_COLUMNS = ("prompt", "completion", "user_id", "item_id", "history")
+
+
+def check_columns(data: RecData) -> None:
+    """Every split must be in TRL's prompt-completion format with the recommendation columns (an error naming the
+    split and the column now, instead of a `KeyError` from inside `datasets.map` later)."""
+    for split in ("train", "valid", "test"):
+        dataset = getattr(data, split)
+        if len(dataset) == 0:  # an empty split has no columns; nothing to check
+            continue
+        columns = dataset.column_names
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(
+                f"The {split} split of {data.name} has no column {missing[0]!r} (columns: {columns}). ilrec-train needs "
+                f"TRL's prompt-completion format plus the recommendation columns {list(REQUIRED_COLUMNS)}: the "
+                f"completion is the target item's identifier; build the splits with ilrec_trl.data.leave_one_out."
+            )
 
 
 def results_table(rows: list[dict], label: str = "method", extra: dict[str, str] | None = None) -> str:
