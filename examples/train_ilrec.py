@@ -37,9 +37,11 @@ def main():
     )
     trainer.train()
     trainer.save_model(training_args.output_dir)
+    # every process calls it: under `accelerate launch` the users are sharded across the processes
+    metrics = evaluate_recommendations(trainer.model, tokenizer, data.test, data.catalog,
+                                       max_users=script_args.eval_users)
     if trainer.accelerator.is_main_process:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        print(evaluate_recommendations(model, tokenizer, data.test, data.catalog, max_users=script_args.eval_users))
+        print(metrics)
 
 
 if __name__ == "__main__":

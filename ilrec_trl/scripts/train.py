@@ -240,8 +240,8 @@ def train_and_evaluate(trainer, method, data, tokenizer, script_args, resume) ->
               "train_cpu_seconds": round(train_cpu_seconds, 1),
               "train_loss": next((e["train_loss"] for e in trainer.state.log_history if "train_loss" in e), None)}
     if script_args.eval_split != "none":
-        # Every process runs the (identical) beam search: under ZeRO-3 each forward gathers parameters from all
-        # ranks, so the main process cannot evaluate alone. Only the main process writes files.
+        # Every process calls it: the users are sharded across the processes (under ZeRO-3 each forward gathers
+        # parameters from all ranks, so they step through their shares together). Only the main process writes files.
         split = data.test if script_args.eval_split == "test" else data.valid
         start = time.perf_counter()
         main_process = trainer.accelerator.is_main_process
