@@ -32,7 +32,9 @@ class RecommenderConfig:
     """How a saved model is used as a recommender (the `recommender_config.json` beside its weights).
 
     Args:
-        template: prompt template the model was trained with (a name of `PROMPT_TEMPLATES` or a format string).
+        template: prompt template the model was trained with (a name of `PROMPT_TEMPLATES` or a format string);
+            `None` when its prompts were given as they are (a prompt/completion dataset): then it ranks prompts
+            (`Recommender.recommend_prompts`), not histories.
         max_history: most recent items of a history that go into the prompt.
         num_beams: beams of the constrained beam search used in evaluation (the default of `recommend`).
         data_name: name of the training data (e.g. `synthetic`, `Instruments`).
@@ -41,7 +43,7 @@ class RecommenderConfig:
         catalog_fingerprint: [`ItemCatalog.fingerprint`] of the catalogue saved beside it.
     """
 
-    template: str = DEFAULT_TEMPLATE
+    template: str | None = DEFAULT_TEMPLATE
     max_history: int = 20
     num_beams: int = 20
     data_name: str = "dataset"
@@ -67,9 +69,9 @@ class RecommenderConfig:
             raise CatalogError(f"{source} has version {data.get('version')!r}; this ilrec-trl reads {CONFIG_VERSION}.")
         known = {f.name for f in fields(cls)}
         config = cls(**{k: v for k, v in data.items() if k in known})
-        if not isinstance(config.template, str) or (
+        if config.template is not None and (not isinstance(config.template, str) or (
             config.template not in PROMPT_TEMPLATES and "{history}" not in config.template
-        ):
+        )):
             raise CatalogError(f"{source}: field 'template' must be a template name or a format string with {{history}}.")
         for name in ("max_history", "num_beams"):
             value = getattr(config, name)

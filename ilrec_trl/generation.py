@@ -72,6 +72,30 @@ def _cache_of(outputs):
     return cache if cache is not None else outputs.past_key_values
 
 
+def _best_continuations(logits, scores, nodes, done, catalog: ItemCatalog, filler: int):
+    """One beam-search step over the trie: the `nb` best `(score, parent beam, token)` of each user `[B, nb]`.
+
+    Only the trie children of each beam are candidates (the next-token log-probability is `logit - logsumexp`, so no
+    `[B, nb, V]` log-softmax is materialised); a finished beam is its own single candidate, through `filler`. The
+    candidates are laid out beam-major, tokens ascending, as in a dense `[B, nb * V]` top-k."""
+    batch, num_beams, vocab = logits.shape
+    flat_logits = logits.view(batch * num_beams, vocab)
+    normaliser = torch.logsumexp(flat_logits.float(), -1)
+    rows, tokens = catalog.continuation_mask(nodes.flatten(), vocab).nonzero(as_tuple=True)  # row-major
+    values = scores.flatten()[rows] + flat_logits[rows, tokens].float() - normaliser[rows]
+    counts = torch.bincount(rows, minlength=batch * num_beams)
+    within = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
+    width = max(int(counts.max()), 1)
+    cand = torch.full((batch * num_beams, width), float("-inf"), device=logits.device)
+    cand_token = torch.full((batch * num_beams, width), filler, dtype=torch.long, device=logits.device)
+    cand[rows, within] = values
+    cand_token[rows, within] = tokens
+    # a finished beam (its node is a leaf: no children) survives unchanged
+    cand[:, 0] = torch.where(done.flatten(), scores.flatten(), cand[:, 0])
+    best, flat = cand.view(batch, num_beams * width).topk(num_beams, dim=-1)
+    return best, flat // width, cand_token.view(batch, num_beams * width).gather(1, flat)
+
+
 @torch.no_grad()
 def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num_beams: int, pad_token_id: int,
                      all_done=None):
@@ -95,6 +119,11 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     batch, width = input_ids.shape
     cache_kw = _cache_keyword(model)
     dtype = unwrap_model(model).dtype
+    window = getattr(unwrap_model(model).config, "sliding_window", None)
+    if window and width + num_beams * catalog.max_length > window:
+        # a sliding-window cache would drop the oldest slots, which the beams' attention mask indexes
+        raise ValueError(f"Prompts of {width} tokens plus {num_beams} beams x {catalog.max_length} identifier tokens "
+                         f"exceed the model's sliding window ({window}); use shorter prompts or fewer beams.")
     attention_mask = attention_mask.long()
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
@@ -121,17 +150,11 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
         out = model(input_ids=tokens, attention_mask=mask[:, None], position_ids=(prompt_length + depth - 1).expand(
             -1, num_beams), use_cache=True, **{cache_kw: cache})
         cache = _cache_of(out)
-        logp = out.logits.float().log_softmax(-1)  # [B, nb, V]
-        allowed = catalog.continuation_mask(nodes.flatten(), vocab).view(batch, num_beams, vocab)
-        cand = scores[..., None] + logp.masked_fill(~allowed, float("-inf"))
-        # a finished beam survives unchanged, through the pad token
-        cand.masked_fill_(done[..., None], float("-inf"))
-        cand[..., filler] = torch.where(done, scores, cand[..., filler])
-        scores, flat = cand.view(batch, num_beams * vocab).topk(num_beams, dim=-1)
-        parent, tokens = flat // vocab, flat % vocab
+        scores, parent, tokens = _best_continuations(out.logits, scores, nodes, done, catalog, filler)
         visible = visible.gather(1, parent[..., None].expand(-1, -1, visible.shape[-1]))
         was_done, nodes = done.gather(1, parent), nodes.gather(1, parent)
         nodes = torch.where(was_done, nodes, catalog.child(nodes.flatten(), tokens.flatten()).view_as(nodes))
+        nodes = nodes.masked_fill(scores == float("-inf"), -1)  # fewer candidates than beams: empty beams
     items = torch.where(nodes >= 0, node_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
     scores = scores.masked_fill(items < 0, float("-inf"))
     order = scores.argsort(dim=1, descending=True, stable=True)

@@ -140,19 +140,11 @@ def distillation_terms(
     return kl, log_t, log_s
 
 
-def cross_layer_distillation(
-    final_logits: torch.Tensor,
-    layer_logits: torch.Tensor,
-    targets: torch.Tensor,
-    temperature: float = 1.0,
-    detach_teacher: bool = True,
-    scope_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Per-position L_CPD: mean over layers of KL(softmax(z^L/T) ‖ softmax(z^l/T)), `[N]`.
-
-    With a scope, both distributions are renormalised over `scope ∪ {target}`.
-    """
-    kl, _, _ = distillation_terms(final_logits, layer_logits, targets, temperature, detach_teacher, scope_mask)
+def cross_layer_distillation(final_logits, layer_logits, targets, **options) -> torch.Tensor:
+    """Per-position L_CPD: mean over layers of KL(softmax(z^L/T) ‖ softmax(z^l/T)), `[N]`; `options`:
+    `temperature`, `detach_teacher`, `scope_mask` of [`distillation_terms`]. With a scope, both distributions are
+    renormalised over `scope ∪ {target}`."""
+    kl, _, _ = distillation_terms(final_logits, layer_logits, targets, **options)
     return kl.mean(0)
 
 
@@ -260,10 +252,23 @@ def scope_columns(scope_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return used.nonzero().squeeze(1)
 
 
-def _check_shapes(final_logits, layer_logits, targets, scope_mask, rewards) -> None:
-    if final_logits.dim() != 2 or layer_logits.dim() != 3 or layer_logits.shape[1:] != final_logits.shape:
+def columns_for_layers(scope_mask: torch.Tensor | None, targets: torch.Tensor, params) -> torch.Tensor | None:
+    """The vocabulary columns on which [`ilrec_losses`] reads the intermediate layers' logits: with a scope and a
+    scale-free threshold (relative, top-k), mining, the hardness weights and L_CPD only read the scope's columns and
+    the targets' ([`scope_columns`]); `None` (the whole vocabulary) without a scope or with the absolute threshold,
+    which normalises over the whole vocabulary."""
+    if scope_mask is None or params.negative_threshold == "absolute":
+        return None
+    return scope_columns(scope_mask, targets)
+
+
+
+def _check_shapes(final_logits, layer_logits, targets, scope_mask, rewards, columns) -> None:
+    width = final_logits.shape[-1] if columns is None else columns.numel()
+    if final_logits.dim() != 2 or layer_logits.dim() != 3 or layer_logits.shape[1:] != (final_logits.shape[0], width):
+        expected = "[K, N, V]" if columns is None else f"[K, N, C={width}] (one column per layer_columns entry)"
         raise ValueError(
-            f"ilrec_losses expects final_logits [N, V] and layer_logits [K, N, V]; got {tuple(final_logits.shape)} "
+            f"ilrec_losses expects final_logits [N, V] and layer_logits {expected}; got {tuple(final_logits.shape)} "
             f"and {tuple(layer_logits.shape)}."
         )
     if targets.shape != final_logits.shape[:1]:
@@ -287,6 +292,8 @@ def ilrec_losses(
     rewards: torch.Tensor | None = None,
     *,
     layer_ids=None,
+    layer_columns: torch.Tensor | None = None,
+    layer_top1_hits: torch.Tensor | None = None,
 ) -> ILRecLossOutput:
     """All of ILRec's maths at N target positions.
 
@@ -298,30 +305,40 @@ def ilrec_losses(
         scope_mask: `[N, V]` (or `[V]`) bool, tokens allowed to be negatives; `None` = the whole vocabulary.
         rewards: `[N, V]` float token rewards for L_CRR; `None` = no CRR. Non-finite entries mean "no reward".
         layer_ids: names of the K layers in the `top1_layer_<id>` metrics (default `0..K-1`).
+        layer_columns: when `layer_logits` holds only some vocabulary columns (`[K, N, C]`, e.g. from
+            [`~ilrec_trl.logit_lens.project_on_columns`]), those columns; they must be
+            [`columns_for_layers`]`(scope_mask, targets, params)`, the only ones the maths reads.
+        layer_top1_hits: `[K]`, how many positions each layer's argmax over the whole vocabulary hits the target,
+            for the `top1_layer_<id>` metrics when `layer_logits` does not hold the whole vocabulary (without it,
+            those metrics are left out).
 
     Returns:
         [`ILRecLossOutput`]. Computed in float32 whatever the input dtype.
     """
     params = ILRecLossParams.from_config(params)
-    _check_shapes(final_logits, layer_logits, targets, scope_mask, rewards)
+    _check_shapes(final_logits, layer_logits, targets, scope_mask, rewards, layer_columns)
     layer_ids = range(layer_logits.shape[0]) if layer_ids is None else layer_ids
-    with torch.no_grad():  # per-layer top-1 over the whole vocabulary (a metric, no gradient)
-        layer_hits = (layer_logits.argmax(-1) == targets).sum(-1)
+    with torch.no_grad():  # top-1 over the whole vocabulary (metrics, no gradient)
+        if layer_columns is None:
+            layer_top1_hits = (layer_logits.argmax(-1) == targets).sum(-1)
         final_hits = (final_logits.argmax(-1) == targets).sum()
 
     final_logits = final_logits.float()
     if scope_mask is not None:
         scope_mask = scope_mask.to(torch.bool)
-    # Mining, the hardness weights and L_CPD only read the scope's columns (and the targets'): with a scope and a
-    # scale-free threshold (relative, top-k), work on those columns only instead of the whole vocabulary.
-    columns = None
-    if scope_mask is not None and params.negative_threshold != "absolute":
-        columns = scope_columns(scope_mask, targets)
+    # Mining, the hardness weights and L_CPD only read the scope's columns (and the targets'): when a scope allows it,
+    # work on those columns only instead of the whole vocabulary.
+    columns = columns_for_layers(scope_mask, targets, params)
+    if layer_columns is not None and (columns is None or not torch.equal(columns, layer_columns)):
+        raise ValueError(
+            "layer_columns must be ilrec_trl.losses.columns_for_layers(scope_mask, targets, params): the sorted "
+            "columns of the scope and the targets (and a scope with a relative or top-k threshold)."
+        )
     if columns is not None:
         position = torch.full((final_logits.shape[-1],), -1, dtype=torch.long, device=targets.device)
         position[columns] = torch.arange(columns.numel(), device=targets.device)
         small_targets = position[targets]
-        small_layers = layer_logits.index_select(-1, columns).float()
+        small_layers = (layer_logits if layer_columns is not None else layer_logits.index_select(-1, columns)).float()
         small_final = final_logits.index_select(-1, columns)
         small_scope = scope_mask.index_select(-1, columns)
     else:
@@ -367,10 +384,12 @@ def ilrec_losses(
         cpd_per_token = final_logits.new_zeros(targets.shape)
 
     crr_on = rewards is not None and params.crr_weight > 0
-    if crr_on:
-        target = crr_target(negatives, rewards, params.crr_temperature)
+    if crr_on:  # q lives on the negatives: on the scope's columns when there are some
+        small_rewards = rewards if columns is None else rewards.index_select(-1, columns)
+        small_log_p = log_p if columns is None else log_p.index_select(-1, columns)
+        target = crr_target(mined.mask, small_rewards, params.crr_temperature)
         crr_per_token, contributing = collaborative_reward_regularisation(
-            final_logits, negatives, rewards, temperature=params.crr_temperature, log_probs=log_p, target=target
+            small_final, mined.mask, small_rewards, params.crr_temperature, log_probs=small_log_p, target=target
         )
     else:
         crr_per_token = final_logits.new_zeros(targets.shape)
@@ -388,8 +407,9 @@ def ilrec_losses(
         "frac_positions_with_negatives": ((negatives_per_token > 0).sum(), n),
         "mean_token_accuracy": (final_hits, n),
     }
-    for layer_id, hits in zip(layer_ids, layer_hits):
-        metrics[f"top1_layer_{layer_id}"] = (hits, n)
+    if layer_top1_hits is not None:
+        for layer_id, hits in zip(layer_ids, layer_top1_hits):
+            metrics[f"top1_layer_{layer_id}"] = (hits, n)
     metrics["negative_gradient_ratio"] = negative_gradient_mass(
         final_logits, targets, negatives, weights, log_p.detach(), cpo_per_token.detach(), params,
         crr_contributing=contributing if crr_on else None, distillation=distillation,
@@ -433,6 +453,7 @@ __all__ = [
     "cross_layer_distillation",
     "ilrec_loss",
     "ilrec_losses",
+    "columns_for_layers",
     "masked_softmax",
     "metric_values",
     "mine_negatives",

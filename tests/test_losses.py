@@ -257,7 +257,8 @@ def test_negative_gradient_ratio_says_when_crr_cancels_cpo():
     rewards = torch.randn(N, V, generator=g)
     cpo_only = ilrec_losses(final, layers, targets, cfg(cpo_alpha=1.0, cpd_weight=0.0, crr_weight=0.0), rewards=rewards)
     assert metric_values(cpo_only.metrics)["negative_gradient_ratio"] > 1
-    heavy_crr = ilrec_losses(final, layers, targets, cfg(cpo_alpha=1.0, cpd_weight=0.0, crr_weight=2.0), rewards=rewards)
+    heavy_crr = ilrec_losses(final, layers, targets, cfg(cpo_alpha=1.0, cpd_weight=0.0, crr_weight=2.0),
+                             rewards=rewards)
     assert metric_values(heavy_crr.metrics)["negative_gradient_ratio"] < 1
 
 
@@ -304,7 +305,8 @@ def test_reduction_and_named_metrics():
     assert values["frac_positions_with_negatives"] == pytest.approx(out.negatives.any(-1).float().mean().item())
     assert values["mean_token_accuracy"] == pytest.approx((final.argmax(-1) == targets).float().mean().item())
     for k, layer_id in enumerate([-2, -4]):
-        assert values[f"top1_layer_{layer_id}"] == pytest.approx((layers[k].argmax(-1) == targets).float().mean().item())
+        hits = (layers[k].argmax(-1) == targets).float().mean().item()
+        assert values[f"top1_layer_{layer_id}"] == pytest.approx(hits)
     truth = rewards.gather(1, targets[:, None])
     endorsed = (out.negatives & (rewards >= truth)).sum().item() / out.negatives.sum().item()
     assert values["negatives_cf_endorsed"] == pytest.approx(endorsed)

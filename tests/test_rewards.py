@@ -255,7 +255,7 @@ def test_save_load_round_trip(tmp_path, algorithm):
     users, histories = ["u2", "u1", "stranger"], [[1], [], [0, 4]]
     assert torch.equal(loaded.score_items(users, histories), model.score_items(users, histories))
     assert loaded.config == model.config and loaded.user_ids == ["u1", "u2", "u3"]
-    with pytest.raises(FileNotFoundError, match="does not hold a saved model"):
+    with pytest.raises(FileNotFoundError, match="does not hold a saved MatrixFactorizationReward"):
         MatrixFactorizationReward.load(tmp_path / "nothing")
 
 
@@ -269,6 +269,12 @@ def test_fit_errors():
         MatrixFactorizationReward(algorithm="svd")
     with pytest.raises(ValueError, match="backend='implicit' fits ALS only"):
         MatrixFactorizationReward(algorithm="bpr", backend="implicit")
+    import importlib.util
+
+    if importlib.util.find_spec("implicit") is None:  # the optional backend names its extra
+        with pytest.raises(ImportError, match=r"pip install 'ilrec-trl\[implicit\]'"):
+            good = Dataset.from_dict({"user_id": [1], "item_id": [0], "history": [[1]]})
+            MatrixFactorizationReward(backend="implicit").fit(good, 3, show_progress=False)
     with pytest.raises(RuntimeError, match="not fitted"):
         MatrixFactorizationReward().score_items([1], [[0]])
 
@@ -469,3 +475,46 @@ def test_build_reward_other_kinds(rec_data, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="ilrec_trl.rewards.build")
     build_reward("mf", rec_data, tmp_path, show_progress=False)
     assert "does not record which data it was fitted on" in caplog.text
+
+
+MP_SCRIPT = """
+import json, os, sys
+from ilrec_trl import ILRecConfig
+from ilrec_trl.data import load_synthetic
+from ilrec_trl.rewards import build_reward
+import ilrec_trl.rewards.build as build
+fits = []
+original = build.MatrixFactorizationReward.fit
+build.MatrixFactorizationReward.fit = lambda self, *a, **k: fits.append(1) or original(self, *a, **k)
+args = ILRecConfig(output_dir=sys.argv[1], use_cpu=True, report_to=[])
+data = load_synthetic(num_users=40, num_items=16)
+fn = build_reward("mf", data, sys.argv[1], model_kwargs={"dim": 4, "epochs": 2}, show_progress=False,
+                  main_process_first=args.main_process_first(desc="reward model"))
+scores = fn.score_fn(list(data.valid["user_id"][:3]), [list(h) for h in data.valid["history"][:3]])
+with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump({"fits": len(fits), "scores": scores.tolist()}, f)
+"""
+
+
+def test_build_reward_under_two_processes_fits_once(tmp_path):
+    """Under accelerate launch (2 CPU processes, gloo) the main process fits and caches; the other loads the cache."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    script = tmp_path / "mp_reward.py"
+    script.write_text(MP_SCRIPT)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), str(script), str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["fits"] for r in ranks] == [1, 0]
+    assert ranks[0]["scores"] == ranks[1]["scores"]

@@ -24,7 +24,8 @@ def test_make_scope_picks_the_class_and_refuses_unknown_or_missing_catalogue(rec
 def tokenized(trainer_data, model, tokenizer, args_factory):
     from ilrec_trl import ILRecTrainer
 
-    return ILRecTrainer(model=model, args=args_factory(), train_dataset=trainer_data, processing_class=tokenizer).train_dataset
+    trainer = ILRecTrainer(model=model, args=args_factory(), train_dataset=trainer_data, processing_class=tokenizer)
+    return trainer.train_dataset
 
 
 def test_masks_are_the_catalogue_masks(rec_data, model, tokenizer, args_factory):

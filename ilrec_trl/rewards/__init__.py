@@ -2,7 +2,8 @@
 `build_reward`, which fits or loads the one the CLI asks for."""
 
 from .build import REWARD_MODELS, build_reward
-from .mf import MatrixFactorizationReward, dataset_fingerprint, most_popular_scores
+from .mf import MatrixFactorizationReward, most_popular_scores
+from .persistence import dataset_fingerprint
 from .protocol import RewardContext, RewardFn
 from .reward_fns import CatalogRewardFn, ScoreMatrix, check_scores, load_score_matrix, score_matrix_reward_fn
 from .sasrec import SASRecReward

@@ -1,9 +1,11 @@
 """`build_reward`: the reward function a script asks for by name, fitted once and cached next to the run."""
 
+import contextlib
 import logging
 from pathlib import Path
 
-from .mf import MatrixFactorizationReward, dataset_fingerprint
+from .mf import MatrixFactorizationReward
+from .persistence import dataset_fingerprint
 from .reward_fns import score_matrix_reward_fn
 from .sasrec import SASRecReward
 
@@ -38,7 +40,7 @@ def _fitted_reward(cls, wanted, cache: Path, fingerprint: str, num_items: int, f
 
 
 def build_reward(kind: str, data, output_dir, seed: int = 0, model_kwargs: dict | None = None,
-                 show_progress: bool = True):
+                 show_progress: bool = True, main_process_first=None):
     """The L_CRR `reward_fn` named by `kind` (what `ilrec-train --reward_model` takes).
 
     Args:
@@ -54,8 +56,9 @@ def build_reward(kind: str, data, output_dir, seed: int = 0, model_kwargs: dict 
         model_kwargs: other constructor arguments of the reward model (e.g. `{"dim": 128}` for MF, `{"epochs": 24}`
             for SASRec); part of the settings a cache must match.
         show_progress: progress bars while fitting.
-
-    Under `accelerate launch` the main process fits and writes the cache first; the other processes then load it.
+        main_process_first: under several processes, a context manager in which the main process runs first, e.g.
+            `training_args.main_process_first(desc="reward model")`: the main process fits and writes the cache,
+            the others then load it. `None`: every process fits (or loads) on its own.
     """
     if kind == "none":
         return None
@@ -67,12 +70,10 @@ def build_reward(kind: str, data, output_dir, seed: int = 0, model_kwargs: dict 
                 f"(.npy, .pt or .safetensors)."
             )
         return score_matrix_reward_fn(path, data.catalog)
-    from accelerate import PartialState
-
     num_items = len(data.catalog)
     cache = Path(output_dir) / f"{kind}_reward"
     kwargs = {**(model_kwargs or {}), "seed": seed}
-    with PartialState().main_process_first():
+    with main_process_first if main_process_first is not None else contextlib.nullcontext():
         if kind == "sasrec":
             model = _fitted_reward(
                 SASRecReward, SASRecReward(**kwargs), cache, dataset_fingerprint(data.train, data.valid), num_items,

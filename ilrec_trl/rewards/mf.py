@@ -15,13 +15,13 @@ Two trainers are included, chosen by `algorithm`:
 `pip install "ilrec-trl[implicit]"`); scoring, saving and the reward are unchanged.
 """
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from .persistence import ConfigAttributes, dataset_fingerprint, load_model, require_columns, save_model
 
 ALGORITHMS = ("bpr", "als")
 BACKENDS = ("torch", "implicit")
@@ -38,39 +38,12 @@ def _plain_user_id(user):
     return user
 
 
-def _require_columns(dataset, columns, what: str) -> None:
-    missing = [c for c in columns if c not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"{what} has no column(s) {missing} (it has {dataset.column_names}); it needs 'user_id', 'item_id' "
-            f"(target) and 'history' (list of item ids)."
-        )
-
-
-def dataset_fingerprint(*datasets) -> str:
-    """A content hash of the `user_id`, `item_id` and `history` columns (those present) of `datasets`, in this order:
-    what a cached reward model records so that a cache fitted on other data is never reused."""
-    import pyarrow as pa
-
-    digest = hashlib.sha256()
-    for dataset in datasets:
-        columns = [c for c in ("user_id", "item_id", "history") if c in dataset.column_names]
-        digest.update(json.dumps(columns).encode())
-        table = dataset.select_columns(columns).with_format("arrow")[:]
-        table = table.replace_schema_metadata(None).combine_chunks()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        digest.update(sink.getvalue().to_pybytes())
-    return digest.hexdigest()
-
-
 def interaction_arrays(dataset, what: str = "train_dataset"):
     """`(users, items)` numpy arrays, one entry per interaction in `dataset`: every row's target and every item of its
     history, read column-wise from Arrow (no Python loop over rows). `users` holds the raw user ids."""
     import pyarrow.compute as pc
 
-    _require_columns(dataset, ("user_id", "item_id", "history"), what)
+    require_columns(dataset, ("user_id", "item_id", "history"), what)
     table = dataset.select_columns(["user_id", "item_id", "history"]).with_format("arrow")[:]
     users = table.column("user_id").to_numpy(zero_copy_only=False)
     history = table.column("history").combine_chunks()
@@ -90,7 +63,7 @@ def first_seen_index(users: np.ndarray) -> tuple[list, np.ndarray]:
     return [_plain_user_id(u) for u in distinct[order]], rank[inverse.reshape(-1)]
 
 
-class MatrixFactorizationReward:
+class MatrixFactorizationReward(ConfigAttributes):
     """Implicit-feedback MF over `(user, item)` interactions; its scores become token rewards for L_CRR.
 
     Args:
@@ -162,12 +135,6 @@ class MatrixFactorizationReward:
         self.item_factors: torch.Tensor | None = None
         self.item_bias: torch.Tensor | None = None
         self.train_pairs: torch.Tensor | None = None  # [P, 2] (user row, item) seen in fit
-
-    def __getattr__(self, name):  # config values as attributes: mf.dim, mf.epochs, ...
-        config = self.__dict__.get("config", {})
-        if name in config:
-            return config[name]
-        raise AttributeError(name)
 
     def __repr__(self) -> str:
         fitted = f", {len(self.user_ids)} users x {self.num_items} items" if self.is_fitted else ", not fitted"
@@ -390,37 +357,20 @@ class MatrixFactorizationReward:
     # -- persistence -----------------------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Save to directory `path` (`mf.safetensors` + `mf.json`; no pickle). User ids must be str or int."""
-        from safetensors.torch import save_file
-
         self._require_fitted()
         bad = [u for u in self.user_ids if not isinstance(u, (str, int)) or isinstance(u, bool)]
         if bad:
             raise TypeError(f"Only str/int user ids can be saved as JSON; got {bad[0]!r} ({type(bad[0]).__name__}).")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {"user_factors": self.user_factors.contiguous(), "item_factors": self.item_factors.contiguous(),
-             "item_bias": self.item_bias.contiguous()},
-            str(path / _WEIGHTS),
-        )
-        meta = {"format": _FORMAT, "version": 1, "config": self.config, "num_items": self.num_items,
-                "user_ids": self.user_ids, "data_fingerprint": self.data_fingerprint}
-        (path / _CONFIG).write_text(json.dumps(meta))
-        return path
+        tensors = {"user_factors": self.user_factors, "item_factors": self.item_factors, "item_bias": self.item_bias}
+        meta = {"config": self.config, "num_items": self.num_items, "user_ids": self.user_ids,
+                "data_fingerprint": self.data_fingerprint}
+        return save_model(path, tensors, meta, _FORMAT, _WEIGHTS, _CONFIG)
 
     @classmethod
     def load(cls, path) -> "MatrixFactorizationReward":
         """Load a model written by [`save`]."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not (path / _CONFIG).is_file() or not (path / _WEIGHTS).is_file():
-            raise FileNotFoundError(f"{str(path)!r} does not hold a saved model ({_CONFIG} and {_WEIGHTS}).")
-        meta = json.loads((path / _CONFIG).read_text())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{str(path / _CONFIG)!r} is not a {_FORMAT} file (format={meta.get('format')!r}).")
+        tensors, meta = load_model(path, _FORMAT, _WEIGHTS, _CONFIG)
         model = cls(**meta["config"])
-        tensors = load_file(str(path / _WEIGHTS))
         model.num_items = int(meta["num_items"])
         model.user_ids = list(meta["user_ids"])
         model.user_index = {u: r for r, u in enumerate(model.user_ids)}
@@ -440,4 +390,4 @@ def most_popular_scores(train_dataset, num_items: int) -> torch.Tensor:
     return torch.bincount(pairs[:, 1], minlength=num_items).float()
 
 
-__all__ = ["ALGORITHMS", "BACKENDS", "MatrixFactorizationReward", "dataset_fingerprint", "most_popular_scores"]
+__all__ = ["ALGORITHMS", "BACKENDS", "MatrixFactorizationReward", "most_popular_scores"]

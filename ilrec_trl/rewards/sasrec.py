@@ -14,7 +14,6 @@ folds the history in. Item 0 of the embedding table is padding; catalogue item i
 Fitting is deterministic given `seed` and leaves the global torch RNG untouched.
 """
 
-import json
 import math
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .mf import _require_columns, dataset_fingerprint
+from .persistence import ConfigAttributes, dataset_fingerprint, load_model, require_columns, save_model
 
 LOSSES = ("ce", "bce")
 _FORMAT = "ilrec_trl.SASRecReward"
@@ -74,7 +73,7 @@ def right_aligned(seqs, max_len: int) -> torch.Tensor:
 def training_sequences(train) -> list[list[int]]:
     """Each user's full training sequence, rebuilt from the leave-one-out rows of `train` (a `datasets.Dataset` with
     `user_id`, `item_id`, `history`): the user's first row's history, then every row's target, in row order."""
-    _require_columns(train, ("user_id", "item_id", "history"), "The training dataset")
+    require_columns(train, ("user_id", "item_id", "history"), "The training dataset")
     columns = train.select_columns(["user_id", "item_id", "history"]).to_dict()
     seqs: dict = {}
     for user, history, target in zip(columns["user_id"], columns["history"], columns["item_id"]):
@@ -84,7 +83,7 @@ def training_sequences(train) -> list[list[int]]:
     return list(seqs.values())
 
 
-class SASRecReward:
+class SASRecReward(ConfigAttributes):
     """SASRec as a user x item scorer whose scores become token rewards for L_CRR.
 
     Args:
@@ -135,12 +134,6 @@ class SASRecReward:
         if num_items is not None:
             self._build(num_items)
 
-    def __getattr__(self, name):  # config values as attributes: reward.hidden, reward.loss, ...
-        config = self.__dict__.get("config", {})
-        if name in config:
-            return config[name]
-        raise AttributeError(name)
-
     def __repr__(self) -> str:
         state = f"{self.num_items} items" if self.is_fitted else "not fitted"
         return (f"SASRecReward({self.loss}, hidden={self.hidden}, blocks={self.num_blocks}, max_len={self.max_len}, "
@@ -185,7 +178,7 @@ class SASRecReward:
         else:
             sequences = [list(s) for s in train]
         if valid is not None and hasattr(valid, "column_names"):
-            _require_columns(valid, ("item_id", "history"), "The validation dataset")
+            require_columns(valid, ("item_id", "history"), "The validation dataset")
             valid = (list(valid["history"]), list(valid["item_id"]))
         seqs = [s for s in sequences if len(s) >= 2]
         if not seqs:
@@ -301,32 +294,18 @@ class SASRecReward:
     # -- persistence -----------------------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Save to directory `path` (`sasrec.safetensors` + `sasrec.json`; no pickle)."""
-        from safetensors.torch import save_file
-
         if not self.is_fitted:
             raise RuntimeError("Nothing to save: fit the model first.")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path / _WEIGHTS))
-        meta = {"format": _FORMAT, "version": 1, "config": self.config, "num_items": self.num_items,
-                "history": self.history, "best_valid_hit10": self.best_valid_hit10,
-                "data_fingerprint": self.data_fingerprint}
-        (path / _CONFIG).write_text(json.dumps(meta, indent=1))
-        return path
+        meta = {"config": self.config, "num_items": self.num_items, "history": self.history,
+                "best_valid_hit10": self.best_valid_hit10, "data_fingerprint": self.data_fingerprint}
+        return save_model(path, self.model.state_dict(), meta, _FORMAT, _WEIGHTS, _CONFIG)
 
     @classmethod
     def load(cls, path) -> "SASRecReward":
         """Load a model written by [`save`]."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not (path / _CONFIG).is_file() or not (path / _WEIGHTS).is_file():
-            raise FileNotFoundError(f"{str(path)!r} does not hold a saved SASRecReward ({_CONFIG} and {_WEIGHTS}).")
-        meta = json.loads((path / _CONFIG).read_text())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{str(path / _CONFIG)!r} is not a {_FORMAT} file (format={meta.get('format')!r}).")
+        tensors, meta = load_model(path, _FORMAT, _WEIGHTS, _CONFIG)
         model = cls(int(meta["num_items"]), **meta["config"])
-        model.model.load_state_dict(load_file(str(path / _WEIGHTS)))
+        model.model.load_state_dict(tensors)
         model.history, model.best_valid_hit10 = meta["history"], meta["best_valid_hit10"]
         model.data_fingerprint = meta.get("data_fingerprint")
         model.is_fitted = True

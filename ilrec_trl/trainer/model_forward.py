@@ -3,11 +3,12 @@ computes the final and logit-lens logits at the target positions only, then [`il
 
 import functools
 import types
+
 import torch
 
 from ..layers import LayerCapture
-from ..logit_lens import logit_transform, project
-from ..losses import ILRecLossOutput, ILRecLossParams, ilrec_losses
+from ..logit_lens import logit_transform, project, project_on_columns
+from ..losses import ILRecLossOutput, ILRecLossParams, columns_for_layers, ilrec_losses
 
 
 def _param_device(module, default):
@@ -18,7 +19,15 @@ def _param_device(module, default):
 class ILRecForwardPatch:
     """Patches `model.forward` so that `model(..., ilrec_request={...})` returns an [`ILRecLossOutput`]; without
     `ilrec_request` the previous forward (TRL's fused LM head, or the model's own) runs unchanged. [`remove`] restores
-    the exact previous state."""
+    the exact previous state.
+
+    When the negative scope and the threshold let the maths read only some vocabulary columns of the intermediate
+    layers (see [`columns_for_layers`]) and the head is a plain `nn.Linear`, those layers are projected onto these
+    head rows only ([`project_on_columns`]: same values and gradients, without the `[K, N, V]` logits);
+    `restrict_layer_projection = False` (class or instance attribute) projects them onto the whole vocabulary, the
+    reference the tests compare it with."""
+
+    restrict_layer_projection = True
 
     def __init__(self, model, capture: LayerCapture, final_norm, params: ILRecLossParams, layer_ids=None):
         self.model = model
@@ -66,17 +75,18 @@ class ILRecForwardPatch:
         layer_hidden = torch.stack([state[:, :-1].to(device)[mask] for state in states])  # [K, N, d]
         normed = self.final_norm(layer_hidden.to(_param_device(self.final_norm, device))).to(device)
         normed = normed.to(final_hidden.dtype)
-        logits = project(head, torch.cat([final_hidden[None], normed]), self.scale, self.softcap)  # [K+1, N, V]
         targets = shift_labels[mask]
-        return ilrec_losses(
-            logits[0],
-            logits[1:],
-            targets,
-            self.params,
-            scope_mask=request.get("scope_mask"),
-            rewards=request.get("rewards"),
-            layer_ids=self.layer_ids,
-        )
+        scope_mask, rewards = request.get("scope_mask"), request.get("rewards")
+        columns = columns_for_layers(scope_mask, targets, self.params)
+        if columns is not None and self.restrict_layer_projection and type(head) is torch.nn.Linear:
+            # the intermediate layers through the scope's head rows only (the maths reads nothing else)
+            final, layers, hits = project_on_columns(head, final_hidden, normed, columns, targets, self.scale,
+                                                     self.softcap, with_top1=request.get("layer_top1", True))
+            return ilrec_losses(final, layers, targets, self.params, scope_mask=scope_mask, rewards=rewards,
+                                layer_ids=self.layer_ids, layer_columns=columns, layer_top1_hits=hits)
+        logits = project(head, torch.cat([final_hidden[None], normed]), self.scale, self.softcap)  # [K+1, N, V]
+        return ilrec_losses(logits[0], logits[1:], targets, self.params, scope_mask=scope_mask, rewards=rewards,
+                            layer_ids=self.layer_ids)
 
     def remove(self) -> None:
         if self.model.__dict__.get("forward") is self._installed:
