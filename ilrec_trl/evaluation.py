@@ -79,39 +79,49 @@ def is_zero3_partitioned(model) -> bool:
     return any(hasattr(p, "ds_id") for p in model.parameters())
 
 
+def process_rank_and_count() -> tuple[int, int]:
+    """`(rank, number of processes)` of the initialised `torch.distributed` process group, `(0, 1)` without one.
+
+    Read from `torch.distributed` rather than from accelerate's `PartialState`, which classifies a CPU-only
+    `accelerate launch --multi_gpu` as one process although the group of all processes is initialised."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def _all_processes_done(done: torch.Tensor) -> bool:
     """True once every process's beams are finished (one all-reduce per identifier level, ZeRO-3 lockstep)."""
-    from accelerate.utils import reduce
-
-    return int(reduce((~done).sum().reshape(1), reduction="sum").item()) == 0
+    pending = (~done).sum().reshape(1)
+    torch.distributed.all_reduce(pending)
+    return int(pending.item()) == 0
 
 
 def distributed_beam_search(model, tokenizer, catalog: ItemCatalog, prompts: list[str], num_beams: int = 20,
                             batch_size: int = 32, progress: bool = True) -> Recommendations:
-    """[`constrained_beam_search`] sharded across the processes of `accelerate launch` / `torchrun`: each process
-    ranks one contiguous share of the prompts and every process gets all the lists back, in the order of `prompts`.
-    Every process must call it. The shares have equal sizes (the last one padded with repeats of the last prompt,
-    dropped afterwards); under DeepSpeed ZeRO-3 the processes also step through the identifier levels in lockstep.
-    With one process this is `constrained_beam_search`."""
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-
+    """[`constrained_beam_search`] sharded across the processes of `accelerate launch` / `torchrun` (an initialised
+    `torch.distributed` process group): each process ranks one contiguous share of the prompts and every process
+    gets all the lists back, in the order of `prompts`. Every process must call it. The shares have equal sizes (the
+    last one padded with repeats of the last prompt, dropped afterwards); under DeepSpeed ZeRO-3 the processes also
+    step through the identifier levels in lockstep. With one process this is `constrained_beam_search`."""
     if not prompts:
         return Recommendations(items=[], scores=[])
-    state = PartialState()
+    rank, world = process_rank_and_count()
     zero3 = is_zero3_partitioned(model)
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module  # ranks run different numbers of forwards: no DDP buffer syncs
-    if state.num_processes == 1:
+    if world == 1:
         return constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=num_beams,
                                        batch_size=batch_size, progress=progress)
-    share = -(-len(prompts) // state.num_processes)
-    rows = [min(i, len(prompts) - 1) for i in range(state.process_index * share, (state.process_index + 1) * share)]
+    share = -(-len(prompts) // world)
+    rows = [min(i, len(prompts) - 1) for i in range(rank * share, (rank + 1) * share)]
     recs = constrained_beam_search(model, tokenizer, catalog, [prompts[i] for i in rows], num_beams=num_beams,
-                                   batch_size=batch_size, progress=progress and state.is_main_process,
+                                   batch_size=batch_size, progress=progress and rank == 0,
                                    all_done=_all_processes_done if zero3 else None)
-    gathered = gather_object(list(zip(recs.items, recs.scores)))[: len(prompts)]
-    return Recommendations(items=[items for items, _ in gathered], scores=[scores for _, scores in gathered])
+    shares = [None] * world
+    torch.distributed.all_gather_object(shares, (recs.items, recs.scores))
+    items = [row for share_items, _ in shares for row in share_items][: len(prompts)]
+    scores = [row for _, share_scores in shares for row in share_scores][: len(prompts)]
+    return Recommendations(items=items, scores=scores)
 
 
 def evaluate_recommendations(
@@ -140,8 +150,6 @@ def evaluate_recommendations(
             raise ValueError(f"The split has no {column!r} column; pass a RecData split (rec_data.test).")
     if max(ks) > num_beams:
         raise ValueError(f"max(ks)={max(ks)} exceeds num_beams={num_beams}; raise num_beams or lower ks.")
-    from accelerate import PartialState
-
     split = _subset(split, max_users, seed)
     recs = distributed_beam_search(model, tokenizer, catalog, list(split["prompt"]), num_beams=num_beams,
                                    batch_size=batch_size, progress=progress)
@@ -151,7 +159,7 @@ def evaluate_recommendations(
     metrics["mrr"] = float(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0).mean())  # over the num_beams ranked
     metrics.update(catalog_coverage(recs.items, len(catalog), ks))
     metrics["num_users"] = len(targets)
-    if output_jsonl is not None and PartialState().is_main_process:
+    if output_jsonl is not None and process_rank_and_count()[0] == 0:
         Path(output_jsonl).parent.mkdir(parents=True, exist_ok=True)
         users = split["user_id"] if "user_id" in split.column_names else list(range(len(targets)))
         with open(output_jsonl, "w") as f:

@@ -50,13 +50,15 @@ class _ColumnProjection(torch.autograd.Function):
     `dtype` (the autocast dtype under autocast, like the module call would), forward and backward."""
 
     @staticmethod
-    def forward(ctx, final_hidden, layer_hidden, weight, bias, columns, targets, dtype):
+    def forward(ctx, final_hidden, layer_hidden, weight, bias, columns, targets, dtype, with_top1):
         with _gather_head(weight, bias), torch.autocast(final_hidden.device.type, enabled=False):
             w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
             final = F.linear(final_hidden.to(dtype), w, b)
             layers = F.linear(layer_hidden.to(dtype), w.index_select(0, columns), b if b is None else b[columns])
             # per-layer top-1 over the whole vocabulary, a metric (scaling and soft-capping keep the argmax)
-            hits = torch.stack([F.linear(h.to(dtype), w, b).argmax(-1).eq(targets).sum() for h in layer_hidden])
+            hits = torch.zeros(0, dtype=torch.long, device=final.device)
+            if with_top1:
+                hits = torch.stack([F.linear(h.to(dtype), w, b).argmax(-1).eq(targets).sum() for h in layer_hidden])
         ctx.save_for_backward(final_hidden, layer_hidden, weight, bias, columns)
         ctx.dtype = dtype
         ctx.mark_non_differentiable(hits)
@@ -82,7 +84,7 @@ class _ColumnProjection(torch.autograd.Function):
                 grad_weight = grad_weight.index_add_(0, columns, rows).to(weight.dtype)
             if needs_bias:
                 grad_bias = grad_final.sum(0).index_add_(0, columns, flat_grad_layers.sum(0)).to(bias.dtype)
-        return grad_final_hidden, grad_layer_hidden, grad_weight, grad_bias, None, None, None
+        return grad_final_hidden, grad_layer_hidden, grad_weight, grad_bias, None, None, None, None
 
 
 def project_on_columns(
@@ -93,9 +95,11 @@ def project_on_columns(
     targets: torch.Tensor,
     scale: float = 1.0,
     softcap: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    with_top1: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The final rows `[N, d]` through the whole head and the intermediate rows `[K, N, d]` through the head rows
-    `columns` only: `(final logits [N, V], layer logits [K, N, C], per-layer top-1 hits [K])`.
+    `columns` only: `(final logits [N, V], layer logits [K, N, C], per-layer top-1 hits [K] or None without
+    with_top1)`.
 
     The same values and gradients as `project(head, ...)` on every row followed by selecting `columns` of the
     intermediate rows, without their `[K, N, V]` logits, those logits' zero-filled gradient, or a second `[V, d]`
@@ -103,7 +107,7 @@ def project_on_columns(
     module call. `head` must be a plain `nn.Linear` (its weight is read directly); under DeepSpeed ZeRO-3 the weight
     is gathered with TRL's `maybe_gather_lm_head_ctx` in the forward and again in the backward, as TRL's fused loss
     does, so this must run inside the model's forward. The top-1 hits compare each layer's argmax over the whole
-    vocabulary with `targets` (a metric; no gradient).
+    vocabulary with `targets` (a metric, no gradient; it costs a `[K·N, d] × [d, V]` product, hence `with_top1`).
     """
     weight, bias = head.weight, head.bias
     device_type = final_hidden.device.type
@@ -111,5 +115,6 @@ def project_on_columns(
         dtype = torch.get_autocast_dtype(device_type)
     else:
         dtype = torch.promote_types(final_hidden.dtype, weight.dtype)
-    final, layers, hits = _ColumnProjection.apply(final_hidden, layer_hidden, weight, bias, columns, targets, dtype)
-    return transform_logits(final, scale, softcap), transform_logits(layers, scale, softcap), hits
+    final, layers, hits = _ColumnProjection.apply(final_hidden, layer_hidden, weight, bias, columns, targets, dtype,
+                                                  with_top1)
+    return transform_logits(final, scale, softcap), transform_logits(layers, scale, softcap), hits if with_top1 else None

@@ -140,19 +140,11 @@ def distillation_terms(
     return kl, log_t, log_s
 
 
-def cross_layer_distillation(
-    final_logits: torch.Tensor,
-    layer_logits: torch.Tensor,
-    targets: torch.Tensor,
-    temperature: float = 1.0,
-    detach_teacher: bool = True,
-    scope_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Per-position L_CPD: mean over layers of KL(softmax(z^L/T) ‖ softmax(z^l/T)), `[N]`.
-
-    With a scope, both distributions are renormalised over `scope ∪ {target}`.
-    """
-    kl, _, _ = distillation_terms(final_logits, layer_logits, targets, temperature, detach_teacher, scope_mask)
+def cross_layer_distillation(final_logits, layer_logits, targets, **options) -> torch.Tensor:
+    """Per-position L_CPD: mean over layers of KL(softmax(z^L/T) ‖ softmax(z^l/T)), `[N]`; `options`:
+    `temperature`, `detach_teacher`, `scope_mask` of [`distillation_terms`]. With a scope, both distributions are
+    renormalised over `scope ∪ {target}`."""
+    kl, _, _ = distillation_terms(final_logits, layer_logits, targets, **options)
     return kl.mean(0)
 
 
@@ -392,10 +384,12 @@ def ilrec_losses(
         cpd_per_token = final_logits.new_zeros(targets.shape)
 
     crr_on = rewards is not None and params.crr_weight > 0
-    if crr_on:
-        target = crr_target(negatives, rewards, params.crr_temperature)
+    if crr_on:  # q lives on the negatives: on the scope's columns when there are some
+        small_rewards = rewards if columns is None else rewards.index_select(-1, columns)
+        small_log_p = log_p if columns is None else log_p.index_select(-1, columns)
+        target = crr_target(mined.mask, small_rewards, params.crr_temperature)
         crr_per_token, contributing = collaborative_reward_regularisation(
-            final_logits, negatives, rewards, temperature=params.crr_temperature, log_probs=log_p, target=target
+            small_final, mined.mask, small_rewards, params.crr_temperature, log_probs=small_log_p, target=target
         )
     else:
         crr_per_token = final_logits.new_zeros(targets.shape)

@@ -287,6 +287,8 @@ def test_dataset_name_flag_resolution(tmp_path):
     assert DataArguments(dataset="lcrec").lcrec_prefix == "Instruments"
     with pytest.raises(ValueError, match="disagree"):
         DataArguments(dataset="lcrec", dataset_name="Games", lcrec_prefix="Instruments")
+    with pytest.raises(ValueError, match="--dataset_config is the configuration of a --dataset_name"):
+        DataArguments(dataset="synthetic", dataset_config="en")
     with pytest.raises(ValueError, match="--dataset_name names a Hugging Face dataset, but --dataset is movielens"):
         DataArguments(dataset="movielens", dataset_name="x")
 

@@ -419,3 +419,26 @@ def test_column_projection_gives_the_full_projections_loss_gradients_and_metrics
         torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-5, atol=1e-7, msg=name)
     assert metrics.keys() == ref_metrics.keys() and "top1_layer_-2" in metrics
     assert metrics == pytest.approx(ref_metrics, rel=1e-5)
+
+
+def test_whole_vocabulary_layer_top1_only_on_logged_steps(model, tokenizer, rec_data, args_factory, monkeypatch):
+    """The column path's per-layer top-1 (a [K·N, d] x [d, V] product) runs only on the optimizer steps that log,
+    and in evaluation; every logged step still carries it."""
+    import ilrec_trl.trainer.model_forward as model_forward
+
+    calls = []
+    original = model_forward.project_on_columns
+
+    def spy(*args, with_top1=True, **kwargs):
+        calls.append(with_top1)
+        return original(*args, with_top1=with_top1, **kwargs)
+
+    monkeypatch.setattr(model_forward, "project_on_columns", spy)
+    args = args_factory(negative_scope="trie", max_steps=4, logging_steps=2, per_device_eval_batch_size=8)
+    trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
+                           eval_dataset=rec_data.valid.select(range(8)), catalog=rec_data.catalog)
+    trainer.train()
+    assert calls == [False, True, False, True]
+    logs = [e for e in trainer.state.log_history if "cpo" in e]
+    assert [e["step"] for e in logs] == [2, 4] and all("top1_layer_-2" in e for e in logs)
+    assert "eval_top1_layer_-2" in trainer.evaluate() and calls[-1] is True

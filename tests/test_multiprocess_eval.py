@@ -52,7 +52,9 @@ def test_ilrec_eval_two_processes_equal_one_process(tmp_path):
     single = eval_cli.run(common + ["--output", str(tmp_path / "single.json")])
     launch(["--multi_gpu", "--num_processes", "2"], "-m", "ilrec_trl.scripts.evaluate", *common,
            "--output", str(tmp_path / "ddp.json"))
-    ddp = json.loads((tmp_path / "ddp.json").read_text())["metrics"]
+    saved = json.loads((tmp_path / "ddp.json").read_text())
+    assert saved["processes"] == 2 and json.loads((tmp_path / "single.json").read_text())["processes"] == 1
+    ddp = saved["metrics"]
     assert single["num_users"] == ddp["num_users"] == 25
     assert ddp == pytest.approx(single)
     read = lambda name: [json.loads(x) for x in (tmp_path / f"{name}.rankings.jsonl").read_text().splitlines()]

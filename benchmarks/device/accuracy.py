@@ -80,7 +80,8 @@ def train_config(cls, a, out_dir, epochs, lr, batch, **extra):
     cuda = torch.cuda.is_available()
     kwargs = dict(output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch,
                   learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=10, logging_steps=0.05,
-                  save_strategy="no", report_to=[], bf16=True, use_cpu=not cuda, gradient_checkpointing=False,
+                  save_strategy="no", report_to=[], bf16=cuda,  # --smoke on a CPU: fp32 (CPU bf16 is very slow)
+                  use_cpu=not cuda, gradient_checkpointing=False,
                   seed=a.seed, disable_tqdm=True, dataloader_num_workers=0,
                   dataset_num_proc=None if a.smoke else min(8, os.cpu_count() or 1))  # TRL's tokenisation
     if a.smoke:

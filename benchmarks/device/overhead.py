@@ -93,7 +93,8 @@ def run_one(variant, shape, batch, warmup, steps, smoke):
             times.append(time.perf_counter() - self.t)
 
     out_dir = tempfile.mkdtemp(prefix="ilrec-overhead-")
-    common = dict(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=warmup + steps, bf16=True,
+    common = dict(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=warmup + steps,
+                  bf16=cuda,  # the smoke run on a CPU in fp32: CPU bf16 autocast is many times slower
                   use_cpu=not cuda, learning_rate=1e-5, logging_strategy="no", save_strategy="no", report_to=[],
                   gradient_checkpointing=False, disable_tqdm=True, seed=0, dataloader_num_workers=0)
     if variant == "sft":

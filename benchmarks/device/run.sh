@@ -65,7 +65,7 @@ if [[ ! -f "$marker" ]]; then
   say "installed $modules into $work/site"
 fi
 export PYTHONPATH="$repo:$work/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME="$work/hf"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME="$work/hf" HF_DATASETS_DISABLE_PROGRESS_BARS=1
 require_cuda=--require_cuda
 [[ ${#smoke[@]} -gt 0 || "$stage" == stage ]] && require_cuda=""
 "$py" benchmarks/device/kit.py env --stage "$stage" --out "$results/env.json" $require_cuda || exit 4

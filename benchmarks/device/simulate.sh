@@ -105,7 +105,7 @@ dt=$(( $(date +%s) - t0 ))
 [[ $rc == 3 ]] || fail "a fresh machine given transfer b exited $rc, not 3 (see $sim/gone.txt)"
 (( dt <= 10 )) || fail "the fresh machine took ${dt}s to notice the missing half"
 grep -q "STOP" "$sim/gone.txt" || fail "no STOP message in $sim/gone.txt"
-say "fresh machine + transfer b: stopped after ${dt}s with exit 3: $(grep -m1 'nothing staged' "$sim/gone.txt")"
+say "fresh machine + transfer b: stopped after ${dt}s with exit 3: $(grep -m1 'not complete' "$sim/gone.txt")"
 
 # 3c. call 2 (carries .device_kit/b) on the machine of call 1: join, convert, accuracy; then again (resume)
 say "call 2: run.sh accuracy (--smoke)"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..evaluation import evaluate_recommendations
+from ..evaluation import evaluate_recommendations, process_rank_and_count
 from .common import DataArguments, load_data, results_table
 from .saved_data import check_data_catalog, data_arguments_for
 
@@ -45,7 +45,7 @@ def run(argv=None) -> dict:
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    state = PartialState()  # under `accelerate launch`, every process scores its share of the users
+    state = PartialState()  # under `accelerate launch`: the process group (every process scores its share of users)
     data_args = data_arguments_for(eval_args.model, data_args, argv)  # flags not given: the model's saved source
     data = load_data(data_args)
     check_data_catalog(eval_args.model, data, data_args)  # refuses another catalogue, before tokenizing
@@ -61,10 +61,11 @@ def run(argv=None) -> dict:
         max_users=eval_args.max_users, seed=eval_args.seed, batch_size=eval_args.batch_size,
         output_jsonl=str(out.with_suffix(".rankings.jsonl")),
     )
-    if not state.is_main_process:
+    rank, processes = process_rank_and_count()
+    if rank != 0:
         return metrics
     out.write_text(json.dumps({"model": eval_args.model, "dataset": data.name, "split": eval_args.split,
-                               "metrics": metrics}, indent=2))
+                               "processes": processes, "metrics": metrics}, indent=2))
     print(results_table([{"model": eval_args.model, **metrics}], label="model", extra={"num_users": "users"}))
     print(f"Metrics written to {out}")
     return metrics

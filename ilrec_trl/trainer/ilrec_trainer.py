@@ -4,6 +4,7 @@ import logging
 from typing import Any
 
 import torch
+from transformers.trainer_utils import IntervalStrategy
 from trl import SFTTrainer
 
 from ..catalog import CatalogProtocol
@@ -192,6 +193,19 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
     def _ilrec_active(self) -> bool:
         return not self.model.training or self.state.global_step >= self.args.ilrec_start_step
 
+    def _logs_this_step(self) -> bool:
+        """Whether the metrics of this optimizer step reach a log (always in evaluation; in training, on the steps that
+        `logging_steps` logs, every step with another `logging_strategy`, never with `"no"`)."""
+        args, step = self.args, self.state.global_step + 1  # DefaultFlowCallback's test, before the step ends
+        if not self.model.training or args.logging_strategy == IntervalStrategy.EPOCH:
+            return True
+        if args.logging_first_step and step == 1:
+            return True
+        if args.logging_strategy == IntervalStrategy.NO:
+            return False
+        every = args.logging_steps if args.logging_steps >= 1 else self.state.logging_steps  # a ratio: resolved at train()
+        return step % max(int(every), 1) == 0
+
     def build_ilrec_request(self, labels: torch.Tensor, context: dict | None) -> dict:
         """Scope mask and token rewards at the target positions (computed outside autograd)."""
         shift_labels = labels[:, 1:]
@@ -233,6 +247,7 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
             raise NotImplementedError("ILRecTrainer computes no full logits; use prediction_loss_only=True.")
         mode = "train" if self.model.training else "eval"
         request = self.build_ilrec_request(inputs["labels"], context)
+        request["layer_top1"] = self._logs_this_step()
         outputs = model(**inputs, ilrec_request=request)
 
         loss = ilrec_loss(outputs, num_items_in_batch)  # the terms' one reduction, as TRL reduces its NLL

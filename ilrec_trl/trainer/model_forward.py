@@ -81,7 +81,7 @@ class ILRecForwardPatch:
         if columns is not None and self.restrict_layer_projection and type(head) is torch.nn.Linear:
             # the intermediate layers through the scope's head rows only (the maths reads nothing else)
             final, layers, hits = project_on_columns(head, final_hidden, normed, columns, targets, self.scale,
-                                                     self.softcap)
+                                                     self.softcap, with_top1=request.get("layer_top1", True))
             return ilrec_losses(final, layers, targets, self.params, scope_mask=scope_mask, rewards=rewards,
                                 layer_ids=self.layer_ids, layer_columns=columns, layer_top1_hits=hits)
         logits = project(head, torch.cat([final_hidden[None], normed]), self.scale, self.softcap)  # [K+1, N, V]

@@ -15,7 +15,7 @@ from ilrec_trl import ILRecConfig, ILRecTrainer, ItemCatalog
 from ilrec_trl.data import build_word_tokenizer, semantic_id_tokens
 from ilrec_trl.data.rec_data import leave_one_out
 from ilrec_trl.data.synthetic import synthetic_semantic_ids, synthetic_sequences
-from ilrec_trl.evaluation import evaluate_recommendations, is_zero3_partitioned
+from ilrec_trl.evaluation import evaluate_recommendations, is_zero3_partitioned, process_rank_and_count
 from ilrec_trl.models import tiny_llama
 
 
@@ -49,15 +49,13 @@ def main():
     metrics = evaluate_recommendations(model, tok, data.test, catalog, num_beams=10, ks=(1, 5, 10),
                                        max_users=a.max_users, batch_size=a.batch_size, output_jsonl=rankings,
                                        progress=False)
-    from accelerate import PartialState
-
-    state = PartialState()
-    if state.is_main_process:
+    rank, world = process_rank_and_count()
+    if rank == 0:
         with open(a.out, "w") as f:
-            json.dump({"world_size": state.num_processes, "zero3": is_zero3_partitioned(model), "metrics": metrics,
+            json.dump({"world_size": world, "zero3": is_zero3_partitioned(model), "metrics": metrics,
                        "rankings": [json.loads(line) for line in open(rankings)]}, f)
-    state.wait_for_everyone()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if world > 1:
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

@@ -25,6 +25,7 @@ def main():
     p.add_argument("--save", action="store_true")
     p.add_argument("--full_projection", action="store_true",
                    help="project the intermediate layers onto the whole vocabulary (the reference path)")
+    p.add_argument("--tied", action="store_true", help="tie the output head to the input embeddings")
     p.add_argument("--weights_out", help="also save the trained weights (gathered) here, with torch.save")
     a = p.parse_args()
     if a.full_projection:
@@ -35,7 +36,7 @@ def main():
     data = load_synthetic(num_users=120, num_items=64)
     tok = build_word_tokenizer(list(data.train["prompt"][:50]), semantic_id_tokens(data.catalog.identifiers))
     data.catalog.bind(tok)
-    model = tiny_llama(tok, num_layers=6, hidden_size=32, num_heads=4, seed=0)
+    model = tiny_llama(tok, num_layers=6, hidden_size=32, num_heads=4, seed=0, tie_word_embeddings=a.tied)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     if a.lora:
         from peft import LoraConfig, get_peft_model
