@@ -114,6 +114,10 @@ class ItemCatalog:
         self.check_item(item_id)
         return self._identifiers[int(item_id)]
 
+    def completion(self, item_id: int) -> str:
+        """The item as a completion: `completion_prefix + identifier` (what the model learns to generate)."""
+        return self.completion_prefix + self.identifier(item_id)
+
     @property
     def identifiers(self) -> list[str]:
         return list(self._identifiers)
