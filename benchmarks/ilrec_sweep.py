@@ -8,7 +8,7 @@ the test split). Stages, each starting from the best validation setting of the s
 - `layers`: the intermediate ensemble L-1..L-4 (default), L-1 only, and the authors' code's L..L-3;
 - `cpd`: L_CPD added, λ ∈ {0.01, 0.03, 0.1};
 - `crr`: L_CRR added, λ ∈ {0.01, 0.03, 0.1}, with the MF reward and with the seed's SASRec;
-- `dpo`: DPO's learning rate.
+- `dpo`: DPO's learning rate × β, on as many pairs as the examples the others see (`--dpo_pairs 0`).
 
 Cells go to `<out>/<dataset>/sweep/seed<k>/<variant>.json` and are skipped on rerun; `--report` writes the table,
 the chosen settings (`chosen.json`, read by `benchmarks.accuracy --methods ilrec_tuned dpo`) and a plot of each
@@ -36,7 +36,8 @@ STAGES = {  # stage -> [(variant name, method, overrides on top of the earlier s
     "cpd": [(f"cpd_{w:g}", "ilrec", {"cpd_weight": w}) for w in (0.01, 0.03, 0.1)],
     "crr": [(f"crr_{src}_{w:g}", "ilrec", {"crr_weight": w, "reward": src})
             for src in ("mf", "sasrec") for w in (0.01, 0.03, 0.1)],
-    "dpo": [(f"dpo_lr={lr:g}", "dpo", {"lr": lr}) for lr in (1e-4, 3e-5, 1e-5)],
+    "dpo": [(f"dpo_lr={lr:g}_beta={beta:g}", "dpo", {"lr": lr, "beta": beta})
+            for beta in (0.1, 0.5) for lr in (1e-4, 3e-5, 1e-5)],
 }
 BASELINE = "sft_more"
 
@@ -118,8 +119,9 @@ def report(a):
     if ilrec:
         best = cells[max(ilrec, key=ilrec.get)]
         result.update(ilrec_variant=best["method"], ilrec=best["config"], reward=best.get("reward"))
-    dpo = {n: v for n, v in ndcg.items() if n.startswith("dpo_lr=")}
-    result["dpo_lr"] = float(max(dpo, key=dpo.get).split("=")[1]) if dpo else None
+    dpo = {n: v for n, v in ndcg.items() if cells[n].get("stage") == "dpo"}
+    best_dpo = cells[max(dpo, key=dpo.get)] if dpo else {}
+    result.update(dpo_lr=best_dpo.get("lr"), dpo_beta=best_dpo.get("beta"))
     (sweep_dir(a.out, a.dataset, a.seed).parent / "chosen.json").write_text(json.dumps(result, indent=2))
 
     ref = per_user_metrics(cells[BASELINE]["ranks"], (10,))["ndcg@10"]
@@ -141,11 +143,11 @@ def report(a):
                      f"{diffs.get(n, '')} | {c['seconds']:.0f} |")
     if ilrec:
         lines += ["", f"Best on validation so far: `{result['ilrec_variant']}` ({result['ilrec']}, reward "
-                      f"{result['reward']}); DPO learning rate {result['dpo_lr']}.", ""]
+                      f"{result['reward']}); DPO learning rate {result['dpo_lr']}, β {result['dpo_beta']}.", ""]
     try:
         from benchmarks.accuracy.report import plot_differences
 
-        png = docs_dir(a) / f"accuracy_v2_sweep_{a.dataset}.png"
+        png = docs_dir(a) / f"{Path(a.out).name}_sweep_{a.dataset}.png"
         plot_differences({(n, BASELINE): ({}, iv) for n, iv in sorted(diffs.items(), key=lambda kv: -kv[1].mean)},
                          f"{a.dataset} validation screening, seed {a.seed}: NDCG@10 − {BASELINE}", png)
         lines += [f"![sweep]({png.name})", ""]

@@ -3,11 +3,11 @@
 L_CRR moves the final layer towards q_t = softmax(r_t / T_r) over the mined negatives, with r_t the CF model's
 scores. Whether that hands mass to *one* endorsed negative or spreads it evenly over all of them depends on the
 spread of the scores relative to T_r (default 1). This script measures, for the MF reward (the product's default)
-and the seed's SASRec (the paper's reward, saved by the sasrec cell of `benchmarks.accuracy`), on the same seeded test users as
-the accuracy table: the mean probability of the best of the user's top-20 items under softmax(score / T) (0.05 =
-uniform), the normalised entropy of that softmax, and the mean score gap between the 1st and 20th item; each for
-T in {1, 0.1}. The top-20 items stand in for a position's negatives (mined negatives are the items the model
-itself ranks high).
+and the seed's SASRec (the paper's reward, saved by the sasrec cell of `benchmarks.accuracy`), on the same seeded
+test users as the accuracy table: the mean probability of the best of the user's top-20 items under
+softmax(score / T) (0.05 = uniform), the normalised entropy of that softmax, and the mean score gap between the 1st
+and 20th item; each for T in {1, 0.1}. The top-20 items stand in for a position's negatives (mined negatives are
+the items the model itself ranks high).
 
     python -m benchmarks.reward_sharpness --dataset ml100k --max_history 5 --seed 0 --eval_users 943
 """

@@ -2,10 +2,12 @@
 
 __version__ = "0.1.0"
 
+from .artifact import RecommenderConfig
 from .catalog import CatalogProtocol, ItemCatalog
 from .losses import ILRecLossOutput, ilrec_losses
 from .rewards.protocol import RewardContext, RewardFn
-from .trainer import ILRecConfig, ILRecTrainer
+from .recommender import Recommender
+from .trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
 
 __all__ = [
     "CatalogProtocol",
@@ -13,6 +15,9 @@ __all__ = [
     "ILRecLossOutput",
     "ILRecTrainer",
     "ItemCatalog",
+    "RecSFTTrainer",
+    "Recommender",
+    "RecommenderConfig",
     "RewardContext",
     "RewardFn",
     "ilrec_losses",

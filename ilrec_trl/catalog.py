@@ -8,6 +8,9 @@ The trie is stored as flat tensors so that a whole batch of prefixes is handled 
   and the children of a node are a contiguous slice (CSR).
 """
 
+import hashlib
+import json
+import re
 from collections import Counter
 from typing import Protocol, runtime_checkable
 
@@ -37,15 +40,39 @@ class CatalogError(ValueError):
     """Bad catalogue input (duplicates, unknown items, identifiers that do not tokenize as expected)."""
 
 
+SEMANTIC_TOKEN = re.compile(r"<[A-Za-z]+_\d+>")
+SCHEMES = ("semantic_id", "title")
+CATALOG_FORMAT = "ilrec-catalog"
+CATALOG_VERSION = 1
+
+
+def infer_scheme(identifiers: list[str]) -> str:
+    """`"semantic_id"` when every identifier is a run of `<x_n>` code tokens, `"title"` otherwise."""
+    return "semantic_id" if all(SEMANTIC_TOKEN.sub("", ident) == "" for ident in identifiers) else "title"
+
+
 class ItemCatalog:
     """Items `0..len-1` with unique textual identifiers (semantic-ID strings like `<a_1><b_2><c_3>` or titles).
 
     Args:
         identifiers: identifier text of each item, in item-id order.
         titles: optional titles (for display and the title scheme).
+        source_ids: optional id of each item in the source data (str or int, unique), e.g. the item column of an
+            interactions CSV; `None` when the source ids are the positions `0..len-1`.
+        completion_prefix: text placed before an identifier in a completion (a space before titles, so BPE
+            tokenizes their first word as inside a sentence); the one owner of this setting: the dataset builders
+            set it, `bind`, the completions and the saved catalogue read it.
+        scheme: `"semantic_id"` or `"title"`; inferred from the identifiers when not given.
     """
 
-    def __init__(self, identifiers: list[str], titles: list[str] | None = None):
+    def __init__(
+        self,
+        identifiers: list[str],
+        titles: list[str] | None = None,
+        source_ids: list | None = None,
+        completion_prefix: str = "",
+        scheme: str | None = None,
+    ):
         identifiers = [str(x) for x in identifiers]
         duplicates = [ident for ident, count in Counter(identifiers).items() if count > 1]
         if duplicates:
@@ -58,9 +85,18 @@ class ItemCatalog:
             raise CatalogError("The catalogue is empty: give at least one item identifier.")
         self._identifiers = identifiers
         self._index = {ident: i for i, ident in enumerate(identifiers)}
+        if titles is not None and len(titles) != len(identifiers):
+            raise CatalogError(f"Got {len(titles)} titles for {len(identifiers)} items; give one title per item.")
         self.titles = titles
+        self.source_ids = None
+        self._source_index = None
+        if source_ids is not None:
+            self.set_source_ids(source_ids)
+        if scheme is not None and scheme not in SCHEMES:
+            raise CatalogError(f"scheme={scheme!r} is invalid: choose one of {list(SCHEMES)}.")
+        self.scheme = scheme or infer_scheme(identifiers)
+        self.completion_prefix = completion_prefix
         self.tokenizer = None
-        self.default_completion_prefix = ""  # set by the dataset builders (e.g. " " before titles)
 
     # -- plain catalogue -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -87,6 +123,99 @@ class ItemCatalog:
         if not 0 <= int(item_id) < len(self):
             raise CatalogError(f"Item {item_id} is not in the catalogue (ids are 0..{len(self) - 1}).")
 
+    # -- source ids (the data's own item ids) ---------------------------------------------------------------------
+    def set_source_ids(self, source_ids: list) -> None:
+        """Record the source data's id of each item (unique str/int values, in item-id order)."""
+        ids = [x.item() if hasattr(x, "item") else x for x in source_ids]  # numpy scalars -> Python
+        if len(ids) != len(self):
+            raise CatalogError(f"Got {len(ids)} source ids for {len(self)} items; give one per item.")
+        if not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in ids):
+            bad = next(x for x in ids if not isinstance(x, (str, int)) or isinstance(x, bool))
+            raise CatalogError(f"Source item ids must be strings or integers (got {bad!r}).")
+        index = {x: i for i, x in enumerate(ids)}
+        if len(index) != len(ids):
+            raise CatalogError("Source item ids repeat; each item needs its own id.")
+        self.source_ids, self._source_index = ids, index
+
+    def position_of(self, source_id) -> int:
+        """Catalogue position (`0..len-1`) of an item given by its source-data id (its position when the catalogue
+        has no source ids). Raises [`CatalogError`] for an id that is not in the catalogue."""
+        if self._source_index is None:
+            if isinstance(source_id, int) and not isinstance(source_id, bool) and 0 <= source_id < len(self):
+                return source_id
+            raise CatalogError(f"Item {source_id!r} is not in the catalogue (ids are the integers 0..{len(self) - 1}).")
+        if source_id not in self._source_index:
+            example = self.source_ids[0]
+            raise CatalogError(
+                f"Item {source_id!r} is not in the catalogue ({len(self)} items with ids such as {example!r}"
+                f"{'; ids are strings here' if isinstance(example, str) and not isinstance(source_id, str) else ''})."
+            )
+        return self._source_index[source_id]
+
+    def source_id(self, position: int):
+        """The source-data id of the item at `position` (the position itself without source ids)."""
+        self.check_item(position)
+        return int(position) if self.source_ids is None else self.source_ids[int(position)]
+
+    # -- serialisation ---------------------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of what a model trained on this catalogue depends on: the identifiers in item-id order and
+        the completion prefix (not the titles or source ids, which are for display and input mapping)."""
+        payload = json.dumps({"identifiers": self._identifiers, "completion_prefix": self.completion_prefix})
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        """A JSON-ready description (the `catalog.json` saved beside a model)."""
+        return {
+            "format": CATALOG_FORMAT,
+            "version": CATALOG_VERSION,
+            "num_items": len(self),
+            "scheme": self.scheme,
+            "completion_prefix": self.completion_prefix,
+            "fingerprint": self.fingerprint,
+            "identifiers": list(self._identifiers),
+            "titles": None if self.titles is None else [None if t is None else str(t) for t in self.titles],
+            "source_ids": self.source_ids,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "catalogue") -> "ItemCatalog":
+        """Rebuild a catalogue from [`to_dict`]'s output; `source` names it in errors (e.g. the file)."""
+        if not isinstance(data, dict) or data.get("format") != CATALOG_FORMAT:
+            raise CatalogError(f"{source} is not an ilrec-trl catalogue (no \"format\": \"{CATALOG_FORMAT}\").")
+        if data.get("version") != CATALOG_VERSION:
+            raise CatalogError(
+                f"{source} has catalogue version {data.get('version')!r}; this ilrec-trl reads version "
+                f"{CATALOG_VERSION}: upgrade ilrec-trl."
+            )
+        for name, kind in (("identifiers", list), ("completion_prefix", str), ("scheme", str)):
+            if not isinstance(data.get(name), kind):
+                raise CatalogError(f"{source}: field {name!r} is missing or not a {kind.__name__}.")
+        try:
+            catalog = cls(data["identifiers"], titles=data.get("titles"), source_ids=data.get("source_ids"),
+                          completion_prefix=data["completion_prefix"], scheme=data["scheme"])
+        except CatalogError as e:
+            raise CatalogError(f"{source}: {e}") from None
+        expected = data.get("fingerprint")
+        if expected is not None and expected != catalog.fingerprint:
+            raise CatalogError(
+                f"{source}: its fingerprint {expected} does not match its identifiers ({catalog.fingerprint}); the "
+                f"file was edited or corrupted. Save the catalogue again from its data."
+            )
+        return catalog
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "catalogue") -> "ItemCatalog":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CatalogError(f"{source} is not valid JSON ({e}).") from None
+        return cls.from_dict(data, source=source)
+
     # -- tokenizer binding and trie --------------------------------------------------------------------------------
     @property
     def is_bound(self) -> bool:
@@ -99,9 +228,10 @@ class ItemCatalog:
     def bind(self, tokenizer, add_eos: bool = True, completion_prefix: str | None = None) -> "ItemCatalog":
         """Tokenize every identifier (as `completion_prefix + identifier`, the way it appears as a completion) and
         build the prefix trie. With `add_eos`, the tokenizer's EOS ends every identifier. `completion_prefix`
-        defaults to the one the dataset builder used for this catalogue (a space for titles). Returns `self`."""
+        defaults to the catalogue's own (set by the dataset builder, e.g. a space before titles); giving one here
+        replaces it. Returns `self`."""
         if completion_prefix is None:
-            completion_prefix = self.default_completion_prefix
+            completion_prefix = self.completion_prefix
         eos = tokenizer.eos_token_id if add_eos else None
         if add_eos and eos is None:
             raise CatalogError("The tokenizer has no eos_token; set one or bind with add_eos=False.")
@@ -125,7 +255,6 @@ class ItemCatalog:
         self._bind_sequences([list(s) for s in sequences], vocab_size=vocab_size)
         self.tokenizer = "token_ids"
         self.eos_token_id = None
-        self.completion_prefix = ""
         return self
 
     def _bind_sequences(self, sequences: list[list[int]], vocab_size: int) -> None:

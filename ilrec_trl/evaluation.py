@@ -54,6 +54,11 @@ def ranking_metrics(ranked: list[list[int]], targets: list[int], ks=DEFAULT_KS) 
     return metrics_from_ranks(target_ranks(ranked, targets), ks)
 
 
+def catalog_coverage(ranked: list[list[int]], num_items: int, ks=DEFAULT_KS) -> dict[str, float]:
+    """`coverage@K`: the share of the catalogue's items that appear in at least one user's top K."""
+    return {f"coverage@{k}": len({i for items in ranked for i in items[:k]}) / num_items for k in ks}
+
+
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
     """1-based rank of each target under full-catalogue scores `[U, I]`; ties count against the target
     (pessimistic: every item scoring at least as high ranks above). `exclude` `[U, I]` bool drops items."""
@@ -88,8 +93,8 @@ def evaluate_recommendations(
     output_jsonl: str | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Constrained beam search over the split's users (all, or a seeded subset of `max_users`), then Hit@K and
-    NDCG@K. The split needs `prompt` and `item_id` columns (a [`RecData`] split). With `output_jsonl`, each user's
+    """Constrained beam search over the split's users (all, or a seeded subset of `max_users`), then Hit@K,
+    NDCG@K, MRR (over the `num_beams` ranked items) and coverage@K (share of the catalogue recommended to someone). The split needs `prompt` and `item_id` columns (a [`RecData`] split). With `output_jsonl`, each user's
     ranked list is written there."""
     for column in ("prompt", "item_id"):
         if column not in split.column_names:
@@ -102,7 +107,10 @@ def evaluate_recommendations(
         progress=progress,
     )
     targets = list(split["item_id"])
-    metrics = ranking_metrics(recs.items, targets, ks)
+    ranks = target_ranks(recs.items, targets)
+    metrics = metrics_from_ranks(ranks, ks)
+    metrics["mrr"] = float(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0).mean())  # over the num_beams ranked
+    metrics.update(catalog_coverage(recs.items, len(catalog), ks))
     metrics["num_users"] = len(targets)
     if output_jsonl is not None:
         Path(output_jsonl).parent.mkdir(parents=True, exist_ok=True)

@@ -74,59 +74,79 @@ def _cache_of(outputs):
 
 @torch.no_grad()
 def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num_beams: int, pad_token_id: int):
-    """Beam search over the catalogue trie with a KV cache, vectorised over batch × beams.
+    """Beam search over the catalogue trie, vectorised over batch × beams, with the prompt's keys/values kept once per
+    user (tree attention).
 
-    One forward of the (left-padded) prompts, then one single-token forward per identifier level. Every expansion is
-    masked to the trie (`continuation_mask`), so each beam is a real item; a beam that completed its identifier
-    keeps its score and only extends with padding. Scores are summed log-probabilities (no length penalty).
-    Returns `(item ids [B, num_beams], scores [B, num_beams])`, best first, `-1`/`-inf` for empty beams.
+    One forward of the (left-padded) prompts, then one forward per identifier level in which each user's row carries
+    the last token of all its `num_beams` beams side by side. The KV cache only grows: level `t` appends one slot per
+    beam, and a custom 4-D attention mask lets each beam see the prompt, the slots of its own ancestors and itself,
+    so nothing is copied or reordered when beams are re-ranked (only the `[B, beams, slots]` visibility mask is
+    gathered). Positions are set explicitly (`prompt length + depth`), so any causal LM of `transformers` that takes
+    `position_ids` and a 4-D mask (eager/SDPA attention) gives the logits of an ordinary per-beam cache.
+
+    Every expansion is masked to the trie (`continuation_mask`), so each beam is a real item; a beam that completed
+    its identifier keeps its score and only extends with padding. Scores are summed log-probabilities (no length
+    penalty). Returns `(item ids [B, num_beams], scores [B, num_beams])`, best first, `-1`/`-inf` for empty beams.
     """
-    batch = input_ids.shape[0]
+    batch, width = input_ids.shape
     cache_kw = _cache_keyword(model)
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    dtype = unwrap_model(model).dtype
+    attention_mask = attention_mask.long()
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
                 logits_to_keep=1)
     cache = _cache_of(out)
     logp = out.logits[:, -1].float().log_softmax(-1)
     vocab = logp.shape[-1]
     device = logp.device
-    nodes = torch.zeros(batch, dtype=torch.long, device=device)
-    logp = logp.masked_fill(~catalog.continuation_mask(nodes, vocab), float("-inf"))
+    root = torch.zeros(batch, dtype=torch.long, device=device)
+    logp = logp.masked_fill(~catalog.continuation_mask(root, vocab), float("-inf"))
     scores, tokens = logp.topk(num_beams, dim=-1)  # [B, nb]
-    cache.batch_repeat_interleave(num_beams)
-    attention_mask = attention_mask.repeat_interleave(num_beams, dim=0)
-    nodes = catalog.child(nodes.repeat_interleave(num_beams), tokens.flatten())
-    scores = scores.flatten()
-    last = tokens.flatten()
+    nodes = catalog.child(root[:, None].expand(-1, num_beams).flatten(), tokens.flatten()).view(batch, num_beams)
     node_item = catalog.node_item.to(device)
     filler = 0 if pad_token_id is None else pad_token_id  # the token a finished beam "emits" (never read back)
-    offsets = (torch.arange(batch, device=device) * num_beams)[:, None]
-    for _ in range(1, catalog.max_length):
+    prompt_length = attention_mask.sum(-1, keepdim=True)  # [B, 1]
+    visible = attention_mask.bool()[:, None, :].expand(-1, num_beams, -1)  # [B, nb, slots]: what each beam attends to
+    own_slot = torch.eye(num_beams, dtype=torch.bool, device=device).expand(batch, -1, -1)
+    for depth in range(1, catalog.max_length):
         done = (nodes < 0) | (node_item[nodes.clamp(min=0)] >= 0)
         if bool(done.all()):
             break
-        attention_mask = torch.cat([attention_mask, (~done).long()[:, None]], dim=1)
-        position_ids = (attention_mask.sum(-1, keepdim=True) - 1).clamp(min=0)
-        out = model(input_ids=last[:, None], attention_mask=attention_mask, position_ids=position_ids,
-                    use_cache=True, **{cache_kw: cache})
+        visible = torch.cat([visible, own_slot], dim=-1)
+        mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
+        out = model(input_ids=tokens, attention_mask=mask[:, None], position_ids=(prompt_length + depth - 1).expand(
+            -1, num_beams), use_cache=True, **{cache_kw: cache})
         cache = _cache_of(out)
-        logp = out.logits[:, -1].float().log_softmax(-1)
-        cand = scores[:, None] + logp.masked_fill(~catalog.continuation_mask(nodes, vocab), float("-inf"))
+        logp = out.logits.float().log_softmax(-1)  # [B, nb, V]
+        allowed = catalog.continuation_mask(nodes.flatten(), vocab).view(batch, num_beams, vocab)
+        cand = scores[..., None] + logp.masked_fill(~allowed, float("-inf"))
         # a finished beam survives unchanged, through the pad token
-        cand[done] = float("-inf")
-        cand[done, filler] = scores[done]
+        cand.masked_fill_(done[..., None], float("-inf"))
+        cand[..., filler] = torch.where(done, scores, cand[..., filler])
         scores, flat = cand.view(batch, num_beams * vocab).topk(num_beams, dim=-1)
-        beam = (offsets + flat // vocab).flatten()
-        tokens = (flat % vocab).flatten()
-        cache.reorder_cache(beam)
-        attention_mask = attention_mask[beam]
-        was_done = done[beam]
-        nodes = torch.where(was_done, nodes[beam], catalog.child(nodes[beam], tokens))
-        scores = scores.flatten()
-        last = tokens
+        parent, tokens = flat // vocab, flat % vocab
+        visible = visible.gather(1, parent[..., None].expand(-1, -1, visible.shape[-1]))
+        was_done, nodes = done.gather(1, parent), nodes.gather(1, parent)
+        nodes = torch.where(was_done, nodes, catalog.child(nodes.flatten(), tokens.flatten()).view_as(nodes))
     items = torch.where(nodes >= 0, node_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
     scores = scores.masked_fill(items < 0, float("-inf"))
-    items, scores = items.view(batch, num_beams), scores.view(batch, num_beams)
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    return items.gather(1, order), scores.gather(1, order)
+
+
+def _generate_beam_search(model, enc, catalog: ItemCatalog, num_beams: int, tokenizer):
+    """`model.generate` with [`TrieConstrainedLogitsProcessor`]: `(item ids, scores)` `[B, num_beams]`, best first."""
+    width = enc["input_ids"].shape[1]
+    processor = TrieConstrainedLogitsProcessor(catalog, width, [tokenizer.eos_token_id, tokenizer.pad_token_id])
+    out = model.generate(
+        **enc, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=catalog.max_length,
+        do_sample=False, length_penalty=0.0, early_stopping=True, logits_processor=LogitsProcessorList([processor]),
+        output_scores=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    batch = enc["input_ids"].shape[0]
+    items = _item_ids_of(catalog, out.sequences[:, width:]).view(batch, num_beams)
+    scores = out.sequences_scores.view(batch, num_beams).float().masked_fill(items < 0, float("-inf"))
     order = scores.argsort(dim=1, descending=True, stable=True)
     return items.gather(1, order), scores.gather(1, order)
 
@@ -139,17 +159,21 @@ def constrained_beam_search(
     prompts: list[str],
     num_beams: int = 20,
     k: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = 32,
     progress: bool = False,
     method: str = "trie",
 ) -> Recommendations:
     """Rank catalogue items for each prompt with beam search constrained to the catalogue's identifiers.
 
     The top-`k` (default `num_beams`) beams by their summed log-probability (length penalty 0) are the ranking.
-    `method="trie"` (default) runs [`trie_beam_search`] (KV cache, one forward per identifier level);
-    `method="generate"` runs `model.generate` with [`TrieConstrainedLogitsProcessor`]. Both give the same ranking
-    when all identifiers have the same length (semantic IDs); with variable-length identifiers (titles) `generate`
-    keeps exploring after a beam finishes, so rankings may differ slightly.
+    `method="trie"` (default) runs [`trie_beam_search`] (prompt keys/values once per user, one forward per identifier
+    level); `method="generate"` runs `model.generate` with [`TrieConstrainedLogitsProcessor`]. Both give the same
+    ranking when all identifiers have the same length (semantic IDs); with variable-length identifiers (titles)
+    `generate` keeps exploring after a beam finishes, so rankings may differ slightly.
+
+    Prompts are tokenized as TRL tokenizes them for training (special tokens, e.g. BOS, included), left-padded per
+    batch (the tokenizer's `padding_side` is not changed), and batched in order of length so that little of each
+    batch is padding; the results come back in the order of `prompts`. `progress` shows a bar with users/s.
     """
     if method not in ("trie", "generate"):
         raise ValueError(f"method={method!r} is invalid: choose 'trie' or 'generate'.")
@@ -165,52 +189,27 @@ def constrained_beam_search(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    end_ids = [tokenizer.eos_token_id, tokenizer.pad_token_id]
-    all_items, all_scores = [], []
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]] if prompts else []
+    by_length = sorted(range(len(prompts)), key=lengths.__getitem__)
+    all_items: list[list[int]] = [[] for _ in prompts]
+    all_scores: list[list[float]] = [[] for _ in prompts]
     try:
-        batches = range(0, len(prompts), batch_size)
-        for start in tqdm(batches, desc="constrained beam search", disable=not progress):
-            chunk = prompts[start : start + batch_size]
-            # prompts are tokenized as TRL tokenizes them for training (special tokens, e.g. BOS, included)
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
-            width = enc["input_ids"].shape[1]
-            if method == "trie":
-                items, scores = trie_beam_search(model, enc["input_ids"], enc["attention_mask"], catalog, num_beams,
-                                                 tokenizer.pad_token_id)
-                for row_items, row_scores in zip(items[:, :k].tolist(), scores[:, :k].tolist()):
+        with tqdm(total=len(prompts), desc="constrained beam search", unit="user", disable=not progress) as bar:
+            for start in range(0, len(prompts), batch_size):
+                rows = by_length[start : start + batch_size]
+                enc = tokenizer([prompts[u] for u in rows], return_tensors="pt", padding=True, padding_side="left",
+                                add_special_tokens=True).to(device)
+                if method == "trie":
+                    items, scores = trie_beam_search(model, enc["input_ids"], enc["attention_mask"], catalog,
+                                                     num_beams, tokenizer.pad_token_id)
+                else:
+                    items, scores = _generate_beam_search(model, enc, catalog, num_beams, tokenizer)
+                for u, row_items, row_scores in zip(rows, items[:, :k].tolist(), scores[:, :k].tolist()):
                     keep = [(i, s) for i, s in zip(row_items, row_scores) if i >= 0]
-                    all_items.append([i for i, _ in keep])
-                    all_scores.append([s for _, s in keep])
-                continue
-            processor = TrieConstrainedLogitsProcessor(catalog, width, end_ids)
-            out = model.generate(
-                **enc,
-                num_beams=num_beams,
-                num_return_sequences=num_beams,
-                max_new_tokens=catalog.max_length,
-                do_sample=False,
-                length_penalty=0.0,
-                early_stopping=True,
-                logits_processor=LogitsProcessorList([processor]),
-                output_scores=True,
-                return_dict_in_generate=True,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            items = _item_ids_of(catalog, out.sequences[:, width:]).view(len(chunk), num_beams)
-            scores = out.sequences_scores.view(len(chunk), num_beams).float()
-            scores = scores.masked_fill(items < 0, float("-inf"))
-            order = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
-            items = items.gather(1, order).tolist()
-            scores = scores.gather(1, order).tolist()
-            for row_items, row_scores in zip(items, scores):
-                keep = [(i, s) for i, s in zip(row_items, row_scores) if i >= 0]
-                all_items.append([i for i, _ in keep])
-                all_scores.append([s for _, s in keep])
+                    all_items[u] = [i for i, _ in keep]
+                    all_scores[u] = [s for _, s in keep]
+                bar.update(len(rows))
     finally:
-        tokenizer.padding_side = padding_side
         model.train(was_training)
     return Recommendations(items=all_items, scores=all_scores)
 
@@ -241,48 +240,3 @@ def recommend(
     recs = constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=num_beams, k=k, batch_size=batch_size)
     out = [list(zip(items, scores)) for items, scores in zip(recs.items, recs.scores)]
     return out[0] if single else out
-
-
-def prefix_fn_beam_search(model, tokenizer, catalog, prompts, num_beams=20, batch_size=16) -> list[list[int]]:
-    """The common approach (LC-Rec's), kept as a reference: `model.generate` with `prefix_allowed_tokens_fn` walking
-    a Python dict trie per beam per step. Returns the ranked item ids per prompt (best first)."""
-    trie = {}
-    for i in range(len(catalog)):
-        node = trie
-        for t in catalog.item_token_ids(i):
-            node = node.setdefault(t, {})
-    leaf_item = {tuple(catalog.item_token_ids(i)): i for i in range(len(catalog))}
-    ends = [tokenizer.eos_token_id, tokenizer.pad_token_id]
-    tokenizer.padding_side = "left"
-    ranked = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=True)
-        width = enc["input_ids"].shape[1]
-
-        def allowed(batch_id, ids):
-            node = trie
-            for t in ids[width:].tolist():
-                node = node.get(t)
-                if not node:
-                    return ends
-            return list(node)
-
-        out = model.generate(**enc, num_beams=num_beams, num_return_sequences=num_beams,
-                             max_new_tokens=catalog.max_length, do_sample=False, length_penalty=0.0,
-                             early_stopping=True, prefix_allowed_tokens_fn=allowed, output_scores=True,
-                             return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-        seqs = out.sequences[:, width:].view(len(chunk), num_beams, -1).tolist()
-        scores = out.sequences_scores.view(len(chunk), num_beams)
-        for u in range(len(chunk)):
-            order = scores[u].argsort(descending=True, stable=True).tolist()
-            items = []
-            for j in order:
-                toks = seqs[u][j]
-                for length in range(1, len(toks) + 1):
-                    if tuple(toks[:length]) in leaf_item:
-                        items.append(leaf_item[tuple(toks[:length])])
-                        break
-            ranked.append(items)
-    return ranked

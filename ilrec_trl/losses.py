@@ -22,14 +22,21 @@ class ILRecLossOutput:
         cpo, cpd, crr, nll: the three terms (means, as in the specification) and the plain SFT NLL (scalars,
             `crr = 0` when no rewards are given).
         cpo_per_token, cpd_per_token, nll_per_token: `[N]` per-position values whose mean is the scalar.
-        crr_per_token: `[N]`, zero where the position has no negatives; `crr = crr_per_token.sum() / crr_count`.
-        crr_count: number of positions that contribute to L_CRR (with negatives and a finite reward).
+        crr_per_token: `[N]`, zero where the position has no rewarded negative; `crr = crr_per_token.mean()`: like
+            the NLL, L_CRR is averaged over *all* target positions (specification, Step 4), so that λ_CRR weighs it
+            on the cross-entropy's per-token scale whatever share of the positions has negatives.
+        crr_count: number of positions that contribute to L_CRR (with negatives and a finite reward); a statistic.
         negatives: `[N, V]` bool, the mined self-hard negatives.
         negative_weights: `[N, V]` hardness weights.
         layer_top1: `[K]` fraction of positions where each layer's argmax is the ground truth.
         final_top1: fraction of positions where the final layer's argmax is the ground truth.
         crr_target_entropy, crr_target_positions: how peaked L_CRR's target is, see [`crr_target_entropy`] (sum of
             the normalised entropies and the number of positions behind it; both 0 without CRR).
+        negative_gradient_mass, nll_negative_gradient_mass: the balance of the terms, see
+            [`negative_gradient_mass`]: `Σ_t Σ_{v∈N_t} ∂/∂z^L_t(v)` of the per-token sum of the weighted ILRec
+            loss, and of the plain NLL. Their ratio (the logged `negative_gradient_ratio`) is > 1 when ILRec pushes
+            the mined negatives down harder than SFT does, < 1 when the other terms (L_CRR) cancel part of L_CPO's
+            push, < 0 when the loss pulls the negatives up on balance.
     """
 
     loss: torch.Tensor
@@ -48,6 +55,8 @@ class ILRecLossOutput:
     final_top1: torch.Tensor
     crr_target_entropy: torch.Tensor
     crr_target_positions: torch.Tensor
+    negative_gradient_mass: torch.Tensor
+    nll_negative_gradient_mass: torch.Tensor
 
 
 def penalised_logits(final_logits: torch.Tensor, weights: torch.Tensor, alpha: float, penalty: str) -> torch.Tensor:
@@ -59,18 +68,16 @@ def penalised_logits(final_logits: torch.Tensor, weights: torch.Tensor, alpha: f
     raise ValueError(f"cpo_penalty={penalty!r} is invalid: choose 'scaled' or 'additive'.")
 
 
-def cross_layer_distillation(
+def distillation_terms(
     final_logits: torch.Tensor,
     layer_logits: torch.Tensor,
     targets: torch.Tensor,
     temperature: float = 1.0,
     detach_teacher: bool = True,
     scope_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Per-position L_CPD: mean over layers of KL(softmax(z^L/T) ‖ softmax(z^l/T)), `[N]`.
-
-    With a scope, both distributions are renormalised over `scope ∪ {target}`.
-    """
+):
+    """L_CPD's pieces: `(kl [K, N], log teacher [N, V], log students [K, N, V])`, the log-distributions renormalised
+    over `scope ∪ {target}` when a scope is given (0 outside it)."""
     teacher = final_logits / temperature
     if detach_teacher:
         teacher = teacher.detach()
@@ -85,6 +92,22 @@ def cross_layer_distillation(
         log_t = masked_log_softmax(teacher, support)
         log_s = masked_log_softmax(student, support.expand_as(student))
         kl = (log_t.exp() * support * (log_t - log_s)).sum(-1)
+    return kl, log_t, log_s
+
+
+def cross_layer_distillation(
+    final_logits: torch.Tensor,
+    layer_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    detach_teacher: bool = True,
+    scope_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-position L_CPD: mean over layers of KL(softmax(z^L/T) ‖ softmax(z^l/T)), `[N]`.
+
+    With a scope, both distributions are renormalised over `scope ∪ {target}`.
+    """
+    kl, _, _ = distillation_terms(final_logits, layer_logits, targets, temperature, detach_teacher, scope_mask)
     return kl.mean(0)
 
 
@@ -128,6 +151,60 @@ def crr_target_entropy(rewarded: torch.Tensor, log_q: torch.Tensor):
     several = n >= 2
     normalised = entropy / n.clamp(min=2).float().log()
     return (normalised * several).sum(), several.sum()
+
+
+@torch.no_grad()
+def negative_gradient_mass(
+    final_logits: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    weights: torch.Tensor,
+    log_probs: torch.Tensor,
+    cpo_per_token: torch.Tensor,
+    config,
+    crr_contributing: torch.Tensor | None = None,
+    distillation: tuple | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How hard the loss pushes the mined negatives down, next to plain SFT: `(ilrec, nll)`, the sums over all
+    positions t and negatives v ∈ N_t of ∂L/∂z^L_t(v), L the per-token sum of the weighted ILRec loss
+    (`cpo + cpd_weight·cpd + crr_weight·crr`) and of the NLL. Analytic, from the softmaxes the loss already has (no
+    backward); read at the negatives only:
+
+    - NLL: p_t(v); L_CPO: p̂_t(v)·(1 + α·w_t(v)·sign z_t(v)) (`"scaled"`; `"additive"`: p̂_t(v)), p̂ the softmax of
+      the penalised logits, whose normaliser is `cpo_t + z_t(y_t)` (the truth is never penalised);
+    - L_CRR (positions with rewarded negatives): p_t(v) − q_t(v), whose sum over N_t is P_t(N_t) − 1 (q's mass is
+      all on N_t): negative, i.e. it pulls the negatives up;
+    - L_CPD, only with a live teacher (`cpd_detach_teacher=False`): (1/T)·p^T_t(v)·mean_k[log p^T_t(v) −
+      log p^k_t(v) − KL_k,t].
+
+    `distillation`: `(kl [K, N], log_t [N, V'], log_s [K, N, V'], negatives [N, V'])` from [`distillation_terms`] in
+    the columns they were computed on, when L_CPD's teacher is live.
+    """
+    rows, cols = negatives.nonzero(as_tuple=True)
+    z = final_logits[rows, cols].float()
+    p = log_probs[rows, cols].exp()
+    nll_mass = p.sum()
+    if config.cpo_alpha > 0:
+        w = weights[rows, cols]
+        truth = final_logits.gather(1, targets[:, None]).squeeze(1).float()
+        log_norm = (cpo_per_token + truth)[rows]  # log Σ exp ẑ_t
+        if config.cpo_penalty == "scaled":
+            p_hat = (z + config.cpo_alpha * w * z.abs() - log_norm).exp()
+            mass = (p_hat * (1 + config.cpo_alpha * w * z.sign())).sum()
+        else:
+            mass = (z + config.cpo_alpha * w - log_norm).exp().sum()
+    else:
+        mass = nll_mass
+    if crr_contributing is not None and config.crr_weight > 0:
+        on = crr_contributing[rows]
+        mass = mass + config.crr_weight * ((p * on).sum() - crr_contributing.sum())
+    if distillation is not None and config.cpd_weight > 0:
+        kl, log_t, log_s, small_negatives = distillation
+        r, c = small_negatives.nonzero(as_tuple=True)
+        lt = log_t[r, c]
+        grad = lt.exp() * (lt - log_s[:, r, c] - kl[:, r]).mean(0) / config.cpd_temperature
+        mass = mass + config.cpd_weight * grad.sum()
+    return mass, nll_mass
 
 
 def scope_columns(scope_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -221,8 +298,9 @@ def ilrec_losses(
     else:
         cpo_per_token = nll_per_token
 
+    distillation = None
     if config.cpd_weight > 0:
-        cpd_per_token = cross_layer_distillation(
+        kl, log_t, log_s = distillation_terms(
             small_final,
             small_layers,
             small_targets,
@@ -230,6 +308,9 @@ def ilrec_losses(
             detach_teacher=config.cpd_detach_teacher,
             scope_mask=small_scope,
         )
+        cpd_per_token = kl.mean(0)
+        if not config.cpd_detach_teacher:  # the teacher's gradient moves the final logits too
+            distillation = (kl.detach(), log_t.detach(), log_s.detach(), mined.mask)
     else:
         cpd_per_token = final_logits.new_zeros(targets.shape)
 
@@ -246,9 +327,13 @@ def ilrec_losses(
         entropy_positions = torch.zeros((), dtype=torch.long, device=targets.device)
 
     crr_count = contributing.sum()
+    gradient_mass, nll_gradient_mass = negative_gradient_mass(
+        final_logits, targets, negatives, weights, log_p.detach(), cpo_per_token.detach(), config,
+        crr_contributing=contributing if rewards is not None else None, distillation=distillation,
+    )
     cpo = cpo_per_token.sum() / count
     cpd = cpd_per_token.sum() / count
-    crr = crr_per_token.sum() / crr_count.clamp(min=1)
+    crr = crr_per_token.sum() / count
     loss = cpo + config.cpd_weight * cpd + config.crr_weight * crr
 
     return ILRecLossOutput(
@@ -268,6 +353,8 @@ def ilrec_losses(
         final_top1=final_top1,
         crr_target_entropy=entropy,
         crr_target_positions=entropy_positions,
+        negative_gradient_mass=gradient_mass,
+        nll_negative_gradient_mass=nll_gradient_mass,
     )
 
 
@@ -281,5 +368,6 @@ __all__ = [
     "ilrec_losses",
     "masked_softmax",
     "mine_negatives",
+    "negative_gradient_mass",
     "penalised_logits",
 ]

@@ -72,7 +72,8 @@ def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
     assert (out / "synthetic" / "seed0" / "ilrec.json").read_text() == before
     assert "| ilrec | 1 | 24 |" in proc.stdout and (out / "benchmarks_accuracy.md").exists()
     # the same folder with another budget would mix incomparable cells: refused, naming the flag
-    bad = run("benchmarks.accuracy", *small, "--seeds", "0", "--extra_epochs", "0.3", "--out", str(out), expect_ok=False)
+    bad = run("benchmarks.accuracy", *small, "--seeds", "0", "--extra_epochs", "0.3", "--out", str(out),
+              expect_ok=False)
     assert bad.returncode != 0 and "extra_epochs" in bad.stderr
 
 

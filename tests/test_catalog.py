@@ -114,3 +114,70 @@ def test_bind_to_tokenizer(rec_data, tokenizer):
     ids = cat.item_token_ids(5)
     assert ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids[:-1]).replace(" ", "") == cat.identifier(5)
+
+
+# -- serialisation, fingerprint, source ids -------------------------------------------------------------------------
+def test_json_round_trip_keeps_everything():
+    cat = ItemCatalog(["Alpha", "Beta", "Gamma"], titles=["Alpha", "Beta", "Gamma"], source_ids=["a1", 7, "c3"],
+                      completion_prefix=" ")
+    back = ItemCatalog.from_json(cat.to_json())
+    assert back.identifiers == cat.identifiers and back.titles == cat.titles and back.source_ids == ["a1", 7, "c3"]
+    assert (back.completion_prefix, back.scheme, back.fingerprint) == (" ", "title", cat.fingerprint)
+    assert ItemCatalog(["<a_1><b_2>", "<a_1><b_3>"]).scheme == "semantic_id"
+
+
+def test_fingerprint_depends_on_identifiers_and_prefix_only():
+    base = ItemCatalog(["x", "y"]).fingerprint
+    assert ItemCatalog(["x", "y"], titles=["X", "Y"], source_ids=[10, 11]).fingerprint == base
+    assert ItemCatalog(["y", "x"]).fingerprint != base
+    assert ItemCatalog(["x", "y"], completion_prefix=" ").fingerprint != base
+
+
+def test_completion_prefix_has_one_owner():
+    cat = ItemCatalog(["x y", "z"], completion_prefix=" ")
+    cat.bind_token_ids([[1, 9], [2, 9]], vocab_size=10)
+    assert cat.completion_prefix == " "  # binding to explicit token ids leaves it alone
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"identifiers": ["a"]}', "not an ilrec-trl catalogue"),
+        ('{"format": "ilrec-catalog", "version": 99, "identifiers": ["a"]}', "version 99"),
+        ('{"format": "ilrec-catalog", "version": 1, "identifiers": ["a"], "scheme": "title"}', "completion_prefix"),
+    ],
+)
+def test_from_json_rejects_bad_files(text, match):
+    with pytest.raises(CatalogError, match=match):
+        ItemCatalog.from_json(text, source="my/catalog.json")
+
+
+def test_from_json_rejects_edited_file():
+    data = ItemCatalog(["a", "b"]).to_dict()
+    data["identifiers"] = ["a", "c"]
+    with pytest.raises(CatalogError, match="my/catalog.json: its fingerprint"):
+        ItemCatalog.from_dict(data, source="my/catalog.json")
+    data = ItemCatalog(["a", "b"]).to_dict()
+    data["source_ids"] = [1, 1]
+    with pytest.raises(CatalogError, match="my/catalog.json: Source item ids repeat"):
+        ItemCatalog.from_dict(data, source="my/catalog.json")
+
+
+def test_source_ids_map_both_ways():
+    cat = ItemCatalog(["a", "b", "c"], source_ids=["x9", "x7", "x8"])
+    assert [cat.position_of(s) for s in ("x7", "x8", "x9")] == [1, 2, 0]
+    assert cat.source_id(1) == "x7"
+    with pytest.raises(CatalogError, match="'nope' is not in the catalogue"):
+        cat.position_of("nope")
+    with pytest.raises(CatalogError, match="ids are strings here"):
+        cat.position_of(7)
+    plain = ItemCatalog(["a", "b"])
+    assert plain.position_of(1) == 1 and plain.source_id(1) == 1
+    for bad in (2, -1, "1", True):
+        with pytest.raises(CatalogError, match="not in the catalogue"):
+            plain.position_of(bad)
+    with pytest.raises(CatalogError, match="one per item"):
+        ItemCatalog(["a", "b"], source_ids=[1])
+    with pytest.raises(CatalogError, match="strings or integers"):
+        ItemCatalog(["a", "b"], source_ids=[1.5, 2])

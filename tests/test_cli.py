@@ -56,3 +56,16 @@ def test_missing_data_dir(tmp_path, monkeypatch):
 def test_eval_model_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="--model"):
         eval_cli.run(["--model", str(tmp_path / "missing")])
+
+
+def test_results_table_shared_by_train_and_eval():
+    from ilrec_trl.scripts.common import results_table
+
+    rows = [{"method": "sft", "ndcg@10": 0.2, "hit@10": 0.5, "hit@5": 0.25, "train_seconds": 3.0},
+            {"method": "ilrec", "ndcg@10": 0.3, "hit@10": 0.6, "hit@5": 0.3, "train_seconds": 4.0}]
+    table = results_table(rows, extra={"train_seconds": "train s (wall)"}).splitlines()
+    assert table[0] == "| method | hit@5 | hit@10 | ndcg@10 | train s (wall) |"
+    assert table[2] == "| sft | 0.2500 | 0.5000 | 0.2000 | 3.0 |"
+    assert table[-1] == "ilrec / sft NDCG@10: 1.500x"
+    single = results_table([{"model": "m", "hit@1": 1.0, "num_users": 4}], label="model", extra={"num_users": "users"})
+    assert single.splitlines() == ["| model | hit@1 | users |", "|---|---|---|", "| m | 1.0000 | 4 |"]

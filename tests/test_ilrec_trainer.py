@@ -171,7 +171,8 @@ def test_short_training_run_loss_falls_and_logs_metrics(model, tokenizer, rec_da
     logs = [e for e in trainer.state.log_history if "loss" in e]
     assert logs[-1]["loss"] < 0.7 * logs[0]["loss"]
     for key in ("nll", "cpo", "cpd", "crr", "negatives_per_token", "frac_positions_with_negatives", "negatives_cf_endorsed",
-                "crr_target_entropy", "mean_token_accuracy", "top1_layer_-2", "top1_layer_-5", "num_tokens"):
+                "crr_target_entropy", "negative_gradient_ratio", "mean_token_accuracy", "top1_layer_-2",
+                "top1_layer_-5", "num_tokens"):
         assert key in logs[-1], key
     assert all(0.0 <= e["crr_target_entropy"] <= 1.0 for e in logs)
     assert any(e["negatives_per_token"] > 0 for e in logs)
@@ -343,3 +344,42 @@ def test_same_layer_named_twice(model, tokenizer, rec_data, args_factory):
     with pytest.raises(ValueError, match="names the same decoder layer twice"):
         ILRecTrainer(model=model, args=args_factory(ilrec_layers=[-1, 5]), train_dataset=rec_data.train,
                      processing_class=tokenizer)
+
+
+@pytest.mark.parametrize("num_items_in_batch", [None, 53])
+def test_loss_with_crr_is_the_per_token_mean_of_all_terms(model, tokenizer, rec_data, args_factory, num_items_in_batch):
+    """L_CRR is averaged over all target positions, like the NLL (specification, Step 4): the trainer's loss equals
+    `ilrec_losses` recomputed from `output_hidden_states`, and a gradient-accumulation denominator scales all three
+    terms alike (loss(num_items_in_batch=M) == N/M * loss(None))."""
+    from ilrec_trl.losses import ilrec_losses
+    from ilrec_trl.trainer.ilrec_trainer import RewardContext
+
+    args = args_factory(negative_scope="trie", cpo_alpha=0.5, cpd_weight=0.3, crr_weight=0.4, ilrec_layers=[-2, -3])
+    trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
+                           catalog=rec_data.catalog, reward_fn=item_rewards)
+    batch = first_batch(trainer)
+    trainer.attach_ilrec_hooks()
+    try:
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items_in_batch)
+    finally:
+        trainer.remove_ilrec_hooks()
+
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        shift = batch["labels"][:, 1:]
+        mask = shift != -100
+        targets = shift[mask]
+        final = out.logits[:, :-1][mask]
+        num_layers = len(model.model.layers)
+        layers = torch.stack([model.lm_head(model.model.norm(out.hidden_states[num_layers + i + 1][:, :-1][mask]))
+                              for i in args.ilrec_layers])
+        scope = rec_data.catalog.continuation_mask(rec_data.catalog.prefix_nodes(shift), final.shape[-1])
+        ctx = RewardContext(context={}, rows=mask.nonzero(as_tuple=True)[0], targets=targets, prefix_nodes=None,
+                            catalog=rec_data.catalog, vocab_size=final.shape[-1])
+        ref = ilrec_losses(final, layers, targets, args, scope_mask=scope, rewards=item_rewards(ctx))
+    assert ref.crr_count.item() < targets.numel(), "some positions must lack negatives for this test to bite"
+    assert ref.crr.item() > 0
+    expected = ref.cpo + args.cpd_weight * ref.cpd + args.crr_weight * ref.crr_per_token.sum() / targets.numel()
+    scale = 1.0 if num_items_in_batch is None else targets.numel() / num_items_in_batch
+    assert loss.item() == pytest.approx(expected.item() * scale, rel=1e-5)
+    assert ref.loss.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -32,7 +32,7 @@ def reference(final, layers, targets, c, scope=None, rewards=None):
     """Slow, loop-per-token reference written straight from the specification (float64)."""
     final, layers = final.double(), layers.double()
     K, N, V = layers.shape
-    cpo, cpd, crr, crr_n = [], [], [], 0
+    cpo, cpd, crr = [], [], []
     negs = torch.zeros(N, V, dtype=torch.bool)
     for t in range(N):
         y = int(targets[t])
@@ -76,10 +76,9 @@ def reference(final, layers, targets, c, scope=None, rewards=None):
                 q = [math.exp(x - rlse) for x in rs]
                 zlse = math.log(sum(math.exp(x) for x in z))
                 crr.append(sum(qi * (math.log(qi) - (z[v] - zlse)) for qi, v in zip(q, rewarded)))
-                crr_n += 1
     cpo_m = sum(cpo) / N
     cpd_m = sum(cpd) / N
-    crr_m = sum(crr) / max(crr_n, 1)
+    crr_m = sum(crr) / N  # averaged over all target positions (a position without rewarded negatives adds 0)
     return cpo_m, cpd_m, crr_m, negs
 
 
@@ -217,3 +216,44 @@ def test_crr_target_entropy_matches_a_per_row_reference_and_tracks_the_temperatu
     hot, _ = crr_target_entropy(*crr_target(negatives, rewards, temperature=100.0))
     cold, _ = crr_target_entropy(*crr_target(negatives, rewards, temperature=0.01))
     assert hot.item() / ref_n > 0.99 and cold.item() / ref_n < 0.05
+
+
+@pytest.mark.parametrize(
+    "threshold,penalty,with_scope,with_rewards,detach",
+    [("relative", "scaled", False, True, True), ("relative", "additive", True, True, False),
+     ("topk", "scaled", True, True, True), ("absolute", "scaled", True, False, False),
+     ("topk", "additive", False, False, True), ("relative", "scaled", True, True, False)],
+)
+def test_negative_gradient_mass_matches_autograd(threshold, penalty, with_scope, with_rewards, detach):
+    """The logged balance of the terms is the gradient autograd gives: the sum over the mined negatives of
+    ∂loss/∂z^L under the whole ILRec loss and under the NLL alone."""
+    g = torch.Generator().manual_seed(11)
+    K, N, V = 3, 9, 13
+    final = (torch.randn(N, V, generator=g) * 2).requires_grad_()
+    layers = torch.randn(K, N, V, generator=g) * 2
+    targets = torch.randint(0, V, (N,), generator=g)
+    scope = torch.rand(N, V, generator=g) > 0.3 if with_scope else None
+    rewards = torch.randn(N, V, generator=g) * 2 if with_rewards else None
+    c = cfg(negative_threshold=threshold, cpo_penalty=penalty, cpd_detach_teacher=detach, crr_weight=0.8)
+    out = ilrec_losses(final, layers, targets, c, scope_mask=scope, rewards=rewards)
+    (g_loss,) = torch.autograd.grad(out.loss, final, retain_graph=True)
+    (g_nll,) = torch.autograd.grad(out.nll, final)
+    negs = out.negatives
+    assert negs.any()
+    # the loss is a per-token mean: the masses are per-token sums, N times the mean's gradient
+    assert out.negative_gradient_mass.item() == pytest.approx(N * (g_loss * negs).sum().item(), rel=1e-4, abs=1e-5)
+    assert out.nll_negative_gradient_mass.item() == pytest.approx(N * (g_nll * negs).sum().item(), rel=1e-4)
+
+
+def test_negative_gradient_ratio_says_when_crr_cancels_cpo():
+    """CPO alone pushes the negatives harder than SFT (ratio > 1); a heavy L_CRR whose target sits on those same
+    negatives pulls them back up (ratio < 1)."""
+    g = torch.Generator().manual_seed(4)
+    N, V = 32, 20
+    final, layers = torch.randn(N, V, generator=g), torch.randn(2, N, V, generator=g) * 3
+    targets = torch.randint(0, V, (N,), generator=g)
+    rewards = torch.randn(N, V, generator=g)
+    cpo_only = ilrec_losses(final, layers, targets, cfg(cpo_alpha=1.0, cpd_weight=0.0, crr_weight=0.0), rewards=rewards)
+    assert cpo_only.negative_gradient_mass / cpo_only.nll_negative_gradient_mass > 1
+    heavy_crr = ilrec_losses(final, layers, targets, cfg(cpo_alpha=1.0, cpd_weight=0.0, crr_weight=2.0), rewards=rewards)
+    assert heavy_crr.negative_gradient_mass / heavy_crr.nll_negative_gradient_mass < 1

@@ -8,7 +8,8 @@ CPU scale (this machine): a tiny Llama (6 layers, d=64) trained from scratch, hi
 `ilrec-train` builds. Protocol (round 2): SFT until validation NDCG@10 stops improving (`--sft_epochs` at most,
 scored every `--sft_eval_every` epochs, `--sft_patience`; the best weights are kept and their reload is checked),
 then every LLM method continues from that SFT model for `--extra_epochs` (same extra budget): `sft_more` (plain
-SFT), `dpo` (TRL DPOTrainer, offline negatives: random items and the SFT model's own wrong beams; `--dpo_lr`),
+SFT), `dpo` (TRL DPOTrainer, offline negatives: random items and the SFT model's own wrong beams; `--dpo_lr`,
+`--dpo_beta`; by default as many pairs as the examples the others see),
 `ilrec` and its ablations `ilrec_no_cpo`, `ilrec_no_cpd`, `ilrec_no_crr`, `ilrec_tuned` (the settings
 `benchmarks.ilrec_sweep` chose on the validation split), and `ilrec_sasrec_reward` (full ILRec whose L_CRR reward
 comes from the seed's SASRec instead of MF, the paper's choice) with its CPO ablation `ilrec_sasrec_reward_no_cpo`.

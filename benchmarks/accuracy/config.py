@@ -10,9 +10,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # round 2 (issue 12): converged SFT start, the library's tokenizer. The round-1 cells (benchmarks/results/accuracy,
 # another vocabulary, SFT for a fixed epoch) stay for the record; their checkpoints are not reusable here.
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "accuracy_v2"
+ROUND1_OUT = ROOT / "benchmarks" / "results" / "accuracy"
 MODELS = ROOT / "outputs" / "accuracy_models"  # checkpoints (git-ignored)
+REPORTS = {DEFAULT_OUT: "benchmarks_accuracy.md", ROUND1_OUT: "benchmarks_accuracy_round1.md"}  # reported in docs/
 DATASETS = {  # harness name -> the library's DataArguments
-    "instruments": {"dataset": "lcrec", "dataset_name": "Instruments", "template": "sequence"},
+    "instruments": {"dataset": "lcrec", "lcrec_prefix": "Instruments", "template": "sequence"},
     "ml100k": {"dataset": "movielens", "template": "sequence"},
     "synthetic": {"dataset": "synthetic", "synthetic_users": 200, "synthetic_items": 64, "template": "sequence"},
 }
@@ -21,8 +23,7 @@ DATASETS = {  # harness name -> the library's DataArguments
 def data_arguments(a):
     from ilrec_trl.scripts.common import DataArguments
 
-    return DataArguments(data_dir=a.data_dir, max_history=a.max_history, tiny_layers=a.layers,
-                         tiny_hidden_size=a.hidden, **DATASETS[a.dataset])
+    return DataArguments(data_dir=a.data_dir, max_history=a.max_history, **DATASETS[a.dataset])
 
 
 def load(a):
@@ -35,7 +36,7 @@ def load(a):
 def prepare(a):
     """The dataset bound to the tokenizer `ilrec-train` would build: with `--base_model` the model's own with the
     semantic-ID tokens added, else a small word-level one (semantic IDs) or BPE (titles) trained on the data."""
-    from ilrec_trl.scripts.common import build_tokenizer
+    from ilrec_trl.data import build_tokenizer
 
     data = load(a)
     return data, build_tokenizer(data, a.base_model)
@@ -47,8 +48,13 @@ def models_dir(a, dataset, seed) -> Path:
 
 
 def docs_dir(a) -> Path:
-    """Reports of the default results folder go to docs/; any other --out keeps its reports to itself."""
-    return ROOT / "docs" if Path(a.out).resolve() == DEFAULT_OUT.resolve() else Path(a.out)
+    """Reports of the committed results folders (round 2, the default, and round 1) go to docs/; any other --out
+    keeps its reports to itself."""
+    return ROOT / "docs" if Path(a.out).resolve() in {p.resolve() for p in REPORTS} else Path(a.out)
+
+
+def report_name(out) -> str:
+    return {p.resolve(): name for p, name in REPORTS.items()}.get(Path(out).resolve(), "benchmarks_accuracy.md")
 
 
 def write_run_args(path: Path, a):
@@ -58,9 +64,9 @@ def write_run_args(path: Path, a):
     args = {k: v for k, v in vars(a).items() if k not in ("report", "models_dir")}
     if path.exists():
         old = json.loads(path.read_text())
-        per_cell = ("seeds", "methods", "out", "data_dir", "eval_batch", "dpo_lr", "sasrec_loss", "sasrec_epochs",
-                    "seed", "sweep_users", "sweep_epochs", "variants", "curve_epochs", "curve_every", "curve_users",
-                    "log_every")
+        per_cell = ("seeds", "methods", "out", "data_dir", "eval_batch", "dpo_lr", "dpo_beta", "dpo_pairs",
+                    "sasrec_loss", "sasrec_epochs", "seed", "sweep_users", "sweep_epochs", "stages", "curve_epochs",
+                    "curve_every", "curve_users", "log_every")
         changed = [k for k in args if k not in per_cell and k in old and old[k] != args[k]]
         if changed:
             raise SystemExit(f"{path} was written with different {changed}: the cells there would not be comparable. "
@@ -101,7 +107,9 @@ def build_parser(description=None):
                    help="Stop SFT after this many validation evaluations without a better NDCG@10 and keep the best "
                         "weights (0 = train --sft_epochs with no validation).")
     p.add_argument("--extra_epochs", type=float, default=0.5)
-    p.add_argument("--dpo_pairs", type=int, default=20000)
+    p.add_argument("--dpo_pairs", type=int, default=0,
+                   help="DPO's training pairs (0 = as many as the examples the other methods see in --extra_epochs).")
+    p.add_argument("--dpo_beta", type=float, default=0.1)
     p.add_argument("--cpo_alpha", type=float, default=0.1)
     p.add_argument("--cpd_weight", type=float, default=0.1)
     p.add_argument("--crr_weight", type=float, default=0.1)

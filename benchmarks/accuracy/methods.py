@@ -46,17 +46,14 @@ def train_args(cls, out_dir, seed, epochs, lr, batch, logging_steps=100, bf16=Fa
 
 
 def new_model(a, tok, seed):
-    """The model SFT starts from, built by the CLI's own `build_model`: a tiny Llama from scratch (CPU scale) or
+    """The model SFT starts from, built by the CLI's own `load_model`: a tiny Llama from scratch (CPU scale) or
     `--base_model` (GPU scale, e.g. SmolLM2-135M) with its embeddings resized to the added semantic-ID tokens."""
-    from trl import ModelConfig
-
-    from ilrec_trl.scripts.common import build_model
-
-    from .config import data_arguments
+    from ilrec_trl.models import ModelArguments, load_model
 
     if a.base_model:
         torch.manual_seed(seed)  # the new tokens' embedding rows
-    model = build_model(tok, ModelConfig(model_name_or_path=a.base_model), data_arguments(a), seed=seed)
+    model = load_model(tok, ModelArguments(model_name_or_path=a.base_model, tiny_layers=a.layers,
+                                           tiny_hidden_size=a.hidden), seed=seed)
     if a.base_model:
         model.config.pad_token_id = tok.pad_token_id
     return model
@@ -193,6 +190,13 @@ def train_sft(a, data, tok, seed, sft_dir, valid):
     return model, extra
 
 
+def dpo_pair_count(a, data) -> int:
+    """DPO's pairs: `--dpo_pairs`, or with 0 as many as the training examples the other methods see in their extra
+    budget (`--extra_epochs` × the training split), so DPO trains on equal terms (one epoch over them, half the batch
+    in pairs: each pair is two sequences)."""
+    return a.dpo_pairs if a.dpo_pairs > 0 else round(a.extra_epochs * len(data.train))
+
+
 def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
     """Offline DPO pairs: each training example's target as chosen, rejected = a random item or (half of the pairs)
     the SFT model's best wrong beam."""
@@ -285,11 +289,12 @@ def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, 
                                                           bf16=a.bf16),
                              train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
     elif method == "dpo":
-        pairs = dpo_dataset(data, model, tok, seed, a.dpo_pairs, a.eval_batch)
-        trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, lr2, a.batch // 2, beta=0.1,
+        beta = (overrides or {}).get("beta", a.dpo_beta)
+        pairs = dpo_dataset(data, model, tok, seed, dpo_pair_count(a, data), a.eval_batch)
+        trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, lr2, a.batch // 2, beta=beta,
                                                           bf16=a.bf16),
                              train_dataset=pairs, processing_class=tok, peft_config=lora_config(a))
-        extra["dpo_pairs"] = len(pairs)
+        extra.update(dpo_pairs=len(pairs), beta=beta)
     else:
         cfg = ilrec_settings(a, method, overrides)
         source = source or reward_source(method)

@@ -64,8 +64,8 @@ def plot_differences(results, title, png: Path):
                     lw=2, color=color)
     ax.axvline(0, color="grey", ls="--", lw=1)
     ax.set_yticks(range(len(names)), [f"{m} − {b}" for m, b in reversed(names)], fontsize=8)
-    ax.set_xlabel("NDCG@10 difference (paired; squares: hierarchical 95% CI over seeds and users; dots: each seed)")
-    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("paired NDCG@10 difference")
+    ax.set_title(f"{title}\nsquares: hierarchical 95% CI (seeds, then users); dots: each seed's paired CI", fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
@@ -115,7 +115,7 @@ def dataset_report(ds_dir: Path, docs: Path):
     if results:
         lines += ["Paired differences in NDCG@10 (each seed: paired user bootstrap; last column: hierarchical "
                   "bootstrap, seeds then users within seed):", "", *diff_lines, ""]
-        png = docs / f"accuracy_v2_{ds_dir.name}_differences.png"
+        png = docs / f"{ds_dir.parent.name}_{ds_dir.name}_differences.png"
         try:
             plot_differences(results, f"{ds_dir.name}: paired NDCG@10 differences", png)
             lines += [f"![{ds_dir.name} differences]({png.name})", ""]
@@ -128,13 +128,25 @@ def dataset_report(ds_dir: Path, docs: Path):
 
 
 def report(out: Path, docs: Path):
-    lines = ["# Accuracy benchmark, round 2 (issue 12)", "",
-             "Reproduce: `python -m benchmarks.accuracy --dataset instruments --seeds 0 1 2` (resumable), then "
-             "`python -m benchmarks.accuracy --report`. See the package's docstring for the protocol. Round 1 "
-             "(SFT for one fixed epoch, another tokenizer, 1,000 test users): benchmarks_accuracy_round1.md.", ""]
+    from .config import report_name
+
+    name = report_name(out)
+    if name.endswith("round1.md"):
+        head = ["# Accuracy benchmark, round 1 (issue 6)", "",
+                "SFT for one fixed epoch, then 0.5 epoch more for every method; 1,000 seeded test users (Instruments), "
+                "all 943 (MovieLens). Produced by the round-1 script (`git show ad46d30:benchmarks/accuracy.py`); "
+                "this report is rebuilt from its cells by `python -m benchmarks.accuracy --report --out "
+                "benchmarks/results/accuracy`, with the round-2 statistics (per-seed paired differences and the "
+                "hierarchical bootstrap). Round 2: benchmarks_accuracy.md.", ""]
+    else:
+        head = ["# Accuracy benchmark, round 2 (issue 12)", "",
+                "Reproduce: `python -m benchmarks.accuracy --dataset instruments --seeds 0 1 2` (resumable), then "
+                "`python -m benchmarks.accuracy --report`. See the package's docstring for the protocol. Round 1 "
+                "(SFT for one fixed epoch, another tokenizer, 1,000 test users): benchmarks_accuracy_round1.md.", ""]
+    lines = list(head)
     if Path(out).exists():
         for ds_dir in sorted(p for p in Path(out).iterdir() if p.is_dir()):
             lines += dataset_report(ds_dir, docs)
     Path(docs).mkdir(parents=True, exist_ok=True)
-    (Path(docs) / "benchmarks_accuracy.md").write_text("\n".join(lines))
+    (Path(docs) / name).write_text("\n".join(lines))
     print("\n".join(lines))

@@ -9,12 +9,30 @@ from .config import models_dir
 from .methods import (
     ABLATIONS,
     continue_from_sft,
+    ilrec_settings,
     ranks_from_item_scores,
     ranks_of,
     reward_source,
     sasrec_model,
     train_sft,
 )
+
+
+def ilrec_plan(a, out, dataset, methods):
+    """{ILRec method: (overrides, reward source or None)} for the ILRec cells still to train: `ilrec_tuned` takes the
+    validation sweep's choice (`chosen.json`); a source is named only where the method's config has L_CRR on."""
+    plan = {}
+    for method in methods:
+        overrides, source = None, reward_source(method)
+        if method == "ilrec_tuned":
+            chosen_file = out / dataset / "sweep" / "chosen.json"
+            if not chosen_file.exists():
+                raise SystemExit(f"ilrec_tuned needs {chosen_file}: run benchmarks.ilrec_sweep (and --report).")
+            chosen = json.loads(chosen_file.read_text())
+            overrides, source = chosen["ilrec"], chosen.get("reward") or "mf"
+        cfg = ilrec_settings(a, method, overrides)
+        plan[method] = (overrides, source if cfg["crr_weight"] > 0 else None)
+    return plan
 
 
 def run_seed(a, data, tok, split, valid, dataset, seed):
@@ -30,9 +48,10 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
         pop = most_popular_scores(data.train, len(data.catalog)).expand(n_users, -1)
         save_cell(cell_path(out, dataset, seed, "popular"), "popular", ranks_from_item_scores(pop, split),
                   time.time() - t)
-    pending = [m for m in ABLATIONS if wanted(m)]  # ILRec cells still to train
+    plan = ilrec_plan(a, out, dataset, [m for m in ABLATIONS if wanted(m)])  # ILRec cells still to train
+    sources = {source for _, source in plan.values()}
     mf = None
-    if wanted("mf") or any(m != "ilrec_no_crr" and reward_source(m) == "mf" for m in pending):
+    if wanted("mf") or "mf" in sources:
         t = time.time()
         mf = MatrixFactorizationReward(seed=seed).fit(data.train, num_items=len(data.catalog))
         fit_seconds = time.time() - t
@@ -40,7 +59,7 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
             scores = mf.score_items(list(split["user_id"]), list(split["history"]))
             save_cell(cell_path(out, dataset, seed, "mf"), "mf", ranks_from_item_scores(scores, split), fit_seconds)
     sas = None
-    if wanted("sasrec") or any(reward_source(m) == "sasrec" for m in pending):
+    if wanted("sasrec") or "sasrec" in sources:
         t = time.time()
         sas = sasrec_model(a, data, dataset, seed)
         if wanted("sasrec"):
@@ -48,7 +67,6 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
             save_cell(cell_path(out, dataset, seed, "sasrec"), "sasrec", ranks_from_item_scores(scores, split),
                       time.time() - t, {"loss": a.sasrec_loss, "epochs": sas.history[-1]["epoch"],
                                         "best_valid_hit@10": sas.best_valid_hit10})
-
     sft_dir = models_dir(a, dataset, seed) / "sft"
     llm = [m for m in a.methods if m not in ("popular", "mf", "sasrec", "sft") and not done(m)]
     if ("sft" in a.methods or llm) and not (done("sft") and (sft_dir / "config.json").exists()):
@@ -68,19 +86,10 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
                       {**extra, "eval_seconds": round(time.time() - t - train_seconds, 1)})
 
     for method in llm:
-        overrides = None
-        if method == "ilrec_tuned":
-            chosen_file = out / dataset / "sweep" / "chosen.json"
-            if not chosen_file.exists():
-                raise SystemExit(f"ilrec_tuned needs {chosen_file}: run benchmarks.ilrec_sweep (and --report).")
-            chosen = json.loads(chosen_file.read_text())
-            if chosen["ilrec_variant"] == "ilrec":
-                print("The validation sweep kept the default settings: ilrec_tuned is the ilrec cell.", flush=True)
-                continue
-            overrides = chosen["ilrec"]
+        overrides, source = plan.get(method, (None, None))
         t = time.time()
         model, extra = continue_from_sft(a, data, tok, {"mf": mf, "sasrec": sas}, sft_dir, seed, method,
-                                         models_dir(a, dataset, seed) / method, overrides)
+                                         models_dir(a, dataset, seed) / method, overrides, source=source)
         train_seconds = time.time() - t
         ranks = ranks_of(model, tok, data, split, a.eval_batch)
         extra["eval_seconds"] = round(time.time() - t - train_seconds, 1)

@@ -1,4 +1,5 @@
-"""Loaders for real recommendation data: LC-Rec/LETTER layout, MovieLens-100K, and a generic interactions table."""
+"""Loaders for recommendation data: the LC-Rec/LETTER layout, MovieLens-100K, a generic interactions table
+(CSV/TSV/Parquet/JSON) and RecBole atomic files. Each returns a leave-one-out [`RecData`]."""
 
 import json
 import logging
@@ -8,8 +9,13 @@ from ..catalog import CatalogError, ItemCatalog
 from .identifiers import make_unique_semantic_ids, make_unique_titles
 from .prompts import DEFAULT_TEMPLATE
 from .rec_data import RecData, leave_one_out
+from .tables import (
+    DataFormatError, as_ids, events_to_sequences, read_recbole, read_table, require_columns, sort_ids, to_number,
+)
+from .tokenizers import SEMANTIC_TOKEN
 
 logger = logging.getLogger(__name__)
+SCHEMES = ("semantic_id", "title")
 
 
 def default_completion_prefix(scheme: str) -> str:
@@ -18,12 +24,53 @@ def default_completion_prefix(scheme: str) -> str:
     return " " if scheme == "title" else ""
 
 
+def _check_scheme(scheme):
+    if scheme is not None and scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r} is invalid: choose 'semantic_id' or 'title'.")
+
+
+def is_semantic_id(text: str) -> bool:
+    """Whether `text` is a whole semantic ID such as `<a_1><b_22>`."""
+    return bool(text) and SEMANTIC_TOKEN.sub("", text) == ""
+
+
 def _find_file(data_dir: Path, name: str, suffix: str) -> Path | None:
     for folder in (data_dir, data_dir / name, data_dir / name.lower()):
         path = folder / f"{name}{suffix}"
         if path.is_file():
             return path
     return None
+
+
+def load_index_file(path, num_items: int | None = None) -> tuple[list[str], int]:
+    """Read an LC-Rec `index.json` (`{"<item id>": ["<a_1>", "<b_7>", ...]}`, item ids `0..n-1`, as `ilrec-index`
+    writes) and return `(unique identifiers in item-id order, number of items that got a collision level)`.
+    With `num_items`, the index must cover exactly that many items."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"index file {str(path)!r} does not exist (build one with ilrec-index).")
+    try:
+        with open(path) as f:
+            index = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CatalogError(f"index file {str(path)!r} is not valid JSON (truncated?): {e}") from None
+    if not isinstance(index, dict) or not index:
+        raise CatalogError(f"index file {str(path)!r} must be a non-empty JSON object {{item id: [codes]}}.")
+    try:
+        ids = sorted(int(k) for k in index)
+    except ValueError as e:
+        raise CatalogError(f"Malformed {path.name}: item keys must be integers ({e}).") from None
+    if ids != list(range(len(ids))):
+        raise CatalogError(f"Malformed {path.name}: item ids must be 0..{len(ids) - 1} without gaps.")
+    if num_items is not None and len(ids) != num_items:
+        raise CatalogError(
+            f"index file {str(path)!r} has {len(ids)} items but the data has {num_items}; build the index from the "
+            f"same item table (ilrec-index numbers items as the loaders do)."
+        )
+    try:
+        return make_unique_semantic_ids([index[str(i)] for i in ids])
+    except CatalogError as e:
+        raise CatalogError(f"index file {str(path)!r}: {e}") from None
 
 
 def load_lcrec_dataset(
@@ -41,6 +88,7 @@ def load_lcrec_dataset(
     `data_dir` is the folder holding the files or its parent (`<data_dir>/<name>/` or `<data_dir>/<name lower>/`).
     `scheme` is `"semantic_id"` or `"title"` (needs the item file). Colliding identifiers are made unique.
     """
+    _check_scheme(scheme)
     data_dir = Path(data_dir)
     if not data_dir.exists():
         raise FileNotFoundError(f"data_dir {str(data_dir)!r} does not exist; point it at the folder of {name}.inter.json.")
@@ -59,19 +107,12 @@ def load_lcrec_dataset(
         index_path = _find_file(data_dir, name, ".index.json")
         if index_path is None:
             raise FileNotFoundError(f"scheme='semantic_id' needs {name}.index.json under {data_dir}.")
-        with open(index_path) as f:
-            index = json.load(f)
-        try:
-            ids = sorted(int(k) for k in index)
-        except ValueError as e:
-            raise CatalogError(f"Malformed {index_path.name}: item keys must be integers ({e}).") from None
-        if ids != list(range(len(ids))):
-            raise CatalogError(f"Malformed {index_path.name}: item ids must be 0..{len(ids) - 1} without gaps.")
-        identifiers, resolved = make_unique_semantic_ids([index[str(i)] for i in ids])
-        logger.info("%s: %d items, %d had colliding semantic IDs and got an extra level.", name, len(ids), resolved)
+        identifiers, resolved = load_index_file(index_path)
+        logger.info("%s: %d items, %d had colliding semantic IDs and got an extra level.", name, len(identifiers),
+                    resolved)
         if item_path is not None:
-            titles = [titles_by_id.get(i) or "" for i in ids]
-    elif scheme == "title":
+            titles = [titles_by_id.get(i) or "" for i in range(len(identifiers))]
+    else:
         if item_path is None:
             raise FileNotFoundError(
                 f"scheme='title' needs {name}.item.json (item titles) under {data_dir}; use scheme='semantic_id'."
@@ -79,8 +120,6 @@ def load_lcrec_dataset(
         ids = sorted(titles_by_id)
         identifiers, resolved = make_unique_titles([titles_by_id[i] for i in ids])
         titles = identifiers
-    else:
-        raise ValueError(f"scheme={scheme!r} is invalid: choose 'semantic_id' or 'title'.")
     catalog = ItemCatalog(identifiers, titles=titles)
     catalog.num_resolved_collisions = resolved
     return leave_one_out(
@@ -89,16 +128,24 @@ def load_lcrec_dataset(
     )
 
 
+MOVIELENS_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+
+
 def load_movielens_100k(
     data_dir,
     max_history: int = 20,
     min_interactions: int = 3,
     template: str = DEFAULT_TEMPLATE,
     min_rating: int = 0,
-    completion_prefix: str = " ",
+    completion_prefix: str | None = None,
+    index_file=None,
 ) -> RecData:
-    """Load MovieLens-100K with titles as identifiers (BIGRec style): `u.data` ordered by time per user, titles from
-    `u.item` (duplicates get a visible suffix). Item ids are the file's ids minus one (0-based)."""
+    """Load MovieLens-100K: `u.data` ordered by time per user, titles from `u.item` (duplicates get a visible
+    suffix) and genres as item text. Item ids are the file's ids minus one (0-based). Identifiers are the titles
+    (BIGRec style), or the semantic IDs of `index_file` (an LC-Rec `index.json`, e.g. from `ilrec-index`)."""
     data_dir = Path(data_dir)
     for candidate in (data_dir, data_dir / "ml-100k"):
         if (candidate / "u.data").is_file():
@@ -106,12 +153,14 @@ def load_movielens_100k(
             break
     else:
         raise FileNotFoundError(f"No u.data under {data_dir} (or {data_dir / 'ml-100k'}): point data_dir at ml-100k.")
-    raw_titles = {}
+    raw_titles, genres = {}, {}
     with open(data_dir / "u.item", encoding="latin-1") as f:
         for line in f:
             parts = line.rstrip("\n").split("|")
             if len(parts) > 1:
                 raw_titles[int(parts[0]) - 1] = parts[1]
+                flags = parts[5:5 + len(MOVIELENS_GENRES)]
+                genres[int(parts[0]) - 1] = ", ".join(g for g, on in zip(MOVIELENS_GENRES, flags) if on == "1")
     num_items = max(raw_titles) + 1
     titles, resolved = make_unique_titles([raw_titles.get(i, f"Movie {i + 1}") for i in range(num_items)])
     events = {}
@@ -121,76 +170,181 @@ def load_movielens_100k(
             if rating >= min_rating:
                 events.setdefault(user, []).append((ts, order, item - 1))
     sequences = {user: [item for _, _, item in sorted(ev)] for user, ev in events.items()}
-    catalog = ItemCatalog(titles, titles=titles)
+    scheme = "title" if index_file is None else "semantic_id"
+    identifiers = titles
+    if index_file is not None:
+        identifiers, resolved = load_index_file(index_file, num_items=num_items)
+    catalog = ItemCatalog(identifiers, titles=titles)
     catalog.num_resolved_collisions = resolved
-    return leave_one_out(
+    data = leave_one_out(
         sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template,
-        name="ml-100k", completion_prefix=completion_prefix,
+        name="ml-100k", completion_prefix=default_completion_prefix(scheme) if completion_prefix is None
+        else completion_prefix,
     )
+    data.item_text = [genres.get(i, "") for i in range(num_items)]
+    data.catalog.set_source_ids([i + 1 for i in range(num_items)])  # MovieLens ids (1-based)
+    return data
+
+
+def _item_catalog(raw_ids, names, index_file, scheme, role):
+    """Identifiers and titles for items `raw_ids` with names `names` (from an item table, or None)."""
+    if index_file is not None:
+        if scheme == "title":
+            raise ValueError("An index file gives semantic IDs: drop scheme='title' (or drop the index file).")
+        identifiers, resolved = load_index_file(index_file, num_items=len(raw_ids))
+        return identifiers, resolved, names, "semantic_id"
+    if names is None:
+        if scheme == "semantic_id":
+            raise ValueError(
+                f"scheme='semantic_id' needs an index file (build one with ilrec-index) or an item table whose "
+                f"identifier column holds semantic IDs; the {role} has neither."
+            )
+        logger.info("No item table: the items' own ids are their identifiers (title scheme).")
+        identifiers, resolved = make_unique_titles(raw_ids)
+        return identifiers, resolved, None, "title"
+    if scheme is None:
+        scheme = "semantic_id" if all(is_semantic_id(n) for n in names) else "title"
+    if scheme == "semantic_id":
+        bad = [n for n in names if not is_semantic_id(n)][:3]
+        if bad:
+            raise DataFormatError(f"The {role} has identifiers that are not semantic IDs like '<a_1><b_2>': {bad}.")
+        identifiers, resolved = make_unique_semantic_ids([SEMANTIC_TOKEN.findall(n) for n in names])
+        return identifiers, resolved, None, scheme
+    identifiers, resolved = make_unique_titles(names)
+    return identifiers, resolved, identifiers, scheme
+
+
+def _load_event_table(
+    frame, items, *, user_column, item_column, time_column, identifier_column, text_column, rating_column, min_rating,
+    index_file, scheme, max_history, min_interactions, template, completion_prefix, name, items_flag,
+) -> RecData:
+    """Shared by the generic and the RecBole loaders once the tables are read."""
+    _check_scheme(scheme)
+    columns = [user_column, item_column] + ([time_column] if time_column else [])
+    require_columns(frame, columns, "interactions", "--user_column/--item_column/--time_column")
+    if min_rating is not None:
+        require_columns(frame, [rating_column], "interactions", "--rating_column")
+        kept = to_number(frame, rating_column) >= min_rating
+        logger.info("%s: kept %d of %d interactions with %s >= %s.", name, int(kept.sum()), len(frame),
+                    rating_column, min_rating)
+        frame = frame[kept]
+    names, texts = None, None
+    if items is not None:
+        require_columns(items, [item_column], "item table", items_flag)
+        raw_ids = as_ids(items[item_column]).tolist()
+        if len(set(raw_ids)) != len(raw_ids):
+            dup = as_ids(items[item_column])[as_ids(items[item_column]).duplicated()].iloc[0]
+            raise DataFormatError(
+                f"item table file {items.attrs['path']!r}, column {item_column!r}: item {dup!r} appears more than "
+                f"once; each item must appear once."
+            )
+        name_column = identifier_column or "title"
+        if index_file is None:  # the names are the identifiers; with an index they are only display titles
+            require_columns(items, [name_column], "item table", "--title_column")
+        if name_column in items.columns:
+            names = items[name_column].fillna("").astype(str).tolist()
+        if text_column and text_column in items.columns:
+            texts = items[text_column].fillna("").astype(str).tolist()
+    else:
+        raw_ids = sort_ids(as_ids(frame[item_column]))
+    identifiers, resolved, titles, scheme = _item_catalog(raw_ids, names, index_file, scheme,
+                                                          "item table" if items is not None else "interactions")
+    sequences = events_to_sequences(frame, user_column, item_column, time_column,
+                                    {raw: i for i, raw in enumerate(raw_ids)})
+    catalog = ItemCatalog(identifiers, titles=titles)
+    catalog.num_resolved_collisions = resolved
+    data = leave_one_out(
+        sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template, name=name,
+        completion_prefix=default_completion_prefix(scheme) if completion_prefix is None else completion_prefix,
+    )
+    data.catalog.set_source_ids(raw_ids)
+    data.item_text = texts
+    return data
 
 
 def load_interactions(
     interactions_path,
-    items_path,
+    items_path=None,
     user_column: str = "user_id",
     item_column: str = "item_id",
-    time_column: str = "timestamp",
-    identifier_column: str = "title",
-    scheme: str = "title",
+    time_column: str | None = "timestamp",
+    identifier_column: str | None = "title",
+    text_column: str | None = "text",
+    rating_column: str = "rating",
+    min_rating: float | None = None,
+    scheme: str | None = None,
+    index_file=None,
     max_history: int = 20,
     min_interactions: int = 3,
     template: str = DEFAULT_TEMPLATE,
     completion_prefix: str | None = None,
 ) -> RecData:
-    """A generic interactions table (user, item, timestamp) in CSV/Parquet/JSON, with identifiers from a separate
-    item table (`item_column` + `identifier_column`: a title, or a semantic ID string such as `<a_1><b_2>`).
-    Items are renumbered 0..n-1 in the item table's order."""
-    from datasets import load_dataset
+    """A table of interactions (user, item, timestamp [, rating]) in CSV/TSV/Parquet/JSON/JSONL, with an optional item
+    table (item id, `identifier_column` — a title or a semantic ID such as `<a_1><b_2>` —, `text_column` — a
+    description, used by `ilrec-index`).
 
-    def read(path):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{str(path)!r} does not exist.")
-        fmt = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "json"}.get(path.suffix)
-        if fmt is None:
-            raise ValueError(f"{path.name}: unsupported format (use .csv, .tsv, .parquet, .json or .jsonl).")
-        kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
-        return load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+    Items are numbered `0..n-1` in the item table's order, or, without one, in sorted order of the ids seen in the
+    interactions (numerically when they are integers); an `index_file` (LC-Rec `index.json` from `ilrec-index`)
+    uses these numbers. `scheme=None` infers it: the index file's semantic IDs, else semantic IDs when every
+    identifier is one, else titles (the item ids themselves without an item table). `time_column=None` keeps the
+    file order; `min_rating` drops interactions rated lower. Every interaction must name a known item.
+    """
+    frame = read_table(interactions_path, "interactions")
+    items = read_table(items_path, "item table") if items_path is not None else None
+    return _load_event_table(
+        frame, items, user_column=user_column, item_column=item_column, time_column=time_column,
+        identifier_column=identifier_column, text_column=text_column, rating_column=rating_column,
+        min_rating=min_rating, index_file=index_file, scheme=scheme, max_history=max_history,
+        min_interactions=min_interactions, template=template, completion_prefix=completion_prefix,
+        name=Path(interactions_path).stem, items_flag="--item_column",
+    )
 
-    items = read(items_path)
-    for col in (item_column, identifier_column):
-        if col not in items.column_names:
-            raise ValueError(f"The item table has no column {col!r} (columns: {items.column_names}).")
-    raw_ids = items[item_column]
-    if scheme == "title":
-        identifiers, resolved = make_unique_titles(items[identifier_column])
-    elif scheme == "semantic_id":
-        from .tokenizers import SEMANTIC_TOKEN
 
-        identifiers, resolved = make_unique_semantic_ids([SEMANTIC_TOKEN.findall(s) for s in items[identifier_column]])
-    else:
-        raise ValueError(f"scheme={scheme!r} is invalid: choose 'semantic_id' or 'title'.")
-    index = {raw: i for i, raw in enumerate(raw_ids)}
-    if len(index) != len(raw_ids):
-        raise CatalogError(f"The item table repeats ids in column {item_column!r}; each item must appear once.")
-    table = read(interactions_path)
-    for col in (user_column, item_column, time_column):
-        if col not in table.column_names:
-            raise ValueError(f"The interactions table has no column {col!r} (columns: {table.column_names}).")
-    events = {}
-    unknown = 0
-    for order, (user, item, ts) in enumerate(zip(table[user_column], table[item_column], table[time_column])):
-        if item not in index:
-            unknown += 1
-            continue
-        events.setdefault(user, []).append((ts, order, index[item]))
-    if unknown:
-        logger.warning("Skipped %d interactions with items missing from the item table.", unknown)
-    sequences = {user: [i for _, _, i in sorted(ev)] for user, ev in events.items()}
-    catalog = ItemCatalog(identifiers, titles=identifiers if scheme == "title" else None)
-    catalog.num_resolved_collisions = resolved
-    return leave_one_out(
-        sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template,
-        name=Path(interactions_path).stem,
-        completion_prefix=default_completion_prefix(scheme) if completion_prefix is None else completion_prefix,
+RECBOLE_TITLE_FIELDS = ("title", "movie_title", "name")
+
+
+def load_recbole(
+    inter_path,
+    item_path=None,
+    user_column: str = "user_id",
+    item_column: str = "item_id",
+    time_column: str | None = "timestamp",
+    identifier_column: str | None = None,
+    rating_column: str = "rating",
+    min_rating: float | None = None,
+    scheme: str | None = None,
+    index_file=None,
+    max_history: int = 20,
+    min_interactions: int = 3,
+    template: str = DEFAULT_TEMPLATE,
+    completion_prefix: str | None = None,
+) -> RecData:
+    """RecBole atomic files: `<name>.inter` (`user_id:token  item_id:token  [rating:float]  timestamp:float`) and
+    an optional `<name>.item` (`item_id:token  title:token_seq ...`; taken from beside the `.inter` file when
+    `item_path` is None); `*_column` name the fields. Without a timestamp field the file order is the time order.
+    The title field defaults to the first of `title`, `movie_title`, `name` that the item file has. Otherwise as
+    [`load_interactions`]."""
+    inter_path = Path(inter_path)
+    if inter_path.suffix != ".inter":
+        raise DataFormatError(f"RecBole interactions file {str(inter_path)!r} should end in .inter.")
+    frame = read_recbole(inter_path, "interactions")
+    if item_path is None and inter_path.with_suffix(".item").is_file():
+        item_path = inter_path.with_suffix(".item")
+        logger.info("Using the RecBole item file %s.", item_path)
+    items = read_recbole(item_path, "item table") if item_path is not None else None
+    if time_column is not None and time_column not in frame.columns:
+        logger.info("%s has no %r field: file order is the time order.", inter_path, time_column)
+        time_column = None
+    if items is not None and identifier_column is None and index_file is None:
+        identifier_column = next((f for f in RECBOLE_TITLE_FIELDS if f in items.columns), None)
+        if identifier_column is None:
+            raise DataFormatError(
+                f"item table file {str(item_path)!r} has none of the title fields {list(RECBOLE_TITLE_FIELDS)} "
+                f"(fields: {list(items.columns)}); name one with --title_column, or give an --index_file."
+            )
+    return _load_event_table(
+        frame, items, user_column=user_column, item_column=item_column, time_column=time_column,
+        identifier_column=identifier_column, text_column=None, rating_column=rating_column, min_rating=min_rating,
+        index_file=index_file, scheme=scheme, max_history=max_history, min_interactions=min_interactions,
+        template=template, completion_prefix=completion_prefix, name=inter_path.stem, items_flag="--item_column",
     )

@@ -22,11 +22,23 @@ class RecData:
     catalog: ItemCatalog
     name: str = "dataset"
     num_dropped_users: int = 0
-    completion_prefix: str = ""
+    template: str = DEFAULT_TEMPLATE
+    max_history: int = 20
+    item_text: list | None = None  # per-item description text where the source has one (used by ilrec-index)
+
+    @property
+    def completion_prefix(self) -> str:
+        """Text before the identifier in every completion (owned by the catalogue)."""
+        return self.catalog.completion_prefix
+
+    @property
+    def item_ids(self) -> list | None:
+        """The source's own item ids in catalogue order (owned by the catalogue; `None`: the ids are 0..n-1)."""
+        return self.catalog.source_ids
 
     def bind(self, tokenizer) -> "RecData":
         """Bind the catalogue to `tokenizer`, the way identifiers appear in the completions. Returns `self`."""
-        self.catalog.bind(tokenizer, completion_prefix=self.completion_prefix)
+        self.catalog.bind(tokenizer)
         return self
 
     def __repr__(self) -> str:
@@ -85,13 +97,17 @@ def leave_one_out(
         test.append(
             _example(user, seq[max(0, n - 1 - max_history) : n - 1], seq[n - 1], catalog, template, completion_prefix)
         )
-    catalog.default_completion_prefix = completion_prefix
+    catalog.completion_prefix = completion_prefix
     if dropped:
-        logger.info("%s: dropped %d users with fewer than %d interactions.", name, dropped, min_interactions)
+        logger.warning(
+            "%s: dropped %d of %d users with fewer than %d interactions (leave-one-out needs one train, one valid and "
+            "one test target per user).", name, dropped, len(sequences), min_interactions,
+        )
     if not test:
         raise ValueError(
-            f"{name}: no users left after dropping those with fewer than {min_interactions} interactions "
-            f"({dropped} dropped); check the data or lower min_interactions (>= 3)."
+            f"{name}: no users left: all {dropped} users have fewer than {min_interactions} interactions, and "
+            f"leave-one-out needs at least 3 per user (one train, one valid and one test target). Check that the "
+            f"user and item columns are the right ones, or give more interactions per user."
         )
     return RecData(
         train=Dataset.from_list(train),
@@ -100,5 +116,6 @@ def leave_one_out(
         catalog=catalog,
         name=name,
         num_dropped_users=dropped,
-        completion_prefix=completion_prefix,
+        template=template,
+        max_history=max_history,
     )

@@ -1,11 +1,10 @@
 """Tokenizer helpers: add semantic-ID tokens to an existing tokenizer (LC-Rec style) or build a small one."""
 
-import re
-
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-SEMANTIC_TOKEN = re.compile(r"<[A-Za-z]+_\d+>")
+from ..catalog import SEMANTIC_TOKEN
+
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
 
 
@@ -66,3 +65,34 @@ def build_bpe_tokenizer(texts, vocab_size: int = 2000, identifier_tokens=()) -> 
     if identifier_tokens:
         add_identifier_tokens(fast, list(identifier_tokens))
     return fast
+
+
+def is_title_scheme(data) -> bool:
+    """Whether the items of `data` (a [`RecData`]) are identified by titles rather than semantic-ID tokens."""
+    return not semantic_id_tokens(data.catalog.identifiers[:50])
+
+
+def build_tokenizer(data, model_name_or_path: str | None = None, gguf_file: str | None = None, **from_pretrained):
+    """A tokenizer that knows every identifier token of `data`, bound to its catalogue: the model's own (semantic-ID
+    tokens added, pad token set to EOS when missing) or, with no model, a small one trained on the data (word-level
+    for semantic IDs, BPE for titles). `from_pretrained` (e.g. `revision`, `trust_remote_code`) goes to
+    `AutoTokenizer.from_pretrained`."""
+    identifier_tokens = [] if is_title_scheme(data) else semantic_id_tokens(data.catalog.identifiers)
+    if model_name_or_path is None:
+        texts = list(data.train["prompt"][:2000]) + data.catalog.identifiers
+        if identifier_tokens:
+            tokenizer = build_word_tokenizer(texts, identifier_tokens)
+        else:
+            tokenizer = build_bpe_tokenizer(texts, vocab_size=4000)
+    else:
+        from transformers import AutoTokenizer
+
+        if gguf_file:
+            from_pretrained["gguf_file"] = gguf_file
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **from_pretrained)
+        if identifier_tokens:
+            add_identifier_tokens(tokenizer, identifier_tokens)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    data.bind(tokenizer)
+    return tokenizer

@@ -1,53 +1,109 @@
-"""What `ilrec-train` and `ilrec-eval` share: data arguments, data loading, tokenizer and model construction."""
+"""What `ilrec-train` and `ilrec-eval` share: the data arguments, loading the data they name, the results table."""
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import (
     RecData,
-    add_identifier_tokens,
-    build_bpe_tokenizer,
-    build_word_tokenizer,
     load_interactions,
     load_lcrec_dataset,
     load_movielens_100k,
+    load_prompt_completion_dataset,
+    load_recbole,
     load_synthetic,
-    semantic_id_tokens,
 )
 
 logger = logging.getLogger(__name__)
-DATASETS = ("synthetic", "lcrec", "movielens", "interactions")
+DATASETS = ("synthetic", "lcrec", "movielens", "interactions", "recbole", "hf")
 
 
 @dataclass
 class DataArguments:
     """Where the recommendation data comes from and how items are identified."""
 
-    dataset: str = field(
-        default="synthetic",
-        metadata={"help": "Data source: synthetic (embedded, no download), lcrec, movielens or interactions.",
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "Data source: synthetic (embedded, no download), lcrec, movielens, interactions (CSV/"
+                          "Parquet/JSON table), recbole (atomic files) or hf (prompt/completion dataset named by "
+                          "--dataset_name). Default: hf when --dataset_name is given, else synthetic.",
                   "choices": list(DATASETS)},
     )
     data_dir: str | None = field(
         default=None, metadata={"help": "Folder of the data (default: $ILREC_DATA_DIR)."}
     )
-    dataset_name: str = field(default="Instruments", metadata={"help": "LC-Rec dataset name (files <name>.*.json)."})
-    scheme: str = field(
-        default="semantic_id", metadata={"help": "Item identifiers: semantic_id or title.",
-                                         "choices": ["semantic_id", "title"]}
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A Hugging Face dataset with prompt/completion columns (hub id, local folder or file), as "
+                          "`trl sft --dataset_name`. (Deprecated with --dataset lcrec: the LC-Rec file prefix; use "
+                          "--lcrec_prefix.)"},
     )
-    interactions_file: str | None = field(default=None, metadata={"help": "Generic loader: interactions table."})
-    items_file: str | None = field(default=None, metadata={"help": "Generic loader: item table with identifiers."})
+    lcrec_prefix: str | None = field(
+        default=None, metadata={"help": "LC-Rec files <prefix>.inter.json, ... (default: Instruments)."}
+    )
+    scheme: str | None = field(
+        default=None, metadata={"help": "Item identifiers: semantic_id or title (default: semantic_id for lcrec, "
+                                        "titles for movielens, else inferred from the item table / index file).",
+                                "choices": ["semantic_id", "title"]}
+    )
+    index_file: str | None = field(
+        default=None, metadata={"help": "LC-Rec index.json of semantic IDs (e.g. from ilrec-index) for movielens, "
+                                        "interactions or recbole."}
+    )
+    interactions_file: str | None = field(
+        default=None, metadata={"help": "interactions: the (user, item, timestamp[, rating]) table; recbole: the "
+                                        ".inter file."}
+    )
+    items_file: str | None = field(
+        default=None, metadata={"help": "Optional item table (id, title[, text]); recbole: the .item file (default: "
+                                        "the one beside the .inter file); hf: items the completions name."}
+    )
+    user_column: str = field(default="user_id", metadata={"help": "User id column/field of the interactions."})
+    item_column: str = field(default="item_id", metadata={"help": "Item id column/field (interactions, item table)."})
+    time_column: str = field(default="timestamp", metadata={"help": "Time column/field (numbers or ISO dates)."})
+    title_column: str | None = field(
+        default=None, metadata={"help": "Item table column with the identifier/title (default: title; recbole: "
+                                        "title, movie_title or name)."}
+    )
+    min_rating: float | None = field(default=None, metadata={"help": "Drop interactions rated below this."})
+    min_interactions: int = field(default=3, metadata={"help": "Users with fewer interactions are dropped (>= 3)."})
     max_history: int = field(default=20, metadata={"help": "Most recent items kept in each history."})
     template: str = field(default="lcrec", metadata={"help": "Prompt template name or format string."})
     synthetic_users: int = field(default=300, metadata={"help": "Users of the synthetic dataset."})
     synthetic_items: int = field(default=128, metadata={"help": "Items of the synthetic dataset."})
     max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
-    tiny_layers: int = field(default=6, metadata={"help": "Layers of the tiny Llama used when no model is given."})
-    tiny_hidden_size: int = field(default=64, metadata={"help": "Hidden size of that tiny Llama."})
-    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file name inside --model_name_or_path."})
+
+    def __post_init__(self):
+        resolve_data_source(self)
+
+
+def resolve_data_source(args: DataArguments) -> None:
+    """Settle `dataset` and `lcrec_prefix` from the flags, in place: `--dataset_name` alone means a Hugging Face
+    dataset; with `--dataset lcrec` it is the old spelling of `--lcrec_prefix` (deprecated, still honoured)."""
+    if args.dataset is None:
+        args.dataset = "hf" if args.dataset_name else "synthetic"
+    if args.dataset == "lcrec" and args.dataset_name is not None:
+        if args.lcrec_prefix is not None and args.lcrec_prefix != args.dataset_name:
+            raise ValueError(
+                f"--dataset_name {args.dataset_name!r} and --lcrec_prefix {args.lcrec_prefix!r} disagree: with "
+                f"--dataset lcrec give only --lcrec_prefix."
+            )
+        warnings.warn(
+            "--dataset_name as the LC-Rec file prefix is deprecated: use --lcrec_prefix "
+            f"{args.dataset_name} (--dataset_name now names a Hugging Face prompt/completion dataset).",
+            FutureWarning, stacklevel=3,
+        )
+        args.lcrec_prefix, args.dataset_name = args.dataset_name, None
+    if args.dataset == "lcrec" and args.lcrec_prefix is None:
+        args.lcrec_prefix = "Instruments"
+    if args.dataset == "hf" and not args.dataset_name:
+        raise ValueError("--dataset hf needs --dataset_name (a hub id, a local folder or a file).")
+    if args.dataset_name is not None and args.dataset != "hf":
+        raise ValueError(
+            f"--dataset_name names a Hugging Face dataset, but --dataset is {args.dataset}; drop one of them."
+        )
 
 
 def resolve_data_dir(args: DataArguments) -> Path:
@@ -62,20 +118,33 @@ def resolve_data_dir(args: DataArguments) -> Path:
 
 def load_data(args: DataArguments) -> RecData:
     """Load the [`RecData`] the arguments describe (clear errors before any training starts)."""
+    common = dict(max_history=args.max_history, min_interactions=args.min_interactions, template=args.template)
+    if args.index_file is not None and args.dataset not in ("movielens", "interactions", "recbole"):
+        raise ValueError(f"--index_file is for movielens, interactions or recbole, not --dataset {args.dataset}.")
     if args.dataset == "synthetic":
         template = "sequence" if args.template == "lcrec" else args.template
         data = load_synthetic(num_users=args.synthetic_users, num_items=args.synthetic_items,
                               max_history=min(args.max_history, 10), template=template)
     elif args.dataset == "lcrec":
-        data = load_lcrec_dataset(resolve_data_dir(args), args.dataset_name, scheme=args.scheme,
-                                  max_history=args.max_history, template=args.template)
+        data = load_lcrec_dataset(resolve_data_dir(args), args.lcrec_prefix, scheme=args.scheme or "semantic_id",
+                                  **common)
     elif args.dataset == "movielens":
-        data = load_movielens_100k(resolve_data_dir(args), max_history=args.max_history, template=args.template)
-    elif args.dataset == "interactions":
-        if not args.interactions_file or not args.items_file:
-            raise ValueError("--dataset interactions needs --interactions_file and --items_file.")
-        data = load_interactions(args.interactions_file, args.items_file, scheme=args.scheme,
-                                 max_history=args.max_history, template=args.template)
+        if args.scheme == "semantic_id" and args.index_file is None:
+            raise ValueError("--dataset movielens --scheme semantic_id needs --index_file (build it with ilrec-index).")
+        data = load_movielens_100k(resolve_data_dir(args), index_file=args.index_file, **common,
+                                   **({} if args.min_rating is None else {"min_rating": args.min_rating}))
+    elif args.dataset in ("interactions", "recbole"):
+        if not args.interactions_file:
+            raise ValueError(f"--dataset {args.dataset} needs --interactions_file.")
+        loader = load_interactions if args.dataset == "interactions" else load_recbole
+        title = args.title_column or ("title" if args.dataset == "interactions" else None)  # recbole: detected
+        data = loader(args.interactions_file, args.items_file, user_column=args.user_column,
+                      item_column=args.item_column, time_column=args.time_column, identifier_column=title,
+                      min_rating=args.min_rating, scheme=args.scheme, index_file=args.index_file, **common)
+    elif args.dataset == "hf":
+        data = load_prompt_completion_dataset(args.dataset_name, items_file=args.items_file,
+                                              item_column=args.item_column, user_column=args.user_column,
+                                              identifier_column=args.title_column or "title")
     else:
         raise ValueError(f"--dataset {args.dataset!r} is invalid: choose one of {list(DATASETS)}.")
     if args.max_train_examples is not None:
@@ -84,52 +153,19 @@ def load_data(args: DataArguments) -> RecData:
     return data
 
 
-def is_title_scheme(data: RecData) -> bool:
-    return not semantic_id_tokens(data.catalog.identifiers[:50])
-
-
-def build_tokenizer(data: RecData, model_name_or_path: str | None, gguf_file: str | None = None):
-    """A tokenizer that knows every identifier token: the model's own (semantic-ID tokens added) or, with no model,
-    a small one trained on the data."""
-    identifier_tokens = [] if is_title_scheme(data) else semantic_id_tokens(data.catalog.identifiers)
-    if model_name_or_path is None:
-        texts = list(data.train["prompt"][:2000]) + data.catalog.identifiers
-        if identifier_tokens:
-            tokenizer = build_word_tokenizer(texts, identifier_tokens)
-        else:
-            tokenizer = build_bpe_tokenizer(texts, vocab_size=4000)
-    else:
-        from transformers import AutoTokenizer
-
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **kwargs)
-        if identifier_tokens:
-            add_identifier_tokens(tokenizer, identifier_tokens)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-    data.bind(tokenizer)
-    return tokenizer
-
-
-def build_model(tokenizer, model_args, data_args: DataArguments, seed: int = 0):
-    """The model: loaded from `model_name_or_path` (hub id, folder, or GGUF) with its embeddings resized to the
-    tokenizer, or a tiny Llama built from a config."""
-    from ..models import tiny_llama
-
-    if model_args.model_name_or_path is None:
-        return tiny_llama(tokenizer, num_layers=data_args.tiny_layers, hidden_size=data_args.tiny_hidden_size,
-                          num_heads=4, seed=seed)
-    from transformers import AutoModelForCausalLM
-
-    kwargs = {"gguf_file": data_args.gguf_file} if data_args.gguf_file else {}
-    if model_args.dtype not in (None, "auto"):
-        kwargs["dtype"] = model_args.dtype
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
-    missing = data_args.scheme == "semantic_id" and model.get_output_embeddings().out_features < len(tokenizer)
-    if missing:
-        raise ValueError("The model's vocabulary lacks the identifier tokens even after resizing its embeddings.")
-    return model
+def results_table(rows: list[dict], label: str = "method", extra: dict[str, str] | None = None) -> str:
+    """The Markdown table `ilrec-train` and `ilrec-eval` print: one row per result, the `label` column, every
+    Hit@K / NDCG@K present (by K, Hit before NDCG), then the `extra` columns (`{key: header}`). With two rows that
+    both have NDCG@10, a last line gives their ratio (second / first)."""
+    extra = extra or {}
+    present = {k for r in rows for k in r if k.startswith(("hit@", "ndcg@"))}
+    cols = sorted(present, key=lambda c: (int(c.split("@")[1]), c.startswith("ndcg")))
+    lines = [f"| {label} | " + " | ".join(cols + list(extra.values())) + " |",
+             "|---" * (len(cols) + len(extra) + 1) + "|"]
+    for r in rows:
+        cells = [f"{r[c]:.4f}" if c in r else "-" for c in cols] + [str(r.get(k, "-")) for k in extra]
+        lines.append(f"| {r[label]} | " + " | ".join(cells) + " |")
+    if len(rows) == 2 and rows[0].get("ndcg@10") and "ndcg@10" in rows[1]:
+        a, b = rows
+        lines.append(f"\n{b[label]} / {a[label]} NDCG@10: {b['ndcg@10'] / a['ndcg@10']:.3f}x")
+    return "\n".join(lines)

@@ -1,7 +1,8 @@
 """`ilrec-eval`: Hit@K / NDCG@K of a trained model with constrained beam search; prints a table, writes JSON.
 
+    ilrec-eval --model outputs/ilrec-default/ilrec          # the data it was trained on (recommender_config.json)
     ilrec-eval --model outputs/ilrec-default/ilrec --dataset synthetic
-    ilrec-eval --model PATH --dataset lcrec --data_dir ../shared/data --dataset_name Instruments --max_users 2000
+    ilrec-eval --model PATH --dataset lcrec --data_dir ../shared/data --lcrec_prefix Instruments --max_users 2000
 """
 
 import json
@@ -13,7 +14,8 @@ from pathlib import Path
 from trl import TrlParser
 
 from ..evaluation import evaluate_recommendations
-from .common import DataArguments, load_data
+from .common import DataArguments, load_data, results_table
+from .saved_data import check_data_catalog, data_arguments_for
 
 logger = logging.getLogger("ilrec_trl.eval")
 
@@ -39,7 +41,9 @@ def run(argv=None) -> dict:
         raise FileNotFoundError(f"--model {eval_args.model!r} does not exist: give the folder of a trained model.")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    data_args = data_arguments_for(eval_args.model, data_args, argv)  # flags not given: the model's saved source
     data = load_data(data_args)
+    check_data_catalog(eval_args.model, data, data_args)  # refuses another catalogue, before tokenizing
     tokenizer = AutoTokenizer.from_pretrained(eval_args.model)
     model = AutoModelForCausalLM.from_pretrained(eval_args.model)
     data.bind(tokenizer)
@@ -54,10 +58,7 @@ def run(argv=None) -> dict:
     )
     out.write_text(json.dumps({"model": eval_args.model, "dataset": data.name, "split": eval_args.split,
                                "metrics": metrics}, indent=2))
-    keys = [k for k in metrics if k != "num_users"]
-    print("| " + " | ".join(keys) + " | users |")
-    print("|---" * (len(keys) + 1) + "|")
-    print("| " + " | ".join(f"{metrics[k]:.4f}" for k in keys) + f" | {metrics['num_users']} |")
+    print(results_table([{"model": eval_args.model, **metrics}], label="model", extra={"num_users": "users"}))
     print(f"Metrics written to {out}")
     return metrics
 

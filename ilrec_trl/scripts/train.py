@@ -1,10 +1,11 @@
 """`ilrec-train`: load data, build the tokenizer and model, fit the collaborative reward, train with ILRec (or SFT,
-or both side by side), evaluate with constrained beam search, write `results.json`, the model and a model card.
+or both side by side), evaluate with constrained beam search, write `results.json`, the model (with its
+`catalog.json` and `recommender_config.json`, for `Recommender.from_pretrained`) and a model card.
 
 With no argument it runs the embedded default (synthetic data, tiny Llama, SFT vs ILRec, CPU, a few minutes):
 
     ilrec-train
-    ilrec-train --dataset lcrec --data_dir ../shared/data --dataset_name Instruments --model_name_or_path PATH
+    ilrec-train --dataset lcrec --data_dir ../shared/data --lcrec_prefix Instruments --model_name_or_path PATH
     accelerate launch --config_file examples/accelerate/zero3.yaml -m ilrec_trl.scripts.train --config cfg.yaml
 """
 
@@ -16,11 +17,14 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from trl import ModelConfig, SFTTrainer, TrlParser, get_peft_config
+from trl import TrlParser, get_peft_config
 
+from ..artifact import RecommenderConfig
+from ..data import build_tokenizer
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations
-from ..trainer import ILRecConfig, ILRecTrainer
-from .common import DataArguments, build_model, build_tokenizer, load_data
+from ..models import ModelArguments, load_model
+from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
+from .common import DataArguments, load_data, results_table
 
 logger = logging.getLogger("ilrec_trl.train")
 METHODS = ("ilrec", "sft", "compare")
@@ -57,9 +61,9 @@ def parse(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     # The embedded default: without a config file or a dataset, run the synthetic setup of default.yaml (flags given
     # on the command line still override it).
-    if "--config" not in argv and not any(a == "--dataset" or a.startswith("--dataset=") for a in argv):
+    if "--config" not in argv and not any(a.split("=")[0] in ("--dataset", "--dataset_name") for a in argv):
         argv = ["--config", default_config_path(), *argv]
-    parser = TrlParser((DataArguments, TrainScriptArguments, ILRecConfig, ModelConfig))
+    parser = TrlParser((DataArguments, TrainScriptArguments, ILRecConfig, ModelArguments))
     return parser.parse_args_and_config(argv)
 
 
@@ -111,24 +115,33 @@ def make_reward_fn(script_args, training_args, data, output_dir: Path):
 
 
 def train_one(method, data, tokenizer, data_args, script_args, training_args, model_args, output_dir, reward_fn):
-    model = build_model(tokenizer, model_args, data_args, seed=training_args.seed)
+    model = load_model(tokenizer, model_args, seed=training_args.seed,
+                       trust_remote_code=training_args.trust_remote_code,
+                       model_init_kwargs=training_args.model_init_kwargs)
     training_args.output_dir = str(output_dir)
+    # Both arms save catalog.json and recommender_config.json beside the weights (Recommender.from_pretrained).
+    recommender_config = RecommenderConfig.from_rec_data(data, num_beams=script_args.eval_num_beams,
+                                                         source=asdict(data_args))
     common = dict(model=model, args=training_args, train_dataset=data.train, processing_class=tokenizer,
-                  peft_config=get_peft_config(model_args))
+                  eval_dataset=data.valid if training_args.eval_strategy != "no" else None,
+                  peft_config=get_peft_config(model_args), catalog=data.catalog,
+                  recommender_config=recommender_config)
     if method == "sft":
-        trainer = SFTTrainer(**common)
+        trainer = RecSFTTrainer(**common)
     else:
-        trainer = ILRecTrainer(**common, catalog=data.catalog, reward_fn=reward_fn)
+        trainer = ILRecTrainer(**common, reward_fn=reward_fn)
     if script_args.rec_eval_steps:
         trainer.add_callback(RecommendationEvalCallback(
             trainer, data.valid, data.catalog, eval_steps=script_args.rec_eval_steps,
             max_users=script_args.eval_max_users or 200, num_beams=script_args.eval_num_beams,
             ks=tuple(k for k in (5, 10) if k <= script_args.eval_num_beams) or (script_args.eval_num_beams,)))
-    start = time.time()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    train_seconds = time.time() - start
+    # wall time depends on whatever else runs on the machine; CPU time (this process, all its threads) less so
+    train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     trainer.save_model(str(output_dir))
     result = {"method": method, "train_seconds": round(train_seconds, 1),
+              "train_cpu_seconds": round(train_cpu_seconds, 1),
               "train_loss": next((e["train_loss"] for e in trainer.state.log_history if "train_loss" in e), None)}
     if script_args.eval_split != "none":
         # Every process runs the (identical) beam search: under ZeRO-3 each forward gathers parameters from all
@@ -152,18 +165,11 @@ def eval_ks(script_args) -> tuple[int, ...]:
     return tuple(k for k in (1, 5, 10, 20) if k <= script_args.eval_num_beams)
 
 
+TABLE_EXTRA = {"train_seconds": "train s (wall)", "train_cpu_seconds": "train s (CPU)"}
+
+
 def format_table(results: list[dict]) -> str:
-    cols = [c for c in ("hit@1", "hit@5", "ndcg@5", "hit@10", "ndcg@10", "hit@20", "ndcg@20")
-            if any(c in r for r in results)]
-    lines = ["| method | " + " | ".join(cols) + " | train s |", "|---" * (len(cols) + 2) + "|"]
-    for r in results:
-        vals = " | ".join(f"{r[c]:.4f}" if c in r else "-" for c in cols)
-        lines.append(f"| {r['method']} | {vals} | {r['train_seconds']} |")
-    if len(results) == 2 and "ndcg@10" in results[0]:
-        a, b = results
-        if a.get("ndcg@10"):
-            lines.append(f"\n{b['method']} / {a['method']} NDCG@10: {b['ndcg@10'] / a['ndcg@10']:.3f}x")
-    return "\n".join(lines)
+    return results_table(results, label="method", extra=TABLE_EXTRA)
 
 
 def write_model_card(output_dir: Path, signature: dict, results: list[dict], data) -> None:
@@ -190,7 +196,9 @@ def run(argv=None) -> list[dict]:
     signature = run_signature(data_args, script_args, training_args, model_args)
     check_output_dir(output_dir, signature, script_args.overwrite)
     data = load_data(data_args)
-    tokenizer = build_tokenizer(data, model_args.model_name_or_path, data_args.gguf_file)
+    tokenizer = build_tokenizer(data, model_args.model_name_or_path, model_args.gguf_file,
+                                revision=model_args.model_revision,
+                                trust_remote_code=training_args.trust_remote_code)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "run_config.json").write_text(json.dumps(signature, indent=2, default=str))
 

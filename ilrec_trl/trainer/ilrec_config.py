@@ -77,6 +77,21 @@ class ILRecConfig(SFTConfig):
             Global step from which the ILRec losses are used; before it the trainer runs plain SFT.
         reward_context_columns (`list[str]`, *optional*, defaults to `["user_id", "history", "item_id"]`):
             Dataset columns kept and handed to the `reward_fn` as the batch's user context (those present are kept).
+
+        > Parameters of the ranking metrics in `evaluate()`
+
+        rec_eval_num_beams (`int`, *optional*, defaults to `0`):
+            With `> 0`, `evaluate()` also ranks the whole catalogue for each eval example with a constrained beam
+            search of this many beams and adds Hit@K, NDCG@K, MRR and coverage@K to the metrics (`eval_hit@10`,
+            `eval_ndcg@10`, `eval_mrr`, `eval_coverage@10`), so `metric_for_best_model="eval_ndcg@10"`,
+            `load_best_model_at_end` and `EarlyStoppingCallback` use them. Needs the trainer's `catalog` and an
+            `eval_dataset` with `prompt` and `item_id` columns (a `RecData` split). `0` = off.
+        rec_eval_ks (`list[int]`, *optional*, defaults to `[5, 10]`):
+            Cut-offs K of the ranking metrics (each at most `rec_eval_num_beams`).
+        rec_eval_max_users (`int`, *optional*):
+            Rank a seeded subset (`seed`) of this many eval examples instead of all of them.
+        rec_eval_batch_size (`int`, *optional*, defaults to `16`):
+            Examples per beam-search batch.
     """
 
     ilrec_layers: list[int] = field(
@@ -116,6 +131,17 @@ class ILRecConfig(SFTConfig):
         default_factory=lambda: ["user_id", "history", "item_id"],
         metadata={"help": "Dataset columns handed to the reward_fn as user context."},
     )
+    rec_eval_num_beams: int = field(
+        default=0,
+        metadata={"help": "Beams of the catalogue ranking added to evaluate() (eval_ndcg@10, ...); 0 = off."},
+    )
+    rec_eval_ks: list[int] = field(
+        default_factory=lambda: [5, 10], metadata={"help": "Cut-offs K of the ranking metrics in evaluate()."}
+    )
+    rec_eval_max_users: int | None = field(
+        default=None, metadata={"help": "Rank a seeded subset of this many eval examples (default: all)."}
+    )
+    rec_eval_batch_size: int = field(default=16, metadata={"help": "Examples per beam-search batch in evaluate()."})
 
     def __post_init__(self):
         # Launched on several CPU processes without a backend, transformers would see a world size of 1 and every
@@ -166,3 +192,22 @@ def validate_ilrec_fields(cfg) -> None:
             fail(name, getattr(cfg, name), "a temperature must be > 0.")
     if not (isinstance(cfg.ilrec_start_step, int) and cfg.ilrec_start_step >= 0):
         fail("ilrec_start_step", cfg.ilrec_start_step, "it must be an integer >= 0.")
+    validate_rec_eval_fields(cfg)
+
+
+def validate_rec_eval_fields(cfg) -> None:
+    """Check the `rec_eval_*` fields (ranking metrics in `evaluate()`)."""
+    beams = getattr(cfg, "rec_eval_num_beams", 0)
+    if not (isinstance(beams, int) and beams >= 0):
+        raise ValueError(f"ILRecConfig.rec_eval_num_beams={beams!r} is invalid: an integer >= 0 (0 = off).")
+    if beams == 0:
+        return
+    ks = cfg.rec_eval_ks = [cfg.rec_eval_ks] if isinstance(cfg.rec_eval_ks, int) else list(cfg.rec_eval_ks)
+    if not ks or not all(isinstance(k, int) and 1 <= k <= beams for k in ks):
+        raise ValueError(
+            f"ILRecConfig.rec_eval_ks={ks!r} is invalid: give cut-offs between 1 and rec_eval_num_beams={beams}."
+        )
+    if cfg.rec_eval_max_users is not None and cfg.rec_eval_max_users < 1:
+        raise ValueError(f"ILRecConfig.rec_eval_max_users={cfg.rec_eval_max_users!r} is invalid: >= 1 or None.")
+    if cfg.rec_eval_batch_size < 1:
+        raise ValueError(f"ILRecConfig.rec_eval_batch_size={cfg.rec_eval_batch_size!r} is invalid: >= 1.")

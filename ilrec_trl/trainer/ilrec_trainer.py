@@ -11,6 +11,7 @@ from ..layers import LayerCapture, find_decoder_layers, find_final_norm, resolve
 from ..rewards.protocol import RewardContext
 from .ilrec_config import ILRecConfig
 from .model_forward import ILRecForwardPatch
+from .recommender_mixin import RecommenderTrainerMixin
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class ContextCollator:
         return getattr(self.collator, name)
 
 
-class ILRecTrainer(SFTTrainer):
+class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
     """Trainer for ILRec: SFT plus self-hard negatives mined from the model's own intermediate layers.
 
     A drop-in for [`~trl.SFTTrainer`]: same datasets, arguments and launchers. In addition:
@@ -51,6 +52,9 @@ class ILRecTrainer(SFTTrainer):
         catalog (*optional*): the item catalogue ([`~ilrec_trl.catalog.ItemCatalog`] or anything following
             [`~ilrec_trl.catalog.CatalogProtocol`]); needed by the `item` and `trie` scopes. An unbound
             `ItemCatalog` is bound to `processing_class`.
+        recommender_config ([`~ilrec_trl.artifact.RecommenderConfig`], *optional*): the prompt template, history
+            length and data source, saved with the catalogue beside the model (see [`RecommenderTrainerMixin`]) so
+            that `Recommender.from_pretrained(output_dir)` works.
 
     During `train()`/`evaluate()` the trainer registers forward hooks on the chosen decoder layers and routes the
     loss through an ILRec forward; both are removed when those calls return or raise, leaving the model as given.
@@ -59,7 +63,8 @@ class ILRecTrainer(SFTTrainer):
     _tag_names = ["trl", "sft", "ilrec"]
     _name = "ILRec"
 
-    def __init__(self, model, args: ILRecConfig | None = None, *pargs, reward_fn=None, catalog=None, **kwargs):
+    def __init__(self, model, args: ILRecConfig | None = None, *pargs, reward_fn=None, catalog=None,
+                 recommender_config=None, **kwargs):
         if args is None:
             raise ValueError("ILRecTrainer needs an ILRecConfig: ILRecTrainer(model, args=ILRecConfig(...), ...).")
         if not isinstance(args, ILRecConfig):
@@ -72,6 +77,7 @@ class ILRecTrainer(SFTTrainer):
 
         self.reward_fn = reward_fn
         self.catalog = catalog
+        self.recommender_config = recommender_config
         if catalog is not None and hasattr(catalog, "is_bound") and not catalog.is_bound:
             catalog.bind(self.processing_class)
         if args.crr_weight > 0 and reward_fn is None:
@@ -103,6 +109,7 @@ class ILRecTrainer(SFTTrainer):
         self._forward_patch: ILRecForwardPatch | None = None
         self._attach_depth = 0
         self._check_train_completions()
+        self._check_rec_eval()
 
     # ------------------------------------------------------------------ validation
     @staticmethod
@@ -242,18 +249,15 @@ class ILRecTrainer(SFTTrainer):
         args = self.args
         num_tokens = outputs.nll_per_token.numel() if num_items_in_batch is None else num_items_in_batch
         denominator = torch.as_tensor(num_tokens, device=outputs.cpo_per_token.device).clamp(min=1)
-        loss = (outputs.cpo_per_token.sum() + args.cpd_weight * outputs.cpd_per_token.sum()) / denominator
+        # Every term is a sum over the target positions divided by the same count, as TRL divides its NLL (L_CRR
+        # included: positions without rewarded negatives add 0 to it), so gradient accumulation and
+        # `num_items_in_batch` treat the three terms alike.
+        per_token = outputs.cpo_per_token + args.cpd_weight * outputs.cpd_per_token
+        if "rewards" in request:
+            per_token = per_token + args.crr_weight * outputs.crr_per_token
+        loss = per_token.sum() / denominator
         if args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-        if "rewards" in request:
-            # L_CRR is a mean over the positions that have rewarded negatives: count them over all processes (DDP
-            # then averages the gradients, hence the factor), and average over the accumulation steps.
-            count = outputs.crr_count.detach().float()
-            if self.accelerator.num_processes > 1:
-                count = self.accelerator.reduce(count, reduction="sum")
-            crr = outputs.crr_per_token.sum() / count.clamp(min=1) * self.accelerator.num_processes
-            steps = getattr(self, "current_gradient_accumulation_steps", 1) if num_items_in_batch is not None else 1
-            loss = loss + args.crr_weight * crr / steps
         self._log_ilrec_metrics(mode, inputs, outputs)
         return loss
 
@@ -276,6 +280,8 @@ class ILRecTrainer(SFTTrainer):
                                 dtype=torch.float32, device=negs.device),
                 outputs.crr_target_entropy.float(),
                 outputs.crr_target_positions.float(),
+                outputs.negative_gradient_mass.float(),
+                outputs.nll_negative_gradient_mass.float(),
                 *outputs.layer_top1.float(),
             ]
         )
@@ -285,7 +291,7 @@ class ILRecTrainer(SFTTrainer):
         metrics["nll"].append(totals[1] / count)
         metrics["cpo"].append(totals[2] / count)
         metrics["cpd"].append(totals[3] / count)
-        metrics["crr"].append(totals[4] / max(totals[5], 1.0))
+        metrics["crr"].append(totals[4] / count)
         metrics["negatives_per_token"].append(totals[6] / count)
         metrics["frac_positions_with_negatives"].append(totals[7] / count)
         metrics["mean_token_accuracy"].append(totals[8] / count)
@@ -293,7 +299,9 @@ class ILRecTrainer(SFTTrainer):
             metrics["negatives_cf_endorsed"].append(totals[9] / max(totals[6], 1.0))
         if totals[11] > 0:  # 1 = the reward spreads L_CRR's target evenly over the negatives, 0 = on one of them
             metrics["crr_target_entropy"].append(totals[10] / totals[11])
-        for index, value in zip(self.args.ilrec_layers, totals[12:]):
+        if totals[13] > 0:  # > 1: ILRec pushes the negatives harder than SFT; < 1: L_CRR cancels part of L_CPO's push
+            metrics["negative_gradient_ratio"].append(totals[12] / totals[13])
+        for index, value in zip(self.args.ilrec_layers, totals[14:]):
             metrics[f"top1_layer_{index}"].append(value / count)
         if mode == "train":
             local = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()

@@ -28,6 +28,8 @@ class ILRecModelOutput(ModelOutput):
     cf_endorsed_negatives: torch.Tensor | None = None
     crr_target_entropy: torch.Tensor | None = None  # see ILRecLossOutput
     crr_target_positions: torch.Tensor | None = None
+    negative_gradient_mass: torch.Tensor | None = None  # see ILRecLossOutput
+    nll_negative_gradient_mass: torch.Tensor | None = None
 
 
 def _param_device(module, default):
@@ -113,6 +115,8 @@ class ILRecForwardPatch:
             cf_endorsed_negatives=endorsed,
             crr_target_entropy=out.crr_target_entropy,
             crr_target_positions=out.crr_target_positions,
+            negative_gradient_mass=out.negative_gradient_mass,
+            nll_negative_gradient_mass=out.nll_negative_gradient_mass,
         )
 
     def remove(self) -> None:

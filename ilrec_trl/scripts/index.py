@@ -1,0 +1,145 @@
+"""`ilrec-index`: semantic IDs for a catalogue. Embeds every item (text, collaborative factors, or both), quantises
+the embeddings by residual k-means, and writes an LC-Rec `index.json` (`{"<item id>": ["<a_1>", "<b_7>", ...]}`,
+item ids as the data loaders number them) with a report of codebook usage and collisions.
+
+    ilrec-index --dataset movielens --data_dir ../shared/data/ml-100k --output ml-100k.index.json
+    ilrec-index --dataset interactions --interactions_file inter.csv --items_file items.csv --output items.index.json \\
+        --embedding mix --levels 3 --codebook_size 64 --balanced
+    ilrec-train --dataset interactions --interactions_file inter.csv --items_file items.csv \\
+        --index_file items.index.json ...
+"""
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+from ..indexing import codes_to_index, collaborative_embeddings, mix_embeddings, residual_kmeans, text_embeddings
+from .common import DataArguments, load_data
+
+logger = logging.getLogger("ilrec_trl.index")
+EMBEDDINGS = ("text", "cf", "mix")
+
+
+@dataclass
+class IndexArguments:
+    """How the semantic IDs are built."""
+
+    output: str = field(default=None, metadata={"help": "The index.json to write (LC-Rec layout)."})
+    embedding: str = field(
+        default="text", metadata={"help": "Item embeddings: text (titles + item text), cf (collaborative MF item "
+                                          "factors fit on the training split) or mix (both, normalised, "
+                                          "concatenated).", "choices": list(EMBEDDINGS)}
+    )
+    encoder: str | None = field(
+        default=None, metadata={"help": "Local Hugging Face encoder folder for the text (mean pooling); default: "
+                                        "TF-IDF + truncated SVD (no model needed)."}
+    )
+    embedding_dim: int = field(default=64, metadata={"help": "SVD components (text) and MF factor size (cf)."})
+    cf_weight: float = field(default=0.5, metadata={"help": "mix: share of the collaborative block (0..1)."})
+    levels: int = field(default=3, metadata={"help": "Code levels before the collision level."})
+    codebook_size: int = field(default=256, metadata={"help": "Codes per level."})
+    balanced: bool = field(default=False, metadata={"help": "Balanced (Sinkhorn) assignment in k-means."})
+    kmeans_iters: int = field(default=50, metadata={"help": "Lloyd iterations per level (at most)."})
+    collision_level: bool = field(
+        default=True, metadata={"help": "Add a level that separates items sharing all codes (unique identifiers)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the SVD, the MF model and k-means."})
+    report: str | None = field(default=None, metadata={"help": "Report JSON (default: <output>.report.json)."})
+    encoder_batch_size: int = field(default=64, metadata={"help": "Texts per encoder batch."})
+
+
+def item_texts(data) -> list[str]:
+    """Title (and item text, e.g. genres or a description) of every catalogue item."""
+    titles = data.catalog.titles
+    if titles is None:
+        raise ValueError(
+            f"{data.name} has no item titles or texts to embed: use --embedding cf, or give an item table with titles."
+        )
+    extra = data.item_text or [""] * len(titles)
+    return [f"{t}. {x}" if x else str(t) for t, x in zip(titles, extra)]
+
+
+def build_embeddings(data, args: IndexArguments):
+    if args.embedding not in EMBEDDINGS:
+        raise ValueError(f"--embedding {args.embedding!r} is invalid: choose one of {list(EMBEDDINGS)}.")
+    parts, weights = [], []
+    if args.embedding in ("text", "mix"):
+        parts.append(text_embeddings(item_texts(data), encoder=args.encoder, dim=args.embedding_dim, seed=args.seed,
+                                     batch_size=args.encoder_batch_size))
+        weights.append(1 - args.cf_weight)
+    if args.embedding in ("cf", "mix"):
+        parts.append(collaborative_embeddings(data.train, len(data.catalog), dim=args.embedding_dim, seed=args.seed))
+        weights.append(args.cf_weight)
+    return parts[0] if len(parts) == 1 else mix_embeddings(parts, weights)
+
+
+def format_report(stats: dict) -> str:
+    lines = ["| level | codes used | codebook | max items/code | residual energy after |", "|---|---|---|---|---|"]
+    for s in stats["levels"]:
+        lines.append(f"| {s['level']} | {s['codes_used']} | {s['codebook_size']} | {s['max_items_per_code']} | "
+                     f"{s['residual_energy_after']:.4f} |")
+    if "collision_level" in stats:
+        c = stats["collision_level"]
+        lines.append(f"| {c['level']} (collision) | {c['codes_used']} | - | - | - |")
+    lines.append(
+        f"\n{stats['num_items']} items, {stats['distinct_codes_before_collision_level']} distinct codes before the "
+        f"collision level: {stats['items_in_collisions']} items in {stats['collision_groups']} collision groups "
+        f"(largest {stats['max_collision_group']}); {stats['unique_identifiers']} unique identifiers."
+    )
+    return "\n".join(lines)
+
+
+def write_json_atomically(path: Path, payload) -> None:
+    """Write to a temporary file beside `path`, then rename: a failed run never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(argv=None) -> dict:
+    """Run with these command-line arguments; returns the report (used by `main` and the tests)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    index_args, data_args = TrlParser((IndexArguments, DataArguments)).parse_args_and_config(argv)
+    if not index_args.output:
+        raise ValueError("--output is required: the index.json file to write.")
+    if not 0 <= index_args.cf_weight <= 1:
+        raise ValueError(f"--cf_weight {index_args.cf_weight} must be between 0 and 1.")
+    output = Path(index_args.output)
+    report_path = Path(index_args.report) if index_args.report else output.with_suffix(".report.json")
+    data = load_data(data_args)
+    embeddings = build_embeddings(data, index_args)
+    result = residual_kmeans(embeddings, levels=index_args.levels, codebook_size=index_args.codebook_size,
+                             iters=index_args.kmeans_iters, seed=index_args.seed, balanced=index_args.balanced,
+                             collision_level=index_args.collision_level)
+    report = {
+        "index": str(output), "dataset": data.name, "num_items": len(data.catalog),
+        "embedding": index_args.embedding, "encoder": index_args.encoder or "tfidf-svd",
+        "embedding_shape": list(embeddings.shape), "config": vars(index_args), **result.stats,
+        "item_ids": data.item_ids,  # the source's item id of index key 0, 1, ... (None: the keys are the ids)
+    }
+    write_json_atomically(output, codes_to_index(result.codes))
+    write_json_atomically(report_path, report)
+    print(f"\n{format_report(result.stats)}\n\nIndex written to {output}, report to {report_path}")
+    return report
+
+
+def main(argv=None) -> None:
+    """Console entry point."""
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()

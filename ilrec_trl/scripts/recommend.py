@@ -1,0 +1,126 @@
+"""`ilrec-recommend`: batch recommendations from a saved model, JSONL in, JSONL out.
+
+    ilrec-recommend --model outputs/ilrec-default/ilrec --input users.jsonl --output recs.jsonl --k 10 --exclude_seen
+
+Each input line is `{"user": ..., "history": [item ids, oldest first]}`; each output line is
+`{"user": ..., "items": [...], "scores": [...]}` (plus `"titles"` when the catalogue has titles). The whole input is
+checked before the model is loaded, and the output appears only when every user is done (written to a temporary file
+in the same folder, then renamed).
+"""
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+from ..artifact import load_recommender_artifacts
+from ..catalog import CatalogError
+
+logger = logging.getLogger("ilrec_trl.recommend")
+
+
+@dataclass
+class RecommendArguments:
+    model: str = field(default=None, metadata={"help": "Folder (or Hub id) of a model saved by ilrec-train."})
+    input: str = field(default=None, metadata={"help": 'JSONL file, one {"user": ..., "history": [...]} per line.'})
+    output: str = field(default=None, metadata={"help": "JSONL file written with the recommendations."})
+    k: int = field(default=10, metadata={"help": "Items per user."})
+    exclude_seen: bool = field(default=False, metadata={"help": "Leave out the items of each user's history."})
+    num_beams: int | None = field(default=None, metadata={"help": "Beams (default: the model's evaluation beams)."})
+    batch_size: int = field(default=16, metadata={"help": "Users per beam-search batch."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: CUDA when available)."})
+    dtype: str | None = field(default=None, metadata={"help": "Model dtype, e.g. bfloat16 (default: as saved)."})
+
+
+def read_users(path, catalog) -> list[dict]:
+    """Parse and check the input JSONL: every line an object with a `user` and a non-empty `history` of catalogue
+    item ids. Errors name the file, the line and the field (or the unknown id)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {str(path)!r} does not exist.")
+    users = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object.") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object {{\"user\": ..., \"history\": [...]}}.")
+            for name in ("user", "history"):
+                if name not in row:
+                    raise ValueError(f"{where}: the field {name!r} is missing.")
+            history = row["history"]
+            if not isinstance(history, list) or not history:
+                raise ValueError(f"{where}: the field 'history' must be a non-empty list of item ids.")
+            for item in history:
+                try:
+                    catalog.position_of(item)
+                except CatalogError as e:
+                    raise ValueError(f"{where}: field 'history': {e}") from None
+            users.append({"user": row["user"], "history": history})
+    if not users:
+        raise ValueError(f"--input {str(path)!r} holds no users.")
+    return users
+
+
+def write_jsonl_atomic(path, rows) -> None:
+    """Write `rows` as JSONL to `path` through a temporary file in the same folder (nothing half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(argv=None) -> list[dict]:
+    """Run with these command-line arguments and return the output rows (used by `main` and the tests)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    (args,) = TrlParser((RecommendArguments,)).parse_args_and_config(argv)
+    for name in ("model", "input", "output"):
+        if getattr(args, name) is None:
+            raise ValueError(f"--{name} is required.")
+    if args.k < 1:
+        raise ValueError(f"--k {args.k} is invalid: the number of items per user, >= 1.")
+    from ..recommender import Recommender, resolve_model_path
+
+    model_dir = resolve_model_path(args.model)
+    catalog, _ = load_recommender_artifacts(model_dir)
+    users = read_users(args.input, catalog)  # before the (slow) model load
+    recommender = Recommender.from_pretrained(model_dir, device=args.device, dtype=args.dtype)
+    recs = recommender.recommend([u["history"] for u in users], k=args.k, exclude_seen=args.exclude_seen,
+                                 num_beams=args.num_beams, batch_size=args.batch_size, progress=True)
+    titles = recommender.catalog.titles
+    rows = []
+    for user, ranked in zip(users, recs):
+        row = {"user": user["user"], "items": [i for i, _ in ranked], "scores": [s for _, s in ranked]}
+        if titles is not None:
+            row["titles"] = [titles[recommender.catalog.position_of(i)] for i, _ in ranked]
+        rows.append(row)
+    write_jsonl_atomic(args.output, rows)
+    print(f"Recommendations for {len(rows)} users written to {args.output}")
+    return rows
+
+
+def main(argv=None) -> None:
+    """Console entry point."""
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()
