@@ -50,8 +50,17 @@ def sweep_cells(out, dataset, seed) -> dict:
     return {c["method"]: c for c in (json.loads(f.read_text()) for f in sweep_dir(out, dataset, seed).glob("*.json"))}
 
 
+ORDER = [name for variants in STAGES.values() for name, _, _ in variants]
+
+
 def ilrec_valid(cells) -> dict:
     return {n: c["metrics"]["ndcg@10"] for n, c in cells.items() if c.get("config") is not None}
+
+
+def best_of(scores: dict) -> str:
+    """The variant with the best validation NDCG@10; a tie goes to the one screened first (earlier stage, then the
+    order within it: the simpler setting)."""
+    return max(scores, key=lambda n: (scores[n], -ORDER.index(n) if n in ORDER else -len(ORDER)))
 
 
 def chosen_so_far(cells, stage) -> dict:
@@ -64,7 +73,7 @@ def chosen_so_far(cells, stage) -> dict:
         if earlier:
             raise SystemExit(f"Stage {stage!r} builds on {earlier}: run those first (no cells yet).")
         return {}
-    best = cells[max(scores, key=scores.get)]
+    best = cells[best_of(scores)]
     return {**best["config"], "reward": best.get("reward") or "mf"}
 
 
@@ -80,31 +89,32 @@ def run(a):
                          f"{a.seed} with the same flags first.")
     a.extra_epochs = a.sweep_epochs or a.extra_epochs
     reward_models = {}
-    variants = [("sft_more", "sft_more", {}, None)]
-    for stage in a.stages:
-        base = chosen_so_far(sweep_cells(a.out, a.dataset, a.seed), stage) if stage != "dpo" else {}
-        for name, method, overrides in STAGES[stage]:
-            variants.append((name, method, {**base, **overrides}, stage))
-    for name, method, overrides, stage in variants:
-        path = cell_path(Path(a.out), f"{a.dataset}/sweep", a.seed, name)
-        if path.exists():
-            continue
-        overrides = dict(overrides)
-        lr = overrides.pop("lr", None)
-        source = overrides.pop("reward", "mf")
-        if method == "ilrec" and overrides.get("crr_weight", a.crr_weight) > 0 and source not in reward_models:
-            reward_models[source] = (
-                MatrixFactorizationReward(seed=a.seed).fit(data.train, num_items=len(data.catalog)) if source == "mf"
-                else sasrec_model(a, data, a.dataset, a.seed))
-        t = time.time()
-        model, extra = continue_from_sft(a, data, tok, reward_models, sft_dir, a.seed, method,
-                                         models_dir(a, a.dataset, a.seed) / "sweep", overrides or None, lr2=lr,
-                                         source=source)
-        train_seconds = time.time() - t
-        ranks = ranks_of(model, tok, data, valid, a.eval_batch)
-        save_cell(path, name, ranks, train_seconds,
-                  {**extra, "split": "valid", "stage": stage, "sweep_epochs": a.extra_epochs,
-                   "eval_seconds": round(time.time() - t - train_seconds, 1)})
+    for stage in [None, *a.stages]:  # the baseline, then each stage on the best setting of the ones before it
+        if stage is None:
+            variants = [("sft_more", "sft_more", {})]
+        else:
+            base = chosen_so_far(sweep_cells(a.out, a.dataset, a.seed), stage) if stage != "dpo" else {}
+            variants = [(name, method, {**base, **overrides}) for name, method, overrides in STAGES[stage]]
+        for name, method, overrides in variants:
+            path = cell_path(Path(a.out), f"{a.dataset}/sweep", a.seed, name)
+            if path.exists():
+                continue
+            overrides = dict(overrides)
+            lr = overrides.pop("lr", None)
+            source = overrides.pop("reward", "mf")
+            if method == "ilrec" and overrides.get("crr_weight", a.crr_weight) > 0 and source not in reward_models:
+                reward_models[source] = (
+                    MatrixFactorizationReward(seed=a.seed).fit(data.train, num_items=len(data.catalog))
+                    if source == "mf" else sasrec_model(a, data, a.dataset, a.seed))
+            t = time.time()
+            model, extra = continue_from_sft(a, data, tok, reward_models, sft_dir, a.seed, method,
+                                             models_dir(a, a.dataset, a.seed) / "sweep", overrides or None, lr2=lr,
+                                             source=source)
+            train_seconds = time.time() - t
+            ranks = ranks_of(model, tok, data, valid, a.eval_batch)
+            save_cell(path, name, ranks, train_seconds,
+                      {**extra, "split": "valid", "stage": stage, "sweep_epochs": a.extra_epochs,
+                       "eval_seconds": round(time.time() - t - train_seconds, 1)})
 
 
 def report(a):
@@ -117,10 +127,10 @@ def report(a):
     ilrec = ilrec_valid(cells)
     result = {"seed": a.seed, "valid_ndcg@10": ndcg}
     if ilrec:
-        best = cells[max(ilrec, key=ilrec.get)]
+        best = cells[best_of(ilrec)]
         result.update(ilrec_variant=best["method"], ilrec=best["config"], reward=best.get("reward"))
     dpo = {n: v for n, v in ndcg.items() if cells[n].get("stage") == "dpo"}
-    best_dpo = cells[max(dpo, key=dpo.get)] if dpo else {}
+    best_dpo = cells[best_of(dpo)] if dpo else {}
     result.update(dpo_lr=best_dpo.get("lr"), dpo_beta=best_dpo.get("beta"))
     (sweep_dir(a.out, a.dataset, a.seed).parent / "chosen.json").write_text(json.dumps(result, indent=2))
 

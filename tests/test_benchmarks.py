@@ -120,6 +120,10 @@ def test_sweep_stages_build_on_the_best_validation_setting_so_far():
     # later stages ignored, the baseline is not an ILRec variant
     assert ilrec_sweep.chosen_so_far(cells, "layers") == {"cpo_alpha": 1.0, "cpo_penalty": "additive",
                                                            "crr_weight": 0.0, "reward": "mf"}
+    # a tie goes to the variant screened first (the simpler setting)
+    tied = {**cells, "layers_L-1": cell("layers_L-1", 0.064, cpo_alpha=1.0, ilrec_layers=[-2], crr_weight=0.0)}
+    assert ilrec_sweep.chosen_so_far(tied, "cpd")["cpo_penalty"] == "additive"  # cpo_additive_a1, not layers_L-1
+    assert ilrec_sweep.best_of({"layers_L-1": 0.064, "cpo_additive_a1": 0.064}) == "cpo_additive_a1"
     with pytest.raises(SystemExit, match="run those first"):
         ilrec_sweep.chosen_so_far({"sft_more": cells["sft_more"]}, "cpd")
     names = [n for n, _, o in ilrec_sweep.STAGES["cpo"] if o["cpd_weight"] == 0 and o["crr_weight"] == 0]
