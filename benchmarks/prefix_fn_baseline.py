@@ -3,15 +3,24 @@ an independent reference in tests: `model.generate(prefix_allowed_tokens_fn=...)
 per step."""
 
 
-def prefix_fn_beam_search(model, tokenizer, catalog, prompts, num_beams=20, batch_size=16) -> list[list[int]]:
-    """Ranked item ids per prompt (best first), in batches of `batch_size` prompts in the given order. The prompts are
-    left-padded for this call only (the tokenizer's `padding_side` is left as it was)."""
-    trie = {}
+def dict_trie(catalog) -> tuple[dict, dict]:
+    """The catalogue's identifiers as nested dicts `{token: {token: ...}}`, and `{token tuple: item id}`."""
+    trie, leaf_item = {}, {}
     for i in range(len(catalog)):
+        tokens = catalog.item_token_ids(i)
         node = trie
-        for t in catalog.item_token_ids(i):
+        for t in tokens:
             node = node.setdefault(t, {})
-    leaf_item = {tuple(catalog.item_token_ids(i)): i for i in range(len(catalog))}
+        leaf_item[tuple(tokens)] = i
+    return trie, leaf_item
+
+
+def prefix_fn_beam_search(model, tokenizer, catalog, prompts, num_beams=20, batch_size=16,
+                          trie=None) -> list[list[int]]:
+    """Ranked item ids per prompt (best first), in batches of `batch_size` prompts in the given order. The prompts are
+    left-padded for this call only (the tokenizer's `padding_side` is left as it was). `trie`: [`dict_trie`]'s
+    output, built once by the caller (LC-Rec builds it once), else here."""
+    trie, leaf_item = trie or dict_trie(catalog)
     ends = [tokenizer.eos_token_id, tokenizer.pad_token_id]
     ranked = []
     for start in range(0, len(prompts), batch_size):

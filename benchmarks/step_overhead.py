@@ -206,7 +206,7 @@ def make_reference_trainer_class():
     import torch.nn.functional as F
     from trl import SFTTrainer
 
-    from ilrec_trl.negatives import masked_log_softmax
+    from ilrec_trl.masking import masked_log_softmax
     from ilrec_trl.trainer.ilrec_trainer import CONTEXT_KEY, ContextCollator
 
     class ReferenceStyleTrainer(SFTTrainer):

@@ -1,7 +1,7 @@
 """A TRL-style script that uses ILRecTrainer directly (what `trl sft` users write, with two lines changed).
 
     python examples/train_ilrec.py --output_dir out/example --max_steps 200 --learning_rate 3e-3
-    accelerate launch --config_file examples/accelerate/zero3.yaml examples/train_ilrec.py --output_dir out/z3 ...
+    accelerate launch --config_file ilrec_trl/scripts/accelerate_configs/zero3.yaml examples/train_ilrec.py --output_dir out/z3 ...
 """
 
 from dataclasses import dataclass, field
@@ -37,9 +37,11 @@ def main():
     )
     trainer.train()
     trainer.save_model(training_args.output_dir)
+    # every process calls it: under `accelerate launch` the users are sharded across the processes
+    metrics = evaluate_recommendations(trainer.model, tokenizer, data.test, data.catalog,
+                                       max_users=script_args.eval_users)
     if trainer.accelerator.is_main_process:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        print(evaluate_recommendations(model, tokenizer, data.test, data.catalog, max_users=script_args.eval_users))
+        print(metrics)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from .artifact import RecommenderConfig
 from .catalog import CatalogProtocol, ItemCatalog
-from .losses import ILRecLossOutput, ilrec_losses
+from .losses import ILRecLossOutput, ILRecLossParams, ilrec_loss, ilrec_losses
 from .rewards.protocol import RewardContext, RewardFn
 from .recommender import Recommender
 from .trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
@@ -13,6 +13,7 @@ __all__ = [
     "CatalogProtocol",
     "ILRecConfig",
     "ILRecLossOutput",
+    "ILRecLossParams",
     "ILRecTrainer",
     "ItemCatalog",
     "RecSFTTrainer",
@@ -20,5 +21,6 @@ __all__ = [
     "RecommenderConfig",
     "RewardContext",
     "RewardFn",
+    "ilrec_loss",
     "ilrec_losses",
 ]

@@ -32,7 +32,9 @@ class RecommenderConfig:
     """How a saved model is used as a recommender (the `recommender_config.json` beside its weights).
 
     Args:
-        template: prompt template the model was trained with (a name of `PROMPT_TEMPLATES` or a format string).
+        template: prompt template the model was trained with (a name of `PROMPT_TEMPLATES` or a format string);
+            `None` when its prompts were given as they are (a prompt/completion dataset): then it ranks prompts
+            (`Recommender.recommend_prompts`), not histories.
         max_history: most recent items of a history that go into the prompt.
         num_beams: beams of the constrained beam search used in evaluation (the default of `recommend`).
         data_name: name of the training data (e.g. `synthetic`, `Instruments`).
@@ -41,7 +43,7 @@ class RecommenderConfig:
         catalog_fingerprint: [`ItemCatalog.fingerprint`] of the catalogue saved beside it.
     """
 
-    template: str = DEFAULT_TEMPLATE
+    template: str | None = DEFAULT_TEMPLATE
     max_history: int = 20
     num_beams: int = 20
     data_name: str = "dataset"
@@ -67,9 +69,9 @@ class RecommenderConfig:
             raise CatalogError(f"{source} has version {data.get('version')!r}; this ilrec-trl reads {CONFIG_VERSION}.")
         known = {f.name for f in fields(cls)}
         config = cls(**{k: v for k, v in data.items() if k in known})
-        if not isinstance(config.template, str) or (
+        if config.template is not None and (not isinstance(config.template, str) or (
             config.template not in PROMPT_TEMPLATES and "{history}" not in config.template
-        ):
+        )):
             raise CatalogError(f"{source}: field 'template' must be a template name or a format string with {{history}}.")
         for name in ("max_history", "num_beams"):
             value = getattr(config, name)
@@ -90,7 +92,9 @@ def data_fingerprint(data) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, then rename: never half-written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -106,10 +110,10 @@ def save_recommender_artifacts(output_dir, catalog: ItemCatalog, config: Recomme
     """Write `catalog.json` (and `recommender_config.json` when `config` is given) into `output_dir`, beside the
     weights and tokenizer. The config's `catalog_fingerprint` is set from `catalog`."""
     output_dir = Path(output_dir)
-    _write_atomic(output_dir / CATALOG_FILE, catalog.to_json())
+    write_text_atomic(output_dir / CATALOG_FILE, catalog.to_json())
     if config is not None:
         config.catalog_fingerprint = catalog.fingerprint
-        _write_atomic(output_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, default=str))
+        write_text_atomic(output_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, default=str))
 
 
 def _read_json(path: Path):
@@ -188,4 +192,5 @@ __all__ = [
     "load_recommender_artifacts",
     "load_saved_catalog",
     "save_recommender_artifacts",
+    "write_text_atomic",
 ]

@@ -10,7 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 from .catalog import ItemCatalog
-from .generation import constrained_beam_search
+from .generation import Recommendations, constrained_beam_search
 
 logger = logging.getLogger(__name__)
 DEFAULT_KS = (1, 5, 10, 20)
@@ -80,6 +80,57 @@ def sample_users(split, max_users: int | None, seed: int = 0):
     return split.select(sorted(rng.choice(len(split), size=max_users, replace=False).tolist()))
 
 
+def is_zero3_partitioned(model) -> bool:
+    """Whether the model's parameters are partitioned by DeepSpeed ZeRO-3 (every forward then gathers them from all
+    processes, so all processes must run the same forwards)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
+def process_rank_and_count() -> tuple[int, int]:
+    """`(rank, number of processes)` of the initialised `torch.distributed` process group, `(0, 1)` without one.
+
+    Read from `torch.distributed` rather than from accelerate's `PartialState`, which classifies a CPU-only
+    `accelerate launch --multi_gpu` as one process although the group of all processes is initialised."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_processes_done(done: torch.Tensor) -> bool:
+    """True once every process's beams are finished (one all-reduce per identifier level, ZeRO-3 lockstep)."""
+    pending = (~done).sum().reshape(1)
+    torch.distributed.all_reduce(pending)
+    return int(pending.item()) == 0
+
+
+def distributed_beam_search(model, tokenizer, catalog: ItemCatalog, prompts: list[str], num_beams: int = 20,
+                            batch_size: int = 32, progress: bool = True) -> Recommendations:
+    """[`constrained_beam_search`] sharded across the processes of `accelerate launch` / `torchrun` (an initialised
+    `torch.distributed` process group): each process ranks one contiguous share of the prompts and every process
+    gets all the lists back, in the order of `prompts`. Every process must call it. The shares have equal sizes (the
+    last one padded with repeats of the last prompt, dropped afterwards); under DeepSpeed ZeRO-3 the processes also
+    step through the identifier levels in lockstep. With one process this is `constrained_beam_search`."""
+    if not prompts:
+        return Recommendations(items=[], scores=[])
+    rank, world = process_rank_and_count()
+    zero3 = is_zero3_partitioned(model)
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module  # ranks run different numbers of forwards: no DDP buffer syncs
+    if world == 1:
+        return constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=num_beams,
+                                       batch_size=batch_size, progress=progress)
+    share = -(-len(prompts) // world)
+    rows = [min(i, len(prompts) - 1) for i in range(rank * share, (rank + 1) * share)]
+    recs = constrained_beam_search(model, tokenizer, catalog, [prompts[i] for i in rows], num_beams=num_beams,
+                                   batch_size=batch_size, progress=progress and rank == 0,
+                                   all_done=_all_processes_done if zero3 else None)
+    shares = [None] * world
+    torch.distributed.all_gather_object(shares, (recs.items, recs.scores))
+    items = [row for share_items, _ in shares for row in share_items][: len(prompts)]
+    scores = [row for _, share_scores in shares for row in share_scores][: len(prompts)]
+    return Recommendations(items=items, scores=scores)
+
+
 def evaluate_recommendations(
     model,
     tokenizer,
@@ -89,30 +140,33 @@ def evaluate_recommendations(
     ks=DEFAULT_KS,
     max_users: int | None = None,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = 32,
     output_jsonl: str | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
     """Constrained beam search over the split's users (all, or a seeded subset of `max_users`), then Hit@K,
-    NDCG@K, MRR (over the `num_beams` ranked items) and coverage@K (share of the catalogue recommended to someone). The split needs `prompt` and `item_id` columns (a [`RecData`] split). With `output_jsonl`, each user's
-    ranked list is written there."""
+    NDCG@K, MRR (over the `num_beams` ranked items) and coverage@K (share of the catalogue recommended to someone).
+    The split needs `prompt` and `item_id` columns (a [`RecData`] split). With `output_jsonl`, each user's ranked
+    list is written there (by the main process).
+
+    Under `accelerate launch` with several processes (DDP or DeepSpeed), every process must call this: the users are
+    sharded across them ([`distributed_beam_search`]) and every process returns the same metrics of all users.
+    `progress` shows a bar with users/s (main process)."""
     for column in ("prompt", "item_id"):
         if column not in split.column_names:
             raise ValueError(f"The split has no {column!r} column; pass a RecData split (rec_data.test).")
     if max(ks) > num_beams:
         raise ValueError(f"max(ks)={max(ks)} exceeds num_beams={num_beams}; raise num_beams or lower ks.")
     split = sample_users(split, max_users, seed)
-    recs = constrained_beam_search(
-        model, tokenizer, catalog, list(split["prompt"]), num_beams=num_beams, batch_size=batch_size,
-        progress=progress,
-    )
+    recs = distributed_beam_search(model, tokenizer, catalog, list(split["prompt"]), num_beams=num_beams,
+                                   batch_size=batch_size, progress=progress)
     targets = list(split["item_id"])
     ranks = target_ranks(recs.items, targets)
     metrics = metrics_from_ranks(ranks, ks)
     metrics["mrr"] = float(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0).mean())  # over the num_beams ranked
     metrics.update(catalog_coverage(recs.items, len(catalog), ks))
     metrics["num_users"] = len(targets)
-    if output_jsonl is not None:
+    if output_jsonl is not None and process_rank_and_count()[0] == 0:
         Path(output_jsonl).parent.mkdir(parents=True, exist_ok=True)
         users = split["user_id"] if "user_id" in split.column_names else list(range(len(targets)))
         with open(output_jsonl, "w") as f:
@@ -125,8 +179,9 @@ def evaluate_recommendations(
 def recommendation_ranks(model, tokenizer, split, catalog: ItemCatalog, num_beams: int = 20, batch_size: int = 16,
                          progress: bool = True) -> np.ndarray:
     """Each user's 1-based rank of their target item (`item_id`) in the constrained beam search's `num_beams` list
-    (0 = not in it): what per-user paired comparisons between models need (`per_user_metrics`)."""
-    recs = constrained_beam_search(model, tokenizer, catalog, list(split["prompt"]), num_beams=num_beams,
+    (0 = not in it): what per-user paired comparisons between models need (`per_user_metrics`). Sharded across
+    processes like `evaluate_recommendations`; every process returns all users' ranks."""
+    recs = distributed_beam_search(model, tokenizer, catalog, list(split["prompt"]), num_beams=num_beams,
                                    batch_size=batch_size, progress=progress)
     return target_ranks(recs.items, list(split["item_id"]))
 
@@ -141,7 +196,7 @@ class RecommendationEvalCallback(TrainerCallback):
     """
 
     def __init__(self, trainer, split, catalog, eval_steps: int = 500, max_users: int | None = 500,
-                 num_beams: int = 20, ks=(5, 10), seed: int = 0, batch_size: int = 16, prefix: str = "rec_valid"):
+                 num_beams: int = 20, ks=(5, 10), seed: int = 0, batch_size: int = 32, prefix: str = "rec_valid"):
         self.trainer = trainer
         self.split = sample_users(split, max_users, seed)
         self.catalog = catalog

@@ -72,8 +72,33 @@ def _cache_of(outputs):
     return cache if cache is not None else outputs.past_key_values
 
 
+def _best_continuations(logits, scores, nodes, done, catalog: ItemCatalog, filler: int):
+    """One beam-search step over the trie: the `nb` best `(score, parent beam, token)` of each user `[B, nb]`.
+
+    Only the trie children of each beam are candidates (the next-token log-probability is `logit - logsumexp`, so no
+    `[B, nb, V]` log-softmax is materialised); a finished beam is its own single candidate, through `filler`. The
+    candidates are laid out beam-major, tokens ascending, as in a dense `[B, nb * V]` top-k."""
+    batch, num_beams, vocab = logits.shape
+    flat_logits = logits.view(batch * num_beams, vocab)
+    normaliser = torch.logsumexp(flat_logits.float(), -1)
+    rows, tokens = catalog.continuation_mask(nodes.flatten(), vocab).nonzero(as_tuple=True)  # row-major
+    values = scores.flatten()[rows] + flat_logits[rows, tokens].float() - normaliser[rows]
+    counts = torch.bincount(rows, minlength=batch * num_beams)
+    within = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
+    width = max(int(counts.max()), 1)
+    cand = torch.full((batch * num_beams, width), float("-inf"), device=logits.device)
+    cand_token = torch.full((batch * num_beams, width), filler, dtype=torch.long, device=logits.device)
+    cand[rows, within] = values
+    cand_token[rows, within] = tokens
+    # a finished beam (its node is a leaf: no children) survives unchanged
+    cand[:, 0] = torch.where(done.flatten(), scores.flatten(), cand[:, 0])
+    best, flat = cand.view(batch, num_beams * width).topk(num_beams, dim=-1)
+    return best, flat // width, cand_token.view(batch, num_beams * width).gather(1, flat)
+
+
 @torch.no_grad()
-def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num_beams: int, pad_token_id: int):
+def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num_beams: int, pad_token_id: int,
+                     all_done=None):
     """Beam search over the catalogue trie, vectorised over batch × beams, with the prompt's keys/values kept once per
     user (tree attention).
 
@@ -87,10 +112,18 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     Every expansion is masked to the trie (`continuation_mask`), so each beam is a real item; a beam that completed
     its identifier keeps its score and only extends with padding. Scores are summed log-probabilities (no length
     penalty). Returns `(item ids [B, num_beams], scores [B, num_beams])`, best first, `-1`/`-inf` for empty beams.
+    The search stops once `all_done(done)` (default: every beam of this batch finished); a distributed caller passes
+    one that waits for all processes, so that they run the same forwards (ZeRO-3).
     """
+    all_done = all_done or (lambda done: bool(done.all()))
     batch, width = input_ids.shape
     cache_kw = _cache_keyword(model)
     dtype = unwrap_model(model).dtype
+    window = getattr(unwrap_model(model).config, "sliding_window", None)
+    if window and width + num_beams * catalog.max_length > window:
+        # a sliding-window cache would drop the oldest slots, which the beams' attention mask indexes
+        raise ValueError(f"Prompts of {width} tokens plus {num_beams} beams x {catalog.max_length} identifier tokens "
+                         f"exceed the model's sliding window ({window}); use shorter prompts or fewer beams.")
     attention_mask = attention_mask.long()
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
@@ -110,31 +143,25 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     own_slot = torch.eye(num_beams, dtype=torch.bool, device=device).expand(batch, -1, -1)
     for depth in range(1, catalog.max_length):
         done = (nodes < 0) | (node_item[nodes.clamp(min=0)] >= 0)
-        if bool(done.all()):
+        if all_done(done):
             break
         visible = torch.cat([visible, own_slot], dim=-1)
         mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
         out = model(input_ids=tokens, attention_mask=mask[:, None], position_ids=(prompt_length + depth - 1).expand(
             -1, num_beams), use_cache=True, **{cache_kw: cache})
         cache = _cache_of(out)
-        logp = out.logits.float().log_softmax(-1)  # [B, nb, V]
-        allowed = catalog.continuation_mask(nodes.flatten(), vocab).view(batch, num_beams, vocab)
-        cand = scores[..., None] + logp.masked_fill(~allowed, float("-inf"))
-        # a finished beam survives unchanged, through the pad token
-        cand.masked_fill_(done[..., None], float("-inf"))
-        cand[..., filler] = torch.where(done, scores, cand[..., filler])
-        scores, flat = cand.view(batch, num_beams * vocab).topk(num_beams, dim=-1)
-        parent, tokens = flat // vocab, flat % vocab
+        scores, parent, tokens = _best_continuations(out.logits, scores, nodes, done, catalog, filler)
         visible = visible.gather(1, parent[..., None].expand(-1, -1, visible.shape[-1]))
         was_done, nodes = done.gather(1, parent), nodes.gather(1, parent)
         nodes = torch.where(was_done, nodes, catalog.child(nodes.flatten(), tokens.flatten()).view_as(nodes))
+        nodes = nodes.masked_fill(scores == float("-inf"), -1)  # fewer candidates than beams: empty beams
     items = torch.where(nodes >= 0, node_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
     scores = scores.masked_fill(items < 0, float("-inf"))
     order = scores.argsort(dim=1, descending=True, stable=True)
     return items.gather(1, order), scores.gather(1, order)
 
 
-def _generate_beam_search(model, enc, catalog: ItemCatalog, num_beams: int, tokenizer):
+def _generate_beam_search(model, enc, catalog: ItemCatalog, num_beams: int, tokenizer, synced_gpus: bool = False):
     """`model.generate` with [`TrieConstrainedLogitsProcessor`]: `(item ids, scores)` `[B, num_beams]`, best first."""
     width = enc["input_ids"].shape[1]
     processor = TrieConstrainedLogitsProcessor(catalog, width, [tokenizer.eos_token_id, tokenizer.pad_token_id])
@@ -142,7 +169,7 @@ def _generate_beam_search(model, enc, catalog: ItemCatalog, num_beams: int, toke
         **enc, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=catalog.max_length,
         do_sample=False, length_penalty=0.0, early_stopping=True, logits_processor=LogitsProcessorList([processor]),
         output_scores=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id, synced_gpus=synced_gpus,
     )
     batch = enc["input_ids"].shape[0]
     items = _item_ids_of(catalog, out.sequences[:, width:]).view(batch, num_beams)
@@ -162,6 +189,7 @@ def constrained_beam_search(
     batch_size: int = 32,
     progress: bool = False,
     method: str = "trie",
+    all_done=None,
 ) -> Recommendations:
     """Rank catalogue items for each prompt with beam search constrained to the catalogue's identifiers.
 
@@ -201,9 +229,10 @@ def constrained_beam_search(
                                 add_special_tokens=True).to(device)
                 if method == "trie":
                     items, scores = trie_beam_search(model, enc["input_ids"], enc["attention_mask"], catalog,
-                                                     num_beams, tokenizer.pad_token_id)
+                                                     num_beams, tokenizer.pad_token_id, all_done=all_done)
                 else:
-                    items, scores = _generate_beam_search(model, enc, catalog, num_beams, tokenizer)
+                    items, scores = _generate_beam_search(model, enc, catalog, num_beams, tokenizer,
+                                                          synced_gpus=all_done is not None)
                 for u, row_items, row_scores in zip(rows, items[:, :k].tolist(), scores[:, :k].tolist()):
                     keep = [(i, s) for i, s in zip(row_items, row_scores) if i >= 0]
                     all_items[u] = [i for i, _ in keep]

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .masking import masked_softmax
+
 
 @dataclass
 class MinedNegatives:
@@ -20,21 +22,6 @@ class MinedNegatives:
     mask: torch.Tensor
     weights: torch.Tensor
     ensemble_logits: torch.Tensor
-
-
-def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`log_softmax` of `logits` restricted to `mask` (renormalised there); `0` outside the mask, and rows with an
-    empty mask are all `0` (never NaN)."""
-    neg_inf = torch.finfo(logits.dtype).min
-    masked = logits.masked_fill(~mask, neg_inf)
-    out = masked.log_softmax(-1)
-    return out.masked_fill(~mask, 0.0)
-
-
-def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`softmax` of `logits` over `mask`, zero outside it, zero rows where the mask is empty."""
-    probs = masked_log_softmax(logits, mask).exp()
-    return probs * mask
 
 
 @torch.no_grad()

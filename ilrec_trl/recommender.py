@@ -101,12 +101,12 @@ class Recommender:
         return (f"Recommender({type(self.model).__name__}, {len(self.catalog)} items, "
                 f"template={self.config.template!r}, max_history={self.config.max_history})")
 
-    def positions(self, history, where: str = "history") -> list[int]:
+    def positions(self, history, where: str = "history", allow_empty: bool = False) -> list[int]:
         """Catalogue positions of a history's items (given by their source ids); clear errors for bad entries."""
         if isinstance(history, (str, bytes)) or not hasattr(history, "__iter__"):
             raise CatalogError(f"{where} must be a list of item ids (oldest first), got {history!r}.")
         history = list(history)
-        if not history:
+        if not history and not allow_empty:
             raise CatalogError(f"{where} is empty: give at least one item id (oldest first).")
         out = []
         for item in history:
@@ -133,45 +133,65 @@ class Recommender:
             per history, `[(item_id, score), ...]` best first: `k` distinct items (fewer only when the catalogue
             has fewer), `score` = the beam's log-probability of the item's identifier.
         """
+        if self.config.template is None:
+            raise ValueError(
+                "This model was trained on prompts given as they are (a prompt/completion dataset), so it has no "
+                "template to build prompts from histories: use recommend_prompts(prompts, k=...)."
+            )
+        positions = self._histories(histories)
+        max_history, template = self.config.max_history, self.config.template
+        prompts = [format_prompt([self.catalog.identifier(i) for i in h[-max_history:]], template) for h in positions]
+        return self._rank(prompts, positions if exclude_seen else None, k, num_beams, batch_size, progress)
+
+    def recommend_prompts(self, prompts, k: int = 10, histories=None, num_beams: int | None = None,
+                          batch_size: int = 16, progress: bool | None = None) -> list[list[tuple]]:
+        """Rank catalogue items for prompts written as in training (for models trained on prompt/completion
+        data); with `histories` (item ids per prompt), each prompt's own items are left out, as `exclude_seen`."""
+        if isinstance(prompts, str) or not all(isinstance(p, str) and p for p in prompts):
+            raise ValueError("prompts must be a list of non-empty strings.")
+        prompts = list(prompts)
+        seen = None
+        if histories is not None:
+            seen = self._histories(histories, allow_empty=True)
+            if len(seen) != len(prompts):
+                raise ValueError(f"Got {len(seen)} histories for {len(prompts)} prompts; give one per prompt.")
+        return self._rank(prompts, seen, k, num_beams, batch_size, progress)
+
+    def _histories(self, histories, allow_empty: bool = False) -> list[list[int]]:
         if isinstance(histories, (str, bytes)) or not hasattr(histories, "__iter__"):
             raise CatalogError("histories must be a list of histories (each a list of item ids).")
         histories = list(histories)
         if histories and not isinstance(histories[0], (list, tuple)) and hasattr(histories[0], "__index__"):
             raise CatalogError("histories must be a list of histories: wrap a single history as [[1, 2, 3]].")
-        if not isinstance(k, int) or k < 1:
+        return [self.positions(h, where=f"history {u}", allow_empty=allow_empty) for u, h in enumerate(histories)]
+
+    def _rank(self, prompts: list[str], seen: list[list[int]] | None, k: int, num_beams: int | None,
+              batch_size: int, progress: bool | None) -> list[list[tuple]]:
+        """Beam search over the catalogue for each prompt; without the `seen` items of each row when given (rows
+        left short of `k` are searched again with `k + len(seen)` beams)."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k={k!r} is invalid: the number of items per user, >= 1.")
-        positions = [self.positions(h, where=f"history {u}") for u, h in enumerate(histories)]
-        if not positions:
+        if not prompts:
             return []
         beams = max(num_beams or self.config.num_beams, k)
-        progress = len(positions) >= PROGRESS_MIN_USERS if progress is None else progress
-        ranked = self._search(positions, beams, batch_size, progress)
-        results = []
-        retry = []
-        for u, (items, scores) in enumerate(ranked):
-            seen = set(positions[u]) if exclude_seen else set()
-            keep = [(i, s) for i, s in zip(items, scores) if i not in seen][:k]
-            available = min(k, len(self.catalog) - len(seen))
-            if len(keep) < available:
-                retry.append(u)
-            results.append(keep)
-        if retry:  # more beams for the users whose own items took places in the top k
-            more = max(min(len(self.catalog), k + len(set(positions[u]))) for u in retry)
-            again = self._search([positions[u] for u in retry], more, batch_size, progress)
-            for u, (items, scores) in zip(retry, again):
-                seen = set(positions[u])
-                results[u] = [(i, s) for i, s in zip(items, scores) if i not in seen][:k]
+        progress = len(prompts) >= PROGRESS_MIN_USERS if progress is None else progress
+        seen_sets = [set(s) for s in seen] if seen is not None else [set()] * len(prompts)
+        results = [[(i, s) for i, s in ranked if i not in seen_sets[u]][:k]
+                   for u, ranked in enumerate(self._search(prompts, beams, batch_size, progress))]
+        short = [u for u, row in enumerate(results) if len(row) < min(k, len(self.catalog) - len(seen_sets[u]))]
+        if short:  # more beams for the users whose own items took places in the top k
+            more = max(k + len(seen_sets[u]) for u in short)
+            again = self._search([prompts[u] for u in short], more, batch_size, progress)
+            for u, ranked in zip(short, again):
+                results[u] = [(i, s) for i, s in ranked if i not in seen_sets[u]][:k]
         return [[(self.catalog.source_id(i), float(s)) for i, s in row] for row in results]
 
-    def _search(self, positions: list[list[int]], num_beams: int, batch_size: int, progress: bool):
-        max_history = self.config.max_history
-        prompts = [format_prompt([self.catalog.identifier(i) for i in h[-max_history:]], self.config.template)
-                   for h in positions]
+    def _search(self, prompts: list[str], num_beams: int, batch_size: int, progress: bool):
         # a beam search keeps at most one beam per item, and its first step at most one per vocabulary token
         num_beams = min(num_beams, len(self.catalog), self.model.get_output_embeddings().out_features)
         recs = constrained_beam_search(self.model, self.tokenizer, self.catalog, prompts, num_beams=num_beams,
                                        batch_size=batch_size, progress=progress)
-        return list(zip(recs.items, recs.scores))
+        return [list(zip(items, scores)) for items, scores in zip(recs.items, recs.scores)]
 
 
 __all__ = ["Recommender", "resolve_model_path"]

@@ -1,5 +1,6 @@
 """The accuracy benchmark's harness (benchmarks/), on the synthetic data with tiny budgets: it must produce
-comparable, resumable cells, refuse to mix runs with different flags, and its SASRec baseline must learn."""
+comparable, resumable cells, refuse to mix runs with different flags, reuse the saved SASRec reward, and screen in
+stages on validation."""
 
 import json
 import os
@@ -12,7 +13,6 @@ import torch
 
 from benchmarks.accuracy import config as acc_config
 from benchmarks.accuracy import methods as acc_methods
-from benchmarks.sasrec import SASRecRecommender
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--dataset", "synthetic", "--eval_users", "24", "--valid_users", "24", "--eval_batch", "24",
@@ -27,18 +27,6 @@ def run(module, *args, expect_ok=True):
     if expect_ok:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
-
-
-@pytest.mark.parametrize("loss", ["bce", "ce"])
-def test_sasrec_learns_a_deterministic_successor(loss):
-    # item i is always followed by (i + 1) % 20: a sequential model must rank the successor first
-    seqs = [[(s + t) % 20 for t in range(12)] for s in range(20)] * 4
-    rec = SASRecRecommender(20, hidden=32, max_len=12, num_blocks=1, dropout=0.0, loss=loss, lr=5e-3,
-                            batch_size=16, epochs=30, seed=0).fit(seqs, log=lambda *_: None)
-    histories = [[(s + t) % 20 for t in range(5)] for s in range(20)]
-    top1 = rec.score(histories).argmax(1)
-    expected = torch.tensor([(s + 5) % 20 for s in range(20)])
-    assert (top1 == expected).float().mean() >= 0.9
 
 
 def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
@@ -82,7 +70,7 @@ def test_sasrec_reward_is_sasrec_scores_over_the_trie_and_reuses_the_checkpoint(
                                               str(tmp_path / "models")])
     data, _ = acc_config.prepare(a)
     sas = acc_methods.sasrec_model(a, data, "synthetic", 0)
-    assert (tmp_path / "models" / "synthetic" / "seed0" / "sasrec.pt").exists()
+    assert (tmp_path / "models" / "synthetic" / "seed0" / "sasrec" / "sasrec.json").exists()
     reloaded = acc_methods.sasrec_model(a, data, "synthetic", 0)  # from the checkpoint, not refitted
     assert reloaded.history == sas.history
     histories = [list(h) for h in data.train["history"][:3]]

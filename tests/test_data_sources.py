@@ -136,6 +136,17 @@ def test_truncated_and_malformed_tables(tables):
         load_interactions(tables / "inter.parquet", tables / "items.csv", identifier_column="name")
 
 
+def test_bad_value_locations_after_filtering(tables):
+    frame = pd.read_csv(tables / "inter.csv", dtype=str)
+    frame.loc[8, "timestamp"] = "later"  # u3's second row, file line 10, kept by the rating filter
+    frame.to_csv(tables / "inter.csv", index=False)
+    with pytest.raises(DataFormatError, match="column 'timestamp', line 10: 'later'"):
+        load_interactions(tables / "inter.csv", min_rating=4)
+    frame.to_parquet(tables / "inter.parquet")
+    with pytest.raises(DataFormatError, match="column 'timestamp', row 9: 'later'"):
+        load_interactions(tables / "inter.parquet", min_rating=4)
+
+
 def test_too_few_interactions_error_counts_users(tables):
     with pytest.raises(ValueError, match="all 3 users have fewer than 5 interactions"):
         load_interactions(tables / "inter.csv", tables / "items.csv", min_interactions=5)
@@ -276,6 +287,8 @@ def test_dataset_name_flag_resolution(tmp_path):
     assert DataArguments(dataset="lcrec").lcrec_prefix == "Instruments"
     with pytest.raises(ValueError, match="disagree"):
         DataArguments(dataset="lcrec", dataset_name="Games", lcrec_prefix="Instruments")
+    with pytest.raises(ValueError, match="--dataset_config is the configuration of a --dataset_name"):
+        DataArguments(dataset="synthetic", dataset_config="en")
     with pytest.raises(ValueError, match="--dataset_name names a Hugging Face dataset, but --dataset is movielens"):
         DataArguments(dataset="movielens", dataset_name="x")
 
@@ -284,6 +297,10 @@ def test_cli_dispatch_tables_and_recbole(tables):
     args = DataArguments(dataset="interactions", interactions_file=str(tables / "inter.csv"),
                          items_file=str(tables / "items.csv"))
     assert load_data(args).catalog.identifiers[0] == "Alpha"
+    frame = pd.read_csv(tables / "inter.csv").drop(columns=["timestamp"])
+    frame.to_csv(tables / "untimed.csv", index=False)
+    untimed = DataArguments(dataset="interactions", interactions_file=str(tables / "untimed.csv"), time_column="")
+    assert sequences(load_data(untimed))["u1"] == [2, 0, 1, 3]  # i3, i1, i2, i4: the file order
     rb = DataArguments(dataset="recbole", interactions_file=str(write_recbole(tables)), min_rating=4)
     assert sequences(load_data(rb)) == {"u1": [0, 2, 3]}
     with pytest.raises(ValueError, match="--index_file is for movielens"):

@@ -383,3 +383,62 @@ def test_loss_with_crr_is_the_per_token_mean_of_all_terms(model, tokenizer, rec_
     scale = 1.0 if num_items_in_batch is None else targets.numel() / num_items_in_batch
     assert loss.item() == pytest.approx(expected.item() * scale, rel=1e-5)
     assert ref.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("scope,tied", [("trie", False), ("item", True)])
+def test_column_projection_gives_the_full_projections_loss_gradients_and_metrics(tokenizer, rec_data, args_factory,
+                                                                               scope, tied):
+    """With a catalogue scope, the intermediate layers are projected onto the scope's head rows only: the same loss,
+    gradients (tied embeddings included) and logged metrics as projecting them onto the whole vocabulary."""
+    from ilrec_trl.models import tiny_llama
+    from ilrec_trl.trainer.model_forward import ILRecForwardPatch
+
+    base = tiny_llama(tokenizer, num_layers=6, hidden_size=32, num_heads=4, seed=1, tie_word_embeddings=tied)
+    args = args_factory(negative_scope=scope, cpo_alpha=0.5, cpd_weight=0.3, crr_weight=0.4, cpd_detach_teacher=False)
+    results = []
+    for restrict in (True, False):
+        m = copy.deepcopy(base)
+        trainer = ILRecTrainer(model=m, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
+                               catalog=rec_data.catalog, reward_fn=item_rewards)
+        projected = []
+        handle = m.lm_head.register_forward_hook(lambda mod, a, o: projected.append(o.shape))
+        trainer.attach_ilrec_hooks()
+        trainer._forward_patch.restrict_layer_projection = restrict
+        try:
+            loss = trainer.compute_loss(m, dict(first_batch(trainer)))
+            loss.backward()
+        finally:
+            trainer.remove_ilrec_hooks()
+            handle.remove()
+        assert projected == ([] if restrict else [projected[0]])  # the column path reads the weight directly
+        results.append((loss.item(), grads_of(m), {k: v[-1] for k, v in trainer._metrics["train"].items()}))
+    (loss, grads, metrics), (ref_loss, ref_grads, ref_metrics) = results
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    assert grads.keys() == ref_grads.keys() and ("lm_head.weight" in grads) != tied  # tied: one shared weight
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert metrics.keys() == ref_metrics.keys() and "top1_layer_-2" in metrics
+    assert metrics == pytest.approx(ref_metrics, rel=1e-5)
+
+
+def test_whole_vocabulary_layer_top1_only_on_logged_steps(model, tokenizer, rec_data, args_factory, monkeypatch):
+    """The column path's per-layer top-1 (a [K·N, d] x [d, V] product) runs only on the optimizer steps that log,
+    and in evaluation; every logged step still carries it."""
+    import ilrec_trl.trainer.model_forward as model_forward
+
+    calls = []
+    original = model_forward.project_on_columns
+
+    def spy(*args, with_top1=True, **kwargs):
+        calls.append(with_top1)
+        return original(*args, with_top1=with_top1, **kwargs)
+
+    monkeypatch.setattr(model_forward, "project_on_columns", spy)
+    args = args_factory(negative_scope="trie", max_steps=4, logging_steps=2, per_device_eval_batch_size=8)
+    trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
+                           eval_dataset=rec_data.valid.select(range(8)), catalog=rec_data.catalog)
+    trainer.train()
+    assert calls == [False, True, False, True]
+    logs = [e for e in trainer.state.log_history if "cpo" in e]
+    assert [e["step"] for e in logs] == [2, 4] and all("top1_layer_-2" in e for e in logs)
+    assert "eval_top1_layer_-2" in trainer.evaluate() and calls[-1] is True

@@ -1,5 +1,6 @@
 """`ilrec_losses` against an independent, slow per-token reference; CPO/CPD/CRR behaviour."""
 
+import dataclasses
 import itertools
 import math
 from types import SimpleNamespace
@@ -7,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ilrec_trl.losses import ilrec_losses
+from ilrec_trl.losses import ILRecLossParams, ilrec_loss, ilrec_losses, metric_values
 
 
 def cfg(**kw):
@@ -241,8 +242,9 @@ def test_negative_gradient_mass_matches_autograd(threshold, penalty, with_scope,
     negs = out.negatives
     assert negs.any()
     # the loss is a per-token mean: the masses are per-token sums, N times the mean's gradient
-    assert out.negative_gradient_mass.item() == pytest.approx(N * (g_loss * negs).sum().item(), rel=1e-4, abs=1e-5)
-    assert out.nll_negative_gradient_mass.item() == pytest.approx(N * (g_nll * negs).sum().item(), rel=1e-4)
+    mass, nll_mass = out.metrics["negative_gradient_ratio"]
+    assert mass.item() == pytest.approx(N * (g_loss * negs).sum().item(), rel=1e-4, abs=1e-5)
+    assert nll_mass.item() == pytest.approx(N * (g_nll * negs).sum().item(), rel=1e-4)
 
 
 def test_negative_gradient_ratio_says_when_crr_cancels_cpo():
@@ -254,6 +256,59 @@ def test_negative_gradient_ratio_says_when_crr_cancels_cpo():
     targets = torch.randint(0, V, (N,), generator=g)
     rewards = torch.randn(N, V, generator=g)
     cpo_only = ilrec_losses(final, layers, targets, cfg(cpo_alpha=1.0, cpd_weight=0.0, crr_weight=0.0), rewards=rewards)
-    assert cpo_only.negative_gradient_mass / cpo_only.nll_negative_gradient_mass > 1
-    heavy_crr = ilrec_losses(final, layers, targets, cfg(cpo_alpha=1.0, cpd_weight=0.0, crr_weight=2.0), rewards=rewards)
-    assert heavy_crr.negative_gradient_mass / heavy_crr.nll_negative_gradient_mass < 1
+    assert metric_values(cpo_only.metrics)["negative_gradient_ratio"] > 1
+    heavy_crr = ilrec_losses(final, layers, targets, cfg(cpo_alpha=1.0, cpd_weight=0.0, crr_weight=2.0),
+                             rewards=rewards)
+    assert metric_values(heavy_crr.metrics)["negative_gradient_ratio"] < 1
+
+
+def test_params_from_config_and_defaults_match_ilrec_config(tmp_path):
+    from ilrec_trl import ILRecConfig
+
+    config = ILRecConfig(output_dir=str(tmp_path), report_to=[], cpo_alpha=0.7, negative_threshold="topk")
+    assert ILRecLossParams.from_config(ILRecConfig(output_dir=str(tmp_path), report_to=[])) == ILRecLossParams()
+    params = ILRecLossParams.from_config(config)
+    assert params.cpo_alpha == 0.7 and params.negative_threshold == "topk"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.cpo_alpha = 1.0
+    with pytest.raises(TypeError, match="lacks the ILRec loss parameters"):
+        ilrec_losses(torch.zeros(2, 5), torch.zeros(1, 2, 5), torch.zeros(2, dtype=torch.long), object())
+    # a config, its params and a duck-typed namespace give the same losses
+    g = torch.Generator().manual_seed(8)
+    final, layers, targets = torch.randn(6, 9, generator=g), torch.randn(2, 6, 9, generator=g), torch.arange(6)
+    a = ilrec_losses(final, layers, targets, config)
+    b = ilrec_losses(final, layers, targets, params)
+    c = ilrec_losses(final, layers, targets, cfg(**dataclasses.asdict(params)))
+    assert a.loss.item() == b.loss.item() == c.loss.item()
+
+
+def test_reduction_and_named_metrics():
+    """`ilrec_loss` is the one reduction (per-token weighted sum / token count); every metric is a named
+    (numerator, denominator) pair whose ratio is the quantity it names."""
+    g = torch.Generator().manual_seed(9)
+    K, N, V = 2, 10, 12
+    final, layers = torch.randn(N, V, generator=g), torch.randn(K, N, V, generator=g)
+    targets = torch.randint(0, V, (N,), generator=g)
+    rewards = torch.randn(N, V, generator=g)
+    c = cfg()
+    out = ilrec_losses(final, layers, targets, c, rewards=rewards, layer_ids=[-2, -4])
+    per_token = out.cpo_per_token + c.cpd_weight * out.cpd_per_token + c.crr_weight * out.crr_per_token
+    torch.testing.assert_close(out.per_token_loss, per_token)
+    assert out.loss.item() == pytest.approx(per_token.mean().item(), rel=1e-6)
+    assert ilrec_loss(out, num_items_in_batch=37).item() == pytest.approx(per_token.sum().item() / 37, rel=1e-6)
+    values = metric_values(out.metrics)
+    assert list(values)[:7] == ["nll", "cpo", "cpd", "crr", "negatives_per_token", "frac_positions_with_negatives",
+                                "mean_token_accuracy"]
+    assert values["nll"] == pytest.approx(torch.nn.functional.cross_entropy(final, targets).item(), rel=1e-6)
+    assert values["crr"] == pytest.approx(out.crr.item(), rel=1e-6)
+    assert values["negatives_per_token"] == pytest.approx(out.negatives.sum().item() / N)
+    assert values["frac_positions_with_negatives"] == pytest.approx(out.negatives.any(-1).float().mean().item())
+    assert values["mean_token_accuracy"] == pytest.approx((final.argmax(-1) == targets).float().mean().item())
+    for k, layer_id in enumerate([-2, -4]):
+        hits = (layers[k].argmax(-1) == targets).float().mean().item()
+        assert values[f"top1_layer_{layer_id}"] == pytest.approx(hits)
+    truth = rewards.gather(1, targets[:, None])
+    endorsed = (out.negatives & (rewards >= truth)).sum().item() / out.negatives.sum().item()
+    assert values["negatives_cf_endorsed"] == pytest.approx(endorsed)
+    assert 0 <= values["crr_target_entropy"] <= 1
+    assert "negatives_cf_endorsed" not in ilrec_losses(final, layers, targets, c).metrics

@@ -67,6 +67,27 @@ def test_deepspeed_zero(tmp_path, single, stage):
     assert losses(res) == pytest.approx(losses(single), rel=1e-4)
 
 
+def test_zero3_column_projection_equals_full_projection(tmp_path):
+    """Under ZeRO-3 the intermediate layers' projection onto the scope's head rows (which reads the sharded
+    lm_head.weight directly, gathered like TRL's fused loss) trains exactly like the full projection through the
+    head module: same losses, metrics and weights after 3 steps (with the head tied to the embeddings, as in
+    SmolLM2, Qwen, Gemma)."""
+    import torch
+
+    zero3 = ["--use_deepspeed", "--zero_stage", "3", "--num_processes", "2"]
+    common = ["--per_device_batch", "4", "--tied"]
+    scoped = run(tmp_path, "zero3_scoped", zero3, *common, "--weights_out", str(tmp_path / "scoped.pt"))
+    full = run(tmp_path, "zero3_full", zero3, *common, "--full_projection", "--weights_out", str(tmp_path / "full.pt"))
+    assert losses(scoped) == pytest.approx(losses(full), rel=1e-6)
+    for key in ("cpo", "cpd", "crr", "negatives_per_token", "top1_layer_-2", "negative_gradient_ratio"):
+        want = pytest.approx([e[key] for e in full["logs"]], rel=1e-4, abs=1e-7)
+        assert [e[key] for e in scoped["logs"]] == want, key
+    got, want = torch.load(tmp_path / "scoped.pt"), torch.load(tmp_path / "full.pt")
+    assert got.keys() == want.keys() and "model.embed_tokens.weight" in got
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_lora_under_zero3(tmp_path):
     res = run(tmp_path, "lora_z3", ["--use_deepspeed", "--zero_stage", "3", "--num_processes", "2"],
               "--per_device_batch", "4", "--lora")

@@ -211,3 +211,83 @@ def test_eval_refuses_another_catalogue(saved, tmp_path):
     with pytest.raises(CatalogMismatchError, match=r"catalog.json .*vs the data of --dataset synthetic"):
         eval_cli.run(["--model", str(saved), "--synthetic_items", "48", "--output", str(tmp_path / "m.json")])
     assert not (tmp_path / "m.json").exists()
+
+
+def test_eval_data_arguments_from_the_saved_source(saved):
+    from ilrec_trl.scripts.common import DataArguments
+    from ilrec_trl.scripts.saved_data import data_arguments_for
+
+    def resolve(**flags):
+        argv = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+        return data_arguments_for(saved, DataArguments(**flags), argv)
+
+    assert resolve().synthetic_items == 32 and resolve().max_history == 20  # as trained
+    assert resolve(max_history=5).max_history == 5 and resolve(max_history=5).synthetic_items == 32  # given wins
+    other = resolve(dataset="movielens", data_dir="x")  # another source: nothing taken over
+    assert other.synthetic_items == DataArguments().synthetic_items and other.data_dir == "x"
+
+
+def test_hub_pushes_carry_the_artefacts(rec_data, tokenizer, model, args_factory, tmp_path, monkeypatch):
+    """`push_to_hub` and the pushes during training upload `output_dir`: both hold the catalogue (the upload is
+    recorded instead of sent)."""
+    from concurrent.futures import Future
+
+    import transformers.trainer
+
+    uploaded = []
+
+    class FakeApi:
+        def upload_folder(self, folder_path, **kwargs):
+            uploaded.append(sorted(p.name for p in (tmp_path / "out").iterdir()))
+            done = Future()
+            done.set_result(None)
+            return done
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: FakeApi())
+    args = args_factory(max_steps=2, save_strategy="steps", save_steps=2, output_dir=str(tmp_path / "out"))
+    trainer = ILRecTrainer(model, args=args, train_dataset=rec_data.train.select(range(16)),
+                           processing_class=tokenizer, catalog=rec_data.catalog,
+                           recommender_config=RecommenderConfig.from_rec_data(rec_data))
+    trainer.hub_model_id, trainer.push_in_progress = "me/model", None
+    trainer.train()
+    trainer._push_from_checkpoint(str(tmp_path / "out" / "checkpoint-2"))  # what save_strategy + push_to_hub does
+    trainer.push_to_hub(blocking=True)
+    assert len(uploaded) == 2
+    for files in uploaded:
+        assert {"catalog.json", "recommender_config.json", "model.safetensors"} <= set(files)
+
+
+def test_a_model_trained_on_prompts_as_they_are(saved, rec, tmp_path):
+    """A prompt/completion dataset has no template: the model ranks prompts (Python and ilrec-recommend)."""
+    import shutil
+
+    from ilrec_trl.data.prompts import format_prompt
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved, folder)
+    config = json.loads((folder / "recommender_config.json").read_text())
+    (folder / "recommender_config.json").write_text(json.dumps({**config, "template": None}))
+    plain = Recommender.from_pretrained(folder, device="cpu")
+    with pytest.raises(ValueError, match="use recommend_prompts"):
+        plain.recommend([[1, 2, 3]])
+    prompt = format_prompt([rec.catalog.identifier(i) for i in (1, 2, 3)], "sequence")
+    assert plain.recommend_prompts([prompt], k=5) == rec.recommend([[1, 2, 3]], k=5)
+    assert plain.recommend_prompts([prompt], k=5, histories=[[1, 2, 3]]) == \
+        rec.recommend([[1, 2, 3]], k=5, exclude_seen=True)
+    users = write_lines(tmp_path / "users.jsonl", [json.dumps({"user": "a", "prompt": prompt, "history": [1, 2, 3]})])
+    rows = recommend_cli.run(["--model", str(folder), "--input", str(users), "--output", str(tmp_path / "r.jsonl"),
+                              "--k", "5", "--exclude_seen"])
+    assert rows[0]["items"] == [i for i, _ in rec.recommend([[1, 2, 3]], k=5, exclude_seen=True)[0]]
+    bad = write_lines(tmp_path / "bad.jsonl", ['{"user": "a", "history": [1]}'])
+    with pytest.raises(ValueError, match="bad.jsonl:1: the field 'prompt' is missing .*trained on prompts"):
+        recommend_cli.run(["--model", str(folder), "--input", str(bad), "--output", str(tmp_path / "r2.jsonl")])
+
+
+def test_explicit_flags_include_the_config_file(tmp_path):
+    from ilrec_trl.scripts.saved_data import explicit_flags
+
+    config = tmp_path / "c.yaml"
+    config.write_text("scheme: title\nmax_history: 5\n")
+    assert explicit_flags(["--model", "m", f"--config={config}", "--k", "3"]) == {"model", "config", "scheme",
+                                                                                  "max_history", "k"}
+    assert explicit_flags(["--config", str(config)]) == {"config", "scheme", "max_history"}

@@ -227,38 +227,28 @@ def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
 
 
 def sasrec_model(a, data, dataset, seed):
-    """The seed's SASRec (fitted with validation early stopping), loaded from its checkpoint when one exists."""
-    from benchmarks.sasrec import SASRecRecommender, training_sequences
+    """The seed's `SASRecReward` (fitted with early stopping on the seeded validation users), loaded from its saved
+    folder when one exists."""
     from ilrec_trl.evaluation import sample_users
+    from ilrec_trl.rewards import SASRecReward
 
     from .config import models_dir
 
-    path = models_dir(a, dataset, seed) / "sasrec.pt"
-    sas = SASRecRecommender(len(data.catalog), loss=a.sasrec_loss, epochs=a.sasrec_epochs, seed=seed)
-    if path.exists():
-        state = torch.load(path)
-        sas.model.load_state_dict(state["model"])
-        sas.history, sas.best_valid_hit10 = state["history"], state["best_valid_hit10"]
-        return sas
-    valid = sample_users(data.valid, a.valid_users, seed=1234)
-    sas.fit(training_sequences(data.train), valid=(list(valid["history"]), list(valid["item_id"])), eval_every=4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": sas.model.state_dict(), "history": sas.history, "best_valid_hit10": sas.best_valid_hit10},
-               path)
+    path = models_dir(a, dataset, seed) / "sasrec"
+    if (path / "sasrec.json").exists():
+        return SASRecReward.load(path)
+    sas = SASRecReward(len(data.catalog), loss=a.sasrec_loss, epochs=a.sasrec_epochs, seed=seed)
+    sas.fit(data.train, valid=sample_users(data.valid, a.valid_users, seed=1234))
+    sas.save(path)
     return sas
 
 
 def reward_fn_for(method, cfg, reward_models, catalog, source=None):
-    """L_CRR's reward for `method`: None without CRR, else the MF model's or SASRec's item scores over the trie."""
+    """L_CRR's reward for `method`: None without CRR, else the MF model's or SASRec's item scores over the trie (both
+    are the library's rewards, `MatrixFactorizationReward` and `SASRecReward`)."""
     if cfg["crr_weight"] <= 0:
         return None
-    source = source or reward_source(method)
-    if source == "mf":
-        return reward_models["mf"].as_reward_fn(catalog)
-    from ilrec_trl.rewards import CatalogRewardFn
-
-    sas = reward_models["sasrec"]
-    return CatalogRewardFn(lambda user_ids, histories: sas.score(histories), catalog)
+    return reward_models[source or reward_source(method)].as_reward_fn(catalog)
 
 
 def ilrec_settings(a, method, overrides=None):

@@ -24,6 +24,16 @@ def default_completion_prefix(scheme: str) -> str:
     return " " if scheme == "title" else ""
 
 
+def read_json(path: Path):
+    """`json.load` of `path`, a broken file (e.g. truncated by an interrupted copy) named in the error."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): the "
+                         f"file is truncated or corrupt; copy it again.") from err
+
+
 def _check_scheme(scheme):
     if scheme is not None and scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r} is invalid: choose 'semantic_id' or 'title'.")
@@ -95,13 +105,11 @@ def load_lcrec_dataset(
     inter_path = _find_file(data_dir, name, ".inter.json")
     if inter_path is None:
         raise FileNotFoundError(f"No {name}.inter.json under {data_dir} (also looked in {data_dir / name}).")
-    with open(inter_path) as f:
-        sequences = json.load(f)
+    sequences = read_json(inter_path)
     item_path = _find_file(data_dir, name, ".item.json")
     titles = None
     if item_path is not None:
-        with open(item_path) as f:
-            items = json.load(f)
+        items = read_json(item_path)
         titles_by_id = {int(k): (v.get("title") if isinstance(v, dict) else str(v)) for k, v in items.items()}
     if scheme == "semantic_id":
         index_path = _find_file(data_dir, name, ".index.json")

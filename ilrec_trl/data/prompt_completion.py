@@ -187,7 +187,7 @@ def load_prompt_completion_dataset(
     catalog = ItemCatalog(identifiers, titles=titles, source_ids=raw_ids, completion_prefix=prefix)
     catalog.num_resolved_collisions = 0
     return RecData(train=rec["train"], valid=rec["valid"], test=rec["test"], catalog=catalog,
-                   name=Path(source).stem or source)
+                   name=Path(source).stem or source, template=None)  # the prompts are used as they are
 
 
 def _history_item(value, index: dict, source: str, split_name: str) -> int:

@@ -22,7 +22,7 @@ class RecData:
     catalog: ItemCatalog
     name: str = "dataset"
     num_dropped_users: int = 0
-    template: str = DEFAULT_TEMPLATE
+    template: str | None = DEFAULT_TEMPLATE  # None: the prompts were given as they are (prompt/completion data)
     max_history: int = 20
     item_text: list | None = None  # per-item description text where the source has one (used by ilrec-index)
 

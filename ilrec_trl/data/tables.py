@@ -48,6 +48,8 @@ def read_table(path, role: str = "interactions") -> pd.DataFrame:
     if frame.empty:
         raise DataFormatError(f"{role} file {str(path)!r} has no rows.")
     frame.attrs["path"] = str(path)
+    # file line of row 0: after the header line (CSV/TSV), the first line (JSONL); no lines in Parquet/JSON
+    frame.attrs["line_offset"] = {"csv": 2, "tsv": 2, "jsonl": 1}.get(TABLE_FORMATS[path.suffix.lower()])
     return frame
 
 
@@ -80,6 +82,7 @@ def read_recbole(path, role: str = "interactions") -> pd.DataFrame:
     if frame.empty:
         raise DataFormatError(f"{role} file {str(path)!r} has a header but no rows.")
     frame.attrs["path"] = str(path)
+    frame.attrs["line_offset"] = 2
     for name, kind in zip(names, types):
         if kind == "float":
             frame[name] = to_number(frame, name)
@@ -90,8 +93,10 @@ def _where(frame: pd.DataFrame) -> str:
     return repr(frame.attrs.get("path", "<table>"))
 
 
-def _line(frame: pd.DataFrame, row) -> int:
-    return frame.index.get_loc(row) + 2  # 1-based, after the header line
+def _line(frame: pd.DataFrame, row) -> str:
+    """Where row label `row` (the reader's 0-based row number, kept through filtering) is in the file."""
+    offset = frame.attrs.get("line_offset")
+    return f"line {int(row) + offset}" if offset is not None else f"row {int(row) + 1}"
 
 
 def require_columns(frame: pd.DataFrame, columns, role: str, flag: str = "") -> None:
@@ -108,7 +113,7 @@ def require_columns(frame: pd.DataFrame, columns, role: str, flag: str = "") -> 
             first = empty.idxmax()
             raise DataFormatError(
                 f"{role} file {_where(frame)}, column {column!r}: {int(empty.sum())} rows have no value (first at "
-                f"line {_line(frame, first)}); is the file truncated?"
+                f"{_line(frame, first)}); is the file truncated?"
             )
 
 
@@ -127,7 +132,7 @@ def to_number(frame: pd.DataFrame, column: str) -> pd.Series:
             return (dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
         first = bad.idxmax()
         raise DataFormatError(
-            f"file {_where(frame)}, column {column!r}, line {_line(frame, first)}: {values[first]!r} is neither a "
+            f"file {_where(frame)}, column {column!r}, {_line(frame, first)}: {values[first]!r} is neither a "
             f"number nor an ISO date."
         )
     return numbers.astype(float)

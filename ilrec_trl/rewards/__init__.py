@@ -1,16 +1,25 @@
-"""Collaborative rewards for L_CRR."""
+"""Collaborative rewards for L_CRR: reward models (MF, SASRec), reward functions over the catalogue trie, and
+`build_reward`, which fits or loads the one the CLI asks for."""
 
+from .build import REWARD_MODELS, build_reward
 from .mf import MatrixFactorizationReward, most_popular_scores
+from .persistence import dataset_fingerprint
 from .protocol import RewardContext, RewardFn
-from .reward_fns import CatalogRewardFn, ScoreMatrix, load_score_matrix, score_matrix_reward_fn
+from .reward_fns import CatalogRewardFn, ScoreMatrix, check_scores, load_score_matrix, score_matrix_reward_fn
+from .sasrec import SASRecReward
 from .token_rewards import node_scores, token_rewards
 
 __all__ = [
+    "REWARD_MODELS",
     "CatalogRewardFn",
     "MatrixFactorizationReward",
     "RewardContext",
     "RewardFn",
+    "SASRecReward",
     "ScoreMatrix",
+    "build_reward",
+    "check_scores",
+    "dataset_fingerprint",
     "load_score_matrix",
     "most_popular_scores",
     "node_scores",

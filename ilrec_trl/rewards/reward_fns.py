@@ -22,6 +22,28 @@ def _context_column(ctx: RewardContext, name: str) -> list:
     return list(ctx.context[name])
 
 
+def check_scores(scores: torch.Tensor, what: str) -> None:
+    """Refuse item scores that would silently zero L_CRR: any NaN or +inf, or a user row with no finite score.
+
+    `-inf` alone is allowed: it excludes an item (see [`token_rewards`]). Raises `ValueError` with the counts.
+    """
+    nan, pos_inf = int(torch.isnan(scores).sum()), int(torch.isposinf(scores).sum())
+    if nan or pos_inf:
+        raise ValueError(
+            f"{what} has {nan} NaN and {pos_inf} +inf scores (of {scores.numel()} = {tuple(scores.shape)}); with them "
+            f"L_CRR gets no usable reward (crr = 0 at every step). Replace them with finite scores (-inf is allowed "
+            f"only to exclude an item)."
+        )
+    if scores.dim() == 2 and scores.shape[1] > 0:
+        dead = (~torch.isfinite(scores)).all(1)
+        if bool(dead.any()):
+            rows = dead.nonzero()[:, 0]
+            raise ValueError(
+                f"{what} has {rows.numel()} user row(s) of {scores.shape[0]} with no finite score (all -inf; first "
+                f"row {int(rows[0])}): L_CRR would get no reward for them. Give every user finite scores."
+            )
+
+
 class CatalogRewardFn:
     """A [`~ilrec_trl.rewards.RewardFn`] from a user x item scorer: item scores -> token rewards over the trie.
 
@@ -73,6 +95,7 @@ class CatalogRewardFn:
                 f"score_fn returned shape {tuple(scores.shape)}, expected [B, I] = [{len(user_ids)}, {len(catalog)}] "
                 f"(one row per batch example, one column per catalogue item)."
             )
+        check_scores(scores, f"score_fn {self.score_fn!r} (users {user_ids[:3]}...)")
         return token_rewards(catalog, scores, ctx.rows, ctx.prefix_nodes, ctx.vocab_size, self.aggregate)
 
     def __repr__(self) -> str:
@@ -163,7 +186,9 @@ def score_matrix_reward_fn(matrix_or_path, catalog, user_index: dict | None = No
             f"The score matrix has shape {tuple(matrix.shape)}, but it must be [num_users, num_items] with "
             f"num_items = len(catalog) = {len(catalog)} (catalogue shape ({len(catalog)},)); columns are item ids."
         )
+    where = f"The score matrix {str(matrix_or_path)!r}" if isinstance(matrix_or_path, (str, Path)) else "The score matrix"
+    check_scores(matrix, where)
     return CatalogRewardFn(ScoreMatrix(matrix.float(), user_index), catalog, aggregate, use_history=False)
 
 
-__all__ = ["CatalogRewardFn", "ScoreMatrix", "load_score_matrix", "score_matrix_reward_fn"]
+__all__ = ["CatalogRewardFn", "ScoreMatrix", "check_scores", "load_score_matrix", "score_matrix_reward_fn"]

@@ -40,6 +40,9 @@ class DataArguments:
                           "`trl sft --dataset_name`. (Deprecated with --dataset lcrec: the LC-Rec file prefix; use "
                           "--lcrec_prefix.)"},
     )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Configuration name of the --dataset_name hub dataset, as in trl sft."}
+    )
     lcrec_prefix: str | None = field(
         default=None, metadata={"help": "LC-Rec files <prefix>.inter.json, ... (default: Instruments)."}
     )
@@ -62,11 +65,14 @@ class DataArguments:
     )
     user_column: str = field(default="user_id", metadata={"help": "User id column/field of the interactions."})
     item_column: str = field(default="item_id", metadata={"help": "Item id column/field (interactions, item table)."})
-    time_column: str = field(default="timestamp", metadata={"help": "Time column/field (numbers or ISO dates)."})
+    time_column: str = field(
+        default="timestamp", metadata={"help": "Time column/field (numbers or ISO dates); '' keeps the file order."}
+    )
     title_column: str | None = field(
         default=None, metadata={"help": "Item table column with the identifier/title (default: title; recbole: "
                                         "title, movie_title or name)."}
     )
+    rating_column: str = field(default="rating", metadata={"help": "Rating column/field (for --min_rating)."})
     min_rating: float | None = field(default=None, metadata={"help": "Drop interactions rated below this."})
     min_interactions: int = field(default=3, metadata={"help": "Users with fewer interactions are dropped (>= 3)."})
     max_history: int = field(default=20, metadata={"help": "Most recent items kept in each history."})
@@ -100,6 +106,8 @@ def resolve_data_source(args: DataArguments) -> None:
         args.lcrec_prefix = "Instruments"
     if args.dataset == "hf" and not args.dataset_name:
         raise ValueError("--dataset hf needs --dataset_name (a hub id, a local folder or a file).")
+    if args.dataset_config is not None and args.dataset != "hf":
+        raise ValueError("--dataset_config is the configuration of a --dataset_name hub dataset; drop it.")
     if args.dataset_name is not None and args.dataset != "hf":
         raise ValueError(
             f"--dataset_name names a Hugging Face dataset, but --dataset is {args.dataset}; drop one of them."
@@ -139,18 +147,41 @@ def load_data(args: DataArguments) -> RecData:
         loader = load_interactions if args.dataset == "interactions" else load_recbole
         title = args.title_column or ("title" if args.dataset == "interactions" else None)  # recbole: detected
         data = loader(args.interactions_file, args.items_file, user_column=args.user_column,
-                      item_column=args.item_column, time_column=args.time_column, identifier_column=title,
-                      min_rating=args.min_rating, scheme=args.scheme, index_file=args.index_file, **common)
+                      item_column=args.item_column, time_column=args.time_column or None, identifier_column=title,
+                      rating_column=args.rating_column, min_rating=args.min_rating, scheme=args.scheme,
+                      index_file=args.index_file, **common)
     elif args.dataset == "hf":
         data = load_prompt_completion_dataset(args.dataset_name, items_file=args.items_file,
                                               item_column=args.item_column, user_column=args.user_column,
-                                              identifier_column=args.title_column or "title")
+                                              identifier_column=args.title_column or "title",
+                                              config_name=args.dataset_config)
     else:
         raise ValueError(f"--dataset {args.dataset!r} is invalid: choose one of {list(DATASETS)}.")
+    check_columns(data)
     if args.max_train_examples is not None:
         data.train = data.train.select(range(min(args.max_train_examples, len(data.train))))
     logger.info("%r", data)
     return data
+
+
+REQUIRED_COLUMNS = ("prompt", "completion", "user_id", "item_id", "history")
+
+
+def check_columns(data: RecData) -> None:
+    """Every split must be in TRL's prompt-completion format with the recommendation columns (an error naming the
+    split and the column now, instead of a `KeyError` from inside `datasets.map` later)."""
+    for split in ("train", "valid", "test"):
+        dataset = getattr(data, split)
+        if len(dataset) == 0:  # an empty split has no columns; nothing to check
+            continue
+        columns = dataset.column_names
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(
+                f"The {split} split of {data.name} has no column {missing[0]!r} (columns: {columns}). ilrec-train needs "
+                f"TRL's prompt-completion format plus the recommendation columns {list(REQUIRED_COLUMNS)}: the "
+                f"completion is the target item's identifier; build the splits with ilrec_trl.data.leave_one_out."
+            )
 
 
 def results_table(rows: list[dict], label: str = "method", extra: dict[str, str] | None = None) -> str:

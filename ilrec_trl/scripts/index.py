@@ -11,14 +11,13 @@ item ids as the data loaders number them) with a report of codebook usage and co
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import TrlParser
 
+from ..artifact import write_text_atomic
 from ..indexing import codes_to_index, collaborative_embeddings, mix_embeddings, residual_kmeans, text_embeddings
 from .common import DataArguments, load_data
 
@@ -95,19 +94,6 @@ def format_report(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomically(path: Path, payload) -> None:
-    """Write to a temporary file beside `path`, then rename: a failed run never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(argv=None) -> dict:
     """Run with these command-line arguments; returns the report (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -130,8 +116,8 @@ def run(argv=None) -> dict:
         "embedding_shape": list(embeddings.shape), "config": vars(index_args), **result.stats,
         "item_ids": data.item_ids,  # the source's item id of index key 0, 1, ... (None: the keys are the ids)
     }
-    write_json_atomically(output, codes_to_index(result.codes))
-    write_json_atomically(report_path, report)
+    write_text_atomic(output, json.dumps(codes_to_index(result.codes), indent=1))  # never half-written
+    write_text_atomic(report_path, json.dumps(report, indent=1))
     print(f"\n{format_report(result.stats)}\n\nIndex written to {output}, report to {report_path}")
     return report
 

@@ -2,23 +2,22 @@
 
     ilrec-recommend --model outputs/ilrec-default/ilrec --input users.jsonl --output recs.jsonl --k 10 --exclude_seen
 
-Each input line is `{"user": ..., "history": [item ids, oldest first]}`; each output line is
-`{"user": ..., "items": [...], "scores": [...]}` (plus `"titles"` when the catalogue has titles). The whole input is
-checked before the model is loaded, and the output appears only when every user is done (written to a temporary file
-in the same folder, then renamed).
+Each input line is `{"user": ..., "history": [item ids, oldest first]}` (for a model trained on a prompt/completion
+dataset, whose prompts are used as they are: `{"user": ..., "prompt": "...", "history": [optional]}`); each output
+line is `{"user": ..., "items": [...], "scores": [...]}` (plus `"titles"` when the catalogue has titles). The whole
+input is checked before the model is loaded, and the output appears only when every user is done (written to a
+temporary file in the same folder, then renamed).
 """
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import TrlParser
 
-from ..artifact import load_recommender_artifacts
+from ..artifact import load_recommender_artifacts, write_text_atomic
 from ..catalog import CatalogError
 
 logger = logging.getLogger("ilrec_trl.recommend")
@@ -37,9 +36,10 @@ class RecommendArguments:
     dtype: str | None = field(default=None, metadata={"help": "Model dtype, e.g. bfloat16 (default: as saved)."})
 
 
-def read_users(path, catalog) -> list[dict]:
+def read_users(path, catalog, prompts: bool = False) -> list[dict]:
     """Parse and check the input JSONL: every line an object with a `user` and a non-empty `history` of catalogue
-    item ids. Errors name the file, the line and the field (or the unknown id)."""
+    item ids (with `prompts`, for a model trained on prompts as they are: a non-empty `prompt` string and an
+    optional `history`). Errors name the file, the line and the field (or the unknown id)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--input {str(path)!r} does not exist.")
@@ -55,36 +55,24 @@ def read_users(path, catalog) -> list[dict]:
                 raise ValueError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object.") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{where}: expected a JSON object {{\"user\": ..., \"history\": [...]}}.")
-            for name in ("user", "history"):
+            for name in ("user", "prompt" if prompts else "history"):
                 if name not in row:
-                    raise ValueError(f"{where}: the field {name!r} is missing.")
-            history = row["history"]
-            if not isinstance(history, list) or not history:
+                    why = " (this model was trained on prompts as they are: give each user's prompt)" * prompts
+                    raise ValueError(f"{where}: the field {name!r} is missing{why}.")
+            if prompts and (not isinstance(row["prompt"], str) or not row["prompt"].strip()):
+                raise ValueError(f"{where}: the field 'prompt' must be a non-empty string.")
+            history = row.get("history", [])
+            if not isinstance(history, list) or not (history or prompts):
                 raise ValueError(f"{where}: the field 'history' must be a non-empty list of item ids.")
             for item in history:
                 try:
                     catalog.position_of(item)
                 except CatalogError as e:
                     raise ValueError(f"{where}: field 'history': {e}") from None
-            users.append({"user": row["user"], "history": history})
+            users.append({"user": row["user"], "history": history, "prompt": row.get("prompt")})
     if not users:
         raise ValueError(f"--input {str(path)!r} holds no users.")
     return users
-
-
-def write_jsonl_atomic(path, rows) -> None:
-    """Write `rows` as JSONL to `path` through a temporary file in the same folder (nothing half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run(argv=None) -> list[dict]:
@@ -100,11 +88,16 @@ def run(argv=None) -> list[dict]:
     from ..recommender import Recommender, resolve_model_path
 
     model_dir = resolve_model_path(args.model)
-    catalog, _ = load_recommender_artifacts(model_dir)
-    users = read_users(args.input, catalog)  # before the (slow) model load
+    catalog, config = load_recommender_artifacts(model_dir)
+    prompts = config.template is None  # trained on prompts as they are: the input gives them
+    users = read_users(args.input, catalog, prompts=prompts)  # before the (slow) model load
     recommender = Recommender.from_pretrained(model_dir, device=args.device, dtype=args.dtype)
-    recs = recommender.recommend([u["history"] for u in users], k=args.k, exclude_seen=args.exclude_seen,
-                                 num_beams=args.num_beams, batch_size=args.batch_size, progress=True)
+    options = dict(k=args.k, num_beams=args.num_beams, batch_size=args.batch_size, progress=True)
+    if prompts:
+        recs = recommender.recommend_prompts([u["prompt"] for u in users], **options,
+                                             histories=[u["history"] for u in users] if args.exclude_seen else None)
+    else:
+        recs = recommender.recommend([u["history"] for u in users], exclude_seen=args.exclude_seen, **options)
     titles = recommender.catalog.titles
     rows = []
     for user, ranked in zip(users, recs):
@@ -112,7 +105,7 @@ def run(argv=None) -> list[dict]:
         if titles is not None:
             row["titles"] = [titles[recommender.catalog.position_of(i)] for i, _ in ranked]
         rows.append(row)
-    write_jsonl_atomic(args.output, rows)
+    write_text_atomic(args.output, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     print(f"Recommendations for {len(rows)} users written to {args.output}")
     return rows
 

@@ -39,8 +39,11 @@ def data_arguments_for(model_dir, data_args, argv: list[str]):
     _, config = load_recommender_artifacts(model_dir)
     saved = config.data_source or {}
     given = explicit_flags(argv)
-    if "dataset" in given and saved.get("dataset") not in (None, data_args.dataset):
-        return data_args  # another data source: its own flags and defaults
+    # the source the flags name (a --dataset_name alone names a Hugging Face dataset); another one than the saved
+    # source keeps its own flags and defaults
+    intended = data_args.dataset if "dataset" in given else ("hf" if "dataset_name" in given else None)
+    if intended is not None and saved.get("dataset") not in (None, intended):
+        return data_args
     names = {f.name for f in dataclasses.fields(data_args)}
     taken = {k: v for k, v in saved.items() if k in names and k not in given}
     if taken:

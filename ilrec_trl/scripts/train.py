@@ -2,13 +2,15 @@
 or both side by side), evaluate with constrained beam search, write `results.json`, the model (with its
 `catalog.json` and `recommender_config.json`, for `Recommender.from_pretrained`) and a model card.
 
-With no argument it runs the embedded default (synthetic data, tiny Llama, SFT vs ILRec, CPU, a few minutes):
+Its defaults are the embedded default (`configs/default.yaml`: synthetic data, tiny Llama, SFT vs ILRec, CPU, a
+few minutes); `--help` shows them. A `--config` file and then the command line override them:
 
     ilrec-train
-    ilrec-train --dataset lcrec --data_dir ../shared/data --lcrec_prefix Instruments --model_name_or_path PATH
-    accelerate launch --config_file examples/accelerate/zero3.yaml -m ilrec_trl.scripts.train --config cfg.yaml
+    ilrec-train --config examples/configs/instruments_smollm2_full.yaml --data_dir ../shared/data
+    ilrec-train --accelerate_config zero3 --config cfg.yaml          # = accelerate launch with a shipped config
 """
 
+import copy
 import json
 import logging
 import sys
@@ -17,14 +19,20 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import yaml
 from trl import TrlParser, get_peft_config
 
 from ..artifact import RecommenderConfig
 from ..data import build_tokenizer
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations
-from ..models import ModelArguments, load_model
+from ..layers import find_decoder_layers, resolve_layer_indices, unwrap_model
+from ..models import ModelArguments, load_model, quantization_config
+from ..rewards import build_reward
 from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
 from .common import DataArguments, load_data, results_table
+from .launch import launch_with_accelerate
+from .model_card import write_model_card
+from .run_record import check_output_dir, resolved_config, run_signature
 
 logger = logging.getLogger("ilrec_trl.train")
 METHODS = ("ilrec", "sft", "compare")
@@ -36,13 +44,16 @@ class TrainScriptArguments:
 
     method: str = field(
         default="ilrec",
-        metadata={"help": "ilrec, sft (plain TRL SFTTrainer, for comparison) or compare (both, same init).",
+        metadata={"help": "ilrec, sft (plain TRL SFTTrainer, for comparison) or compare (both, same init; each arm "
+                          "in <output_dir>/<method>).",
                   "choices": list(METHODS)},
     )
     reward_model: str = field(
         default="mf",
-        metadata={"help": "Collaborative reward for L_CRR: mf (fit a matrix-factorisation model on the training "
-                          "split, cached in the output dir), none, or a path to a user x item score matrix."},
+        metadata={"help": "Collaborative reward for L_CRR: mf (matrix factorisation, implicit ALS), mf_implicit "
+                          "(the same fitted by the implicit library), sasrec (SASRec, early stopping on the validation "
+                          "split), none, or a path to a user x item score matrix. Fitted on the training split and "
+                          "cached in <output_dir>/<name>_reward, reused only for the same data and settings."},
     )
     eval_split: str = field(default="test", metadata={"help": "Split evaluated after training.",
                                                       "choices": ["test", "valid", "none"]})
@@ -53,90 +64,175 @@ class TrainScriptArguments:
     overwrite: bool = field(default=False, metadata={"help": "Allow an output dir that holds a different run."})
 
 
+# ----------------------------------------------------------------------------------------------- parsing and help
 def default_config_path() -> str:
     return str(resources.files("ilrec_trl.scripts") / "configs" / "default.yaml")
 
 
+def build_parser() -> TrlParser:
+    """The parser, its defaults set to the embedded default (`configs/default.yaml`): one set of defaults, shown by
+    `--help` and used whatever else is given (a `--config` file and the command line override them)."""
+    parser = TrlParser((DataArguments, TrainScriptArguments, ILRecConfig, ModelArguments))
+    with open(default_config_path()) as f:
+        parser.set_defaults_with_config(**yaml.safe_load(f))
+    return parser
+
+
+COMMON_TRAINING_FLAGS = (
+    "output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "seed", "bf16", "gradient_checkpointing", "logging_steps",
+    "save_strategy", "save_steps", "resume_from_checkpoint", "report_to", "run_name", "push_to_hub",
+    "hub_model_id", "trust_remote_code", "model_init_kwargs",
+)
+
+
+def short_help(parser: TrlParser) -> str:
+    """`--help`: the data, run and ILRec options, the model options and the most used training options, with the
+    defaults that run; `--help_all` lists every option of TRL's SFTConfig / transformers' TrainingArguments too."""
+    from dataclasses import fields
+
+    from trl import SFTConfig
+
+    sft_fields = {f.name for f in fields(SFTConfig)}
+    sections = [
+        ("data options", [f.name for f in fields(DataArguments)]),
+        ("run options", [f.name for f in fields(TrainScriptArguments)]),
+        ("ILRec options (ILRecConfig)", [f.name for f in fields(ILRecConfig) if f.name not in sft_fields]),
+        ("model options (TRL's ModelConfig + ilrec-trl's)", [f.name for f in fields(ModelArguments)]),
+        ("most used training options (--help_all lists all of TRL's SFTConfig)", list(COMMON_TRAINING_FLAGS)),
+    ]
+    by_dest = {a.dest: a for a in parser._actions}
+    formatter = parser._get_formatter()
+    formatter.add_usage("ilrec-train [--config FILE] [--accelerate_config NAME|FILE] [options]", None, [])
+    formatter.add_text(__doc__.split("\n\n")[1])
+    for title, names in sections:
+        formatter.start_section(title)
+        formatter.add_arguments([by_dest[n] for n in names if n in by_dest])
+        formatter.end_section()
+    formatter.add_text("--config FILE: a YAML file of options (examples/configs/); --accelerate_config NAME|FILE: run "
+                       "under `accelerate launch` with a shipped config (ddp, zero2, zero3, zero3_offload) or a file; "
+                       "--help_all: every option.")
+    return formatter.format_help()
+
+
 def parse(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    # The embedded default: without a config file or a dataset, run the synthetic setup of default.yaml (flags given
-    # on the command line still override it).
-    if "--config" not in argv and not any(a.split("=")[0] in ("--dataset", "--dataset_name") for a in argv):
-        argv = ["--config", default_config_path(), *argv]
-    parser = TrlParser((DataArguments, TrainScriptArguments, ILRecConfig, ModelArguments))
+    parser = build_parser()
+    if "--help_all" in argv:
+        argv = [a for a in argv if a != "--help_all"] + ["--help"]
+    elif "-h" in argv or "--help" in argv:
+        if "--config" in argv:  # show the defaults this config file gives
+            with open(argv[argv.index("--config") + 1]) as f:
+                parser.set_defaults_with_config(**yaml.safe_load(f))
+        print(short_help(parser))
+        raise SystemExit(0)
     return parser.parse_args_and_config(argv)
 
 
 def is_main_process() -> bool:
-    import os
+    from accelerate import PartialState
 
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def run_signature(data_args, script_args, training_args, model_args) -> dict:
-    keep = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "seed",
-            "ilrec_layers", "negative_scope", "cpo_alpha", "cpd_weight", "crr_weight")
-    return {"data": asdict(data_args), "script": asdict(script_args),
-            "training": {k: getattr(training_args, k) for k in keep},
-            "model": model_args.model_name_or_path}
+    return PartialState().is_main_process
 
 
-def check_output_dir(output_dir: Path, signature: dict, overwrite: bool) -> None:
-    previous = output_dir / "run_config.json"
-    if previous.exists() and not overwrite:
-        with open(previous) as f:
-            old = json.load(f)
-        if old != json.loads(json.dumps(signature)):
-            raise ValueError(
-                f"--output_dir {str(output_dir)!r} holds a different run (see its run_config.json). Choose another "
-                f"output dir or pass --overwrite."
-            )
-
-
-def make_reward_fn(script_args, training_args, data, output_dir: Path):
-    if training_args.crr_weight == 0 or script_args.reward_model == "none":
+# ----------------------------------------------------------------------------------------------- validation
+def resume_target(value, arm_dir: Path, compare: bool):
+    """What `trainer.train(resume_from_checkpoint=...)` gets for one arm: `true` means the arm's latest checkpoint
+    (found here, so that a missing one is an error before anything trains); a path is taken as is (not in compare,
+    where each arm resumes from its own checkpoints)."""
+    if value is None or str(value).lower() in ("", "false", "none"):
         return None
-    from .. import rewards
+    if str(value).lower() == "true":
+        from transformers.trainer_utils import get_last_checkpoint
 
-    if script_args.reward_model == "mf":
-        cache = output_dir / "mf_reward"
-        if (cache / "config.json").exists():
-            mf = rewards.MatrixFactorizationReward.load(cache)
-            logger.info("Loaded the MF reward model from %s", cache)
-        else:
-            mf = rewards.MatrixFactorizationReward(seed=training_args.seed)
-            mf.fit(data.train, num_items=len(data.catalog))
-            mf.save(cache)
-        return mf.as_reward_fn(data.catalog)
-    path = Path(script_args.reward_model)
-    if not path.exists():
-        raise FileNotFoundError(f"--reward_model {str(path)!r}: use mf, none, or a path to a score matrix.")
-    return rewards.score_matrix_reward_fn(path, data.catalog)
+        last = get_last_checkpoint(str(arm_dir)) if arm_dir.is_dir() else None
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint true: no checkpoint-* folder under {str(arm_dir)!r}. Train "
+                             f"without --resume_from_checkpoint (or check --output_dir).")
+        return last
+    if compare:
+        raise ValueError("--method compare trains two models, so --resume_from_checkpoint must be `true` (each arm "
+                         "resumes from its latest checkpoint under <output_dir>/sft and <output_dir>/ilrec), not a "
+                         "path.")
+    if not Path(value).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {str(value)!r} does not exist: give a checkpoint folder "
+                                f"or `true` for the latest one in --output_dir.")
+    return str(value)
 
 
-def train_one(method, data, tokenizer, data_args, script_args, training_args, model_args, output_dir, reward_fn):
-    model = load_model(tokenizer, model_args, seed=training_args.seed,
-                       trust_remote_code=training_args.trust_remote_code,
-                       model_init_kwargs=training_args.model_init_kwargs)
-    training_args.output_dir = str(output_dir)
+def check_ilrec_layers(model, args: ILRecConfig) -> None:
+    """Refuse an `ilrec_layers` that names only the final decoder layer: its "intermediate" distribution is then the
+    final one, so L_CPD is 0 and the negatives are the final layer's own top tokens (no self-hard negatives)."""
+    num_layers = len(find_decoder_layers(unwrap_model(model), args.layers_module_path))
+    positions = resolve_layer_indices(args.ilrec_layers, num_layers)
+    if set(positions) == {num_layers - 1}:
+        raise ValueError(
+            f"--ilrec_layers {args.ilrec_layers} names only the final decoder layer (of {num_layers}): ILRec's "
+            f"negatives and L_CPD come from intermediate layers, so L_CPD would be 0 and no self-hard negative found. "
+            f"Use layers below the last, e.g. [-2, -3, -4, -5]."
+        )
+
+
+def check_reward_covers_users(reward_fn, data) -> None:
+    """A score-matrix reward must have a row for every user that trains (checked now, not at the first step)."""
+    score_fn = getattr(reward_fn, "score_fn", None)
+    if reward_fn is None or not hasattr(score_fn, "row_of"):
+        return
+    for user in dict.fromkeys(data.train["user_id"]):
+        score_fn.row_of(user)
+
+
+def check_script_args(script_args) -> None:
+    if script_args.method not in METHODS:
+        raise ValueError(f"--method {script_args.method!r} is invalid: choose one of {list(METHODS)}.")
+    if script_args.eval_num_beams < 1:
+        raise ValueError(f"--eval_num_beams {script_args.eval_num_beams} is invalid: it must be >= 1 (20 is standard).")
+
+
+# ----------------------------------------------------------------------------------------------- one arm
+def arm_arguments(training_args: ILRecConfig, method: str, arm_dir: Path, compare: bool) -> ILRecConfig:
+    """The training arguments of one arm: its own output dir, and in compare its own tracker run and Hub repo. The
+    Hub push happens after evaluation (so the card with results goes with the model), not from the trainer."""
+    args = copy.deepcopy(training_args)
+    args.output_dir = str(arm_dir)
+    if compare:
+        args.run_name = f"{training_args.run_name or Path(training_args.output_dir).name}-{method}"
+        args.hub_model_id = f"{training_args.hub_model_id or Path(training_args.output_dir).name}-{method}"
+    args.push_to_hub = False
+    return args
+
+
+def build_trainer(method, data, tokenizer, data_args, script_args, args, model_args, reward_fn):
+    from transformers import set_seed
+
+    set_seed(args.seed)  # both arms start from the same weights (new embedding rows included)
+    model = load_model(tokenizer, model_args, seed=args.seed, trust_remote_code=args.trust_remote_code,
+                       model_init_kwargs=args.model_init_kwargs)
     # Both arms save catalog.json and recommender_config.json beside the weights (Recommender.from_pretrained).
     recommender_config = RecommenderConfig.from_rec_data(data, num_beams=script_args.eval_num_beams,
                                                          source=asdict(data_args))
-    common = dict(model=model, args=training_args, train_dataset=data.train, processing_class=tokenizer,
-                  eval_dataset=data.valid if training_args.eval_strategy != "no" else None,
+    common = dict(model=model, args=args, train_dataset=data.train, processing_class=tokenizer,
+                  eval_dataset=data.valid if args.eval_strategy != "no" else None,
                   peft_config=get_peft_config(model_args), catalog=data.catalog,
                   recommender_config=recommender_config)
     if method == "sft":
         trainer = RecSFTTrainer(**common)
     else:
+        check_ilrec_layers(model, args)
         trainer = ILRecTrainer(**common, reward_fn=reward_fn)
     if script_args.rec_eval_steps:
         trainer.add_callback(RecommendationEvalCallback(
             trainer, data.valid, data.catalog, eval_steps=script_args.rec_eval_steps,
             max_users=script_args.eval_max_users or 200, num_beams=script_args.eval_num_beams,
             ks=tuple(k for k in (5, 10) if k <= script_args.eval_num_beams) or (script_args.eval_num_beams,)))
+    return trainer
+
+
+def train_and_evaluate(trainer, method, data, tokenizer, script_args, resume) -> dict:
+    args = trainer.args
+    output_dir = Path(args.output_dir)
     start, cpu_start = time.perf_counter(), time.process_time()
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     # wall time depends on whatever else runs on the machine; CPU time (this process, all its threads) less so
     train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     trainer.save_model(str(output_dir))
@@ -144,21 +240,54 @@ def train_one(method, data, tokenizer, data_args, script_args, training_args, mo
               "train_cpu_seconds": round(train_cpu_seconds, 1),
               "train_loss": next((e["train_loss"] for e in trainer.state.log_history if "train_loss" in e), None)}
     if script_args.eval_split != "none":
-        # Every process runs the (identical) beam search: under ZeRO-3 each forward gathers parameters from all
-        # ranks, so the main process cannot evaluate alone. Only the main process writes files.
+        # Every process calls it: the users are sharded across the processes (under ZeRO-3 each forward gathers
+        # parameters from all ranks, so they step through their shares together). Only the main process writes files.
         split = data.test if script_args.eval_split == "test" else data.valid
-        start = time.time()
+        start = time.perf_counter()
         main_process = trainer.accelerator.is_main_process
         metrics = evaluate_recommendations(
             trainer.model if trainer.is_deepspeed_enabled else trainer.accelerator.unwrap_model(trainer.model),
             tokenizer, split, data.catalog, num_beams=script_args.eval_num_beams, ks=eval_ks(script_args),
-            max_users=script_args.eval_max_users, seed=training_args.seed, batch_size=script_args.eval_batch_size,
+            max_users=script_args.eval_max_users, seed=args.seed, batch_size=script_args.eval_batch_size,
             output_jsonl=str(output_dir / f"{script_args.eval_split}_rankings.jsonl") if main_process else None,
             progress=main_process,
         )
         result.update(metrics)
-        result["eval_seconds"] = round(time.time() - start, 1)
+        result["eval_seconds"] = round(time.perf_counter() - start, 1)
+        trainer.log({f"{script_args.eval_split}_{k}": v for k, v in metrics.items()})  # to the arm's trackers
     return result
+
+
+def end_tracking(trainer) -> None:
+    """Close this arm's tracker runs so that the next arm gets its own (TensorBoard and trackio close at the end of
+    training already; a W&B run stays open until finished)."""
+    for callback in trainer.callback_handler.callbacks:
+        wandb = getattr(callback, "_wandb", None)
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()
+    trainer.accelerator.end_training()
+
+
+def free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def push_arm(trainer, training_args) -> None:
+    """Push one arm's folder (model, tokenizer, card with results, rankings) to its Hub repo, after evaluation."""
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = trainer.args.hub_model_id or Path(trainer.args.output_dir).name
+    repo = create_repo(repo_id, private=training_args.hub_private_repo, token=training_args.hub_token,
+                       exist_ok=True)
+    upload_folder(repo_id=repo.repo_id, folder_path=trainer.args.output_dir, token=training_args.hub_token,
+                  commit_message="ilrec-train: model, model card with results", ignore_patterns=["checkpoint-*",
+                                                                                                "runs/*"])
 
 
 def eval_ks(script_args) -> tuple[int, ...]:
@@ -172,56 +301,69 @@ def format_table(results: list[dict]) -> str:
     return results_table(results, label="method", extra=TABLE_EXTRA)
 
 
-def write_model_card(output_dir: Path, signature: dict, results: list[dict], data) -> None:
-    card = [
-        "---", "library_name: transformers", "tags: [trl, ilrec, recommendation]", "---", "",
-        f"# {output_dir.name}", "",
-        f"Trained with [ilrec-trl](https://github.com/ilrec-trl/ilrec-trl) on `{data.name}` "
-        f"({len(data.train)} training examples, {len(data.catalog)} items).", "",
-        "## Results", "", format_table(results), "",
-        "## Configuration", "", "```json", json.dumps(signature, indent=2, default=str), "```", "",
-    ]
-    (output_dir / "README.md").write_text("\n".join(card))
-
-
+# ----------------------------------------------------------------------------------------------- the run
 def run(argv=None) -> list[dict]:
     """Run with these command-line arguments and return the results (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data_args, script_args, training_args, model_args = parse(argv)
-    if script_args.method not in METHODS:
-        raise ValueError(f"--method {script_args.method!r} is invalid: choose one of {list(METHODS)}.")
-    if script_args.eval_num_beams < 1:
-        raise ValueError(f"--eval_num_beams {script_args.eval_num_beams} is invalid: it must be >= 1 (20 is standard).")
+    check_script_args(script_args)
+    quantization_config(model_args)  # a clear error now if this machine cannot quantize
     output_dir = Path(training_args.output_dir)
-    signature = run_signature(data_args, script_args, training_args, model_args)
-    check_output_dir(output_dir, signature, script_args.overwrite)
+    compare = script_args.method == "compare"
+    methods = ["sft", "ilrec"] if compare else [script_args.method]
+    arm_dirs = {m: output_dir / m if compare else output_dir for m in methods}
+    resume = {m: resume_target(training_args.resume_from_checkpoint, arm_dirs[m], compare) for m in methods}
+    config = resolved_config(data_args, script_args, training_args, model_args)
+    check_output_dir(output_dir, run_signature(config), script_args.overwrite, any(resume.values()))
     data = load_data(data_args)
     tokenizer = build_tokenizer(data, model_args.model_name_or_path, model_args.gguf_file,
-                                revision=model_args.model_revision,
-                                trust_remote_code=training_args.trust_remote_code)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "run_config.json").write_text(json.dumps(signature, indent=2, default=str))
+                                revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code)
+    reward_fn = (build_reward(script_args.reward_model, data, output_dir, seed=training_args.seed,
+                              main_process_first=training_args.main_process_first(desc="reward model"))
+                 if "ilrec" in methods and training_args.crr_weight > 0 else None)
+    check_reward_covers_users(reward_fn, data)
 
-    methods = ["sft", "ilrec"] if script_args.method == "compare" else [script_args.method]
-    reward_fn = make_reward_fn(script_args, training_args, data, output_dir) if "ilrec" in methods else None
-    results = []
-    for method in methods:
-        target = output_dir / method if len(methods) > 1 else output_dir
-        results.append(train_one(method, data, tokenizer, data_args, script_args, training_args, model_args,
-                                 target, reward_fn))
+    # The ILRec arm is built first: its trainer checks everything ILRec needs (layers, packing, catalogue, the
+    # completions) and SFTTrainer's checks are a subset of it, so nothing trains before every check has passed.
+    results = {}
+    for method in sorted(methods, key=lambda m: m != "ilrec"):
+        args = arm_arguments(training_args, method, arm_dirs[method], compare)
+        trainer = build_trainer(method, data, tokenizer, data_args, script_args, args, model_args, reward_fn)
+        if not results and is_main_process():  # the run starts: record what it is
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "run_config.json").write_text(json.dumps(config, indent=2))
+        results[method] = train_and_evaluate(trainer, method, data, tokenizer, script_args, resume[method])
+        if is_main_process():
+            write_model_card(arm_dirs[method], result=results[method], config=config,
+                             table=format_table([results[method]]), dataset_name=data.name,
+                             base_model=model_args.model_name_or_path,
+                             hub_model_id=args.hub_model_id, model_name=Path(args.output_dir).name)
+            if training_args.push_to_hub:
+                push_arm(trainer, training_args)
+        end_tracking(trainer)
+        del trainer
+        free_memory()
+    results = [results[m] for m in methods]
     if not is_main_process():
         return results
-    (output_dir / "results.json").write_text(json.dumps({"results": results, "config": signature}, indent=2,
-                                                         default=str))
-    write_model_card(output_dir, signature, results, data)
+    (output_dir / "results.json").write_text(json.dumps({"results": results, "config": config}, indent=2))
     table = format_table(results)
-    print(f"\n{data!r}\n\n{table}\n\nResults written to {output_dir / 'results.json'}")
+    if compare:  # the run's summary card (each arm's folder has its own card)
+        (output_dir / "README.md").write_text(f"# {output_dir.name}: SFT vs ILRec on `{data.name}`\n\n{table}\n\n"
+                                              f"Each arm's model and card: `sft/`, `ilrec/`. Full configuration: "
+                                              f"`results.json`.\n")
+    print(f"\n{data!r}\n\n{table}\n\nTrain times: wall seconds (other jobs on the machine slow them) and CPU seconds of "
+          f"this process.\nResults written to {output_dir / 'results.json'}")
     return results
 
 
 def main(argv=None) -> None:
     """Console entry point."""
-    run(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--accelerate_config" in argv:
+        launch_with_accelerate(argv, "ilrec_trl.scripts.train")
+    else:
+        run(argv)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from trl import SFTConfig
 
+from ..scopes import SCOPES
+
 logger = logging.getLogger(__name__)
 
-NEGATIVE_SCOPES = ("full", "item", "trie")
+NEGATIVE_SCOPES = tuple(SCOPES)
 NEGATIVE_THRESHOLDS = ("relative", "absolute", "topk")
 CPO_PENALTIES = ("scaled", "additive")
 
@@ -171,6 +173,9 @@ def validate_ilrec_fields(cfg) -> None:
         fail("ilrec_layers", layers, "every entry must be an integer layer index.")
     if len(set(layers)) != len(layers):
         fail("ilrec_layers", layers, "each layer may appear only once.")
+    if list(layers) == [-1]:
+        fail("ilrec_layers", layers, "it names only the final decoder layer, whose distribution is the final one: "
+             "L_CPD would be 0 and no self-hard negative found. Use layers below it, e.g. [-2, -3, -4, -5].")
     for name, choices in (
         ("negative_scope", NEGATIVE_SCOPES),
         ("negative_threshold", NEGATIVE_THRESHOLDS),

@@ -4,11 +4,14 @@ import logging
 from typing import Any
 
 import torch
+from transformers.trainer_utils import IntervalStrategy
 from trl import SFTTrainer
 
 from ..catalog import CatalogProtocol
 from ..layers import LayerCapture, find_decoder_layers, find_final_norm, resolve_layer_indices, unwrap_model
+from ..losses import ILRecLossParams, ilrec_loss, metric_values
 from ..rewards.protocol import RewardContext
+from ..scopes import NegativeScope, make_scope
 from .ilrec_config import ILRecConfig
 from .model_forward import ILRecForwardPatch
 from .recommender_mixin import RecommenderTrainerMixin
@@ -72,8 +75,12 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
                 f"args must be an ILRecConfig (got {type(args).__name__}); build one with the same fields, e.g. "
                 f"ILRecConfig(**sft_config.to_dict())."
             )
-        self._check_arguments(args, reward_fn, catalog)
+        scope = make_scope(args.negative_scope, catalog)  # fails here without the catalogue the scope needs
+        self._check_arguments(args, reward_fn, catalog, scope)
         super().__init__(model, args, *pargs, **kwargs)
+
+        self.scope: NegativeScope = scope
+        self.loss_params = ILRecLossParams.from_config(args)
 
         self.reward_fn = reward_fn
         self.catalog = catalog
@@ -101,24 +108,17 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
                 f"head has only {self._vocab_size} rows: add the identifier tokens to the tokenizer and call "
                 f"model.resize_token_embeddings(len(tokenizer)) before building the trainer."
             )
-        if catalog is not None and args.negative_scope == "item":
-            self._item_mask = catalog.item_token_mask(self._vocab_size)
 
         self.data_collator = ContextCollator(self.data_collator, args.reward_context_columns)
         self._capture: LayerCapture | None = None
         self._forward_patch: ILRecForwardPatch | None = None
         self._attach_depth = 0
-        self._check_train_completions()
+        self.scope.check_dataset(self.train_dataset)  # e.g. the first completions must spell catalogue items
         self._check_rec_eval()
 
     # ------------------------------------------------------------------ validation
     @staticmethod
-    def _check_arguments(args: ILRecConfig, reward_fn, catalog) -> None:
-        if args.negative_scope in ("item", "trie") and catalog is None:
-            raise ValueError(
-                f"ILRecConfig.negative_scope={args.negative_scope!r} needs an item catalogue: pass "
-                f"ILRecTrainer(..., catalog=rec_data.catalog), or use negative_scope='full'."
-            )
+    def _check_arguments(args: ILRecConfig, reward_fn, catalog, scope: NegativeScope) -> None:
         if catalog is not None and not isinstance(catalog, CatalogProtocol):
             raise TypeError(
                 "catalog must implement item_token_mask / prefix_nodes / continuation_mask (see "
@@ -126,7 +126,7 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
             )
         if reward_fn is not None and not callable(reward_fn):
             raise TypeError("reward_fn must be callable: reward_fn(ctx: RewardContext) -> FloatTensor[N, V].")
-        needs_rows = args.negative_scope == "trie" or reward_fn is not None
+        needs_rows = scope.needs_prefix_nodes or reward_fn is not None
         if (args.packing or args.padding_free) and needs_rows:
             raise ValueError(
                 "ILRecConfig.packing / padding_free cannot be combined with negative_scope='trie' or a reward_fn: "
@@ -140,17 +140,6 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
             )
         if args.label_smoothing_factor > 0:
             raise ValueError("ILRecConfig.label_smoothing_factor must be 0: ILRec computes its own loss.")
-
-    def _check_train_completions(self, max_examples: int = 512) -> None:
-        """Before training, check that the first training completions spell catalogue items (trie scope)."""
-        if self.catalog is None or self.args.negative_scope != "trie" or self.train_dataset is None:
-            return
-        if not hasattr(self.train_dataset, "select") or "labels" not in (self.train_dataset.column_names or []):
-            return
-        sample = self.train_dataset.select(range(min(max_examples, len(self.train_dataset))))
-        labels = [torch.tensor(x) for x in sample["labels"]]
-        padded = torch.nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=-100)
-        self.catalog.prefix_nodes(padded[:, 1:])
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -166,7 +155,9 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
             self._capture = LayerCapture(self._decoder_layers, self._layer_positions)
             self._capture.enabled = False
             try:
-                self._forward_patch = ILRecForwardPatch(base, self._capture, self._final_norm, self.args)
+                self._forward_patch = ILRecForwardPatch(
+                    base, self._capture, self._final_norm, self.loss_params, layer_ids=self.args.ilrec_layers
+                )
             except Exception:
                 self._capture.remove()
                 raise
@@ -202,18 +193,30 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
     def _ilrec_active(self) -> bool:
         return not self.model.training or self.state.global_step >= self.args.ilrec_start_step
 
+    def _logs_this_step(self) -> bool:
+        """Whether the metrics of this optimizer step reach a log (always in evaluation; in training, on the steps that
+        `logging_steps` logs, every step with another `logging_strategy`, never with `"no"`)."""
+        args, step = self.args, self.state.global_step + 1  # DefaultFlowCallback's test, before the step ends
+        if not self.model.training or args.logging_strategy == IntervalStrategy.EPOCH:
+            return True
+        if args.logging_first_step and step == 1:
+            return True
+        if args.logging_strategy == IntervalStrategy.NO:
+            return False
+        every = args.logging_steps if args.logging_steps >= 1 else self.state.logging_steps  # a ratio: resolved at train()
+        return step % max(int(every), 1) == 0
+
     def build_ilrec_request(self, labels: torch.Tensor, context: dict | None) -> dict:
         """Scope mask and token rewards at the target positions (computed outside autograd)."""
         shift_labels = labels[:, 1:]
         mask = shift_labels != -100
         request: dict = {}
         use_rewards = self.reward_fn is not None and self.args.crr_weight > 0
-        needs_nodes = self.args.negative_scope == "trie" or (use_rewards and self.catalog is not None)
-        nodes = self.catalog.prefix_nodes(shift_labels) if (needs_nodes and self.catalog is not None) else None
-        if self.args.negative_scope == "item":
-            request["scope_mask"] = self._item_mask.to(labels.device)
-        elif self.args.negative_scope == "trie":
-            request["scope_mask"] = self.catalog.continuation_mask(nodes, self._vocab_size)
+        needs_nodes = self.scope.needs_prefix_nodes or (use_rewards and self.catalog is not None)
+        nodes = self.catalog.prefix_nodes(shift_labels) if needs_nodes else None
+        scope_mask = self.scope.mask(nodes, self._vocab_size, labels.device)
+        if scope_mask is not None:
+            request["scope_mask"] = scope_mask
         if use_rewards:
             rows = mask.nonzero(as_tuple=True)[0]
             ctx = RewardContext(
@@ -244,67 +247,26 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
             raise NotImplementedError("ILRecTrainer computes no full logits; use prediction_loss_only=True.")
         mode = "train" if self.model.training else "eval"
         request = self.build_ilrec_request(inputs["labels"], context)
+        request["layer_top1"] = self._logs_this_step()
         outputs = model(**inputs, ilrec_request=request)
 
-        args = self.args
-        num_tokens = outputs.nll_per_token.numel() if num_items_in_batch is None else num_items_in_batch
-        denominator = torch.as_tensor(num_tokens, device=outputs.cpo_per_token.device).clamp(min=1)
-        # Every term is a sum over the target positions divided by the same count, as TRL divides its NLL (L_CRR
-        # included: positions without rewarded negatives add 0 to it), so gradient accumulation and
-        # `num_items_in_batch` treat the three terms alike.
-        per_token = outputs.cpo_per_token + args.cpd_weight * outputs.cpd_per_token
-        if "rewards" in request:
-            per_token = per_token + args.crr_weight * outputs.crr_per_token
-        loss = per_token.sum() / denominator
-        if args.average_tokens_across_devices and num_items_in_batch is not None:
+        loss = ilrec_loss(outputs, num_items_in_batch)  # the terms' one reduction, as TRL reduces its NLL
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
-        self._log_ilrec_metrics(mode, inputs, outputs)
+        self._log_ilrec_metrics(mode, inputs, outputs.metrics)
         return loss
 
     @torch.no_grad()
-    def _log_ilrec_metrics(self, mode: str, inputs: dict, outputs) -> None:
-        n = outputs.nll_per_token.numel()
-        negs = outputs.negatives_per_token.float()
-        stats = torch.stack(
-            [
-                torch.tensor(float(n), device=negs.device),
-                outputs.nll_per_token.detach().sum(),
-                outputs.cpo_per_token.detach().sum(),
-                outputs.cpd_per_token.detach().sum(),
-                outputs.crr_per_token.detach().sum(),
-                outputs.crr_count.float(),
-                negs.sum(),
-                (negs > 0).float().sum(),
-                outputs.final_top1.float(),
-                torch.as_tensor(-1.0 if outputs.cf_endorsed_negatives is None else outputs.cf_endorsed_negatives,
-                                dtype=torch.float32, device=negs.device),
-                outputs.crr_target_entropy.float(),
-                outputs.crr_target_positions.float(),
-                outputs.negative_gradient_mass.float(),
-                outputs.nll_negative_gradient_mass.float(),
-                *outputs.layer_top1.float(),
-            ]
-        )
-        totals = self.accelerator.gather(stats[None]).sum(0).tolist()
-        count = max(totals[0], 1.0)
-        metrics = self._metrics[mode]
-        metrics["nll"].append(totals[1] / count)
-        metrics["cpo"].append(totals[2] / count)
-        metrics["cpd"].append(totals[3] / count)
-        metrics["crr"].append(totals[4] / count)
-        metrics["negatives_per_token"].append(totals[6] / count)
-        metrics["frac_positions_with_negatives"].append(totals[7] / count)
-        metrics["mean_token_accuracy"].append(totals[8] / count)
-        if totals[9] >= 0:  # share of the mined negatives that the CF model scores at least as high as the truth
-            metrics["negatives_cf_endorsed"].append(totals[9] / max(totals[6], 1.0))
-        if totals[11] > 0:  # 1 = the reward spreads L_CRR's target evenly over the negatives, 0 = on one of them
-            metrics["crr_target_entropy"].append(totals[10] / totals[11])
-        if totals[13] > 0:  # > 1: ILRec pushes the negatives harder than SFT; < 1: L_CRR cancels part of L_CPO's push
-            metrics["negative_gradient_ratio"].append(totals[12] / totals[13])
-        for index, value in zip(self.args.ilrec_layers, totals[14:]):
-            metrics[f"top1_layer_{index}"].append(value / count)
+    def _log_ilrec_metrics(self, mode: str, inputs: dict, metrics: dict) -> None:
+        """Sum every metric's (numerator, denominator) over the processes, then log their ratios."""
+        names = list(metrics)
+        device = inputs["labels"].device
+        sums = torch.stack([torch.as_tensor(x, device=device).float() for pair in metrics.values() for x in pair])
+        totals = self.accelerator.gather(sums.view(1, -1, 2)).sum(0).cpu()  # one transfer, whatever the device
+        for name, value in metric_values(dict(zip(names, totals.unbind(0)))).items():
+            self._metrics[mode][name].append(value)
         if mode == "train":
             local = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
-            local = torch.as_tensor(local, device=negs.device)
+            local = torch.as_tensor(local, device=device)
             self._total_train_tokens += int(self.accelerator.gather(local[None]).sum().item()) // self._tp_size
-        metrics["num_tokens"] = [self._total_train_tokens]
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]

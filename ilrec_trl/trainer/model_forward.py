@@ -3,33 +3,12 @@ computes the final and logit-lens logits at the target positions only, then [`il
 
 import functools
 import types
-from dataclasses import dataclass
 
 import torch
-from transformers.utils import ModelOutput
 
 from ..layers import LayerCapture
-from ..logit_lens import logit_transform, project
-from ..losses import ilrec_losses
-
-
-@dataclass
-class ILRecModelOutput(ModelOutput):
-    """Per-position ILRec terms of one micro-batch (N target positions) and their statistics."""
-
-    cpo_per_token: torch.Tensor | None = None
-    cpd_per_token: torch.Tensor | None = None
-    crr_per_token: torch.Tensor | None = None
-    nll_per_token: torch.Tensor | None = None
-    crr_count: torch.Tensor | None = None
-    negatives_per_token: torch.Tensor | None = None
-    layer_top1: torch.Tensor | None = None
-    final_top1: torch.Tensor | None = None
-    cf_endorsed_negatives: torch.Tensor | None = None
-    crr_target_entropy: torch.Tensor | None = None  # see ILRecLossOutput
-    crr_target_positions: torch.Tensor | None = None
-    negative_gradient_mass: torch.Tensor | None = None  # see ILRecLossOutput
-    nll_negative_gradient_mass: torch.Tensor | None = None
+from ..logit_lens import logit_transform, project, project_on_columns
+from ..losses import ILRecLossOutput, ILRecLossParams, columns_for_layers, ilrec_losses
 
 
 def _param_device(module, default):
@@ -38,15 +17,24 @@ def _param_device(module, default):
 
 
 class ILRecForwardPatch:
-    """Patches `model.forward` so that `model(..., ilrec_request={...})` returns an [`ILRecModelOutput`]; without
+    """Patches `model.forward` so that `model(..., ilrec_request={...})` returns an [`ILRecLossOutput`]; without
     `ilrec_request` the previous forward (TRL's fused LM head, or the model's own) runs unchanged. [`remove`] restores
-    the exact previous state."""
+    the exact previous state.
 
-    def __init__(self, model, capture: LayerCapture, final_norm, config):
+    When the negative scope and the threshold let the maths read only some vocabulary columns of the intermediate
+    layers (see [`columns_for_layers`]) and the head is a plain `nn.Linear`, those layers are projected onto these
+    head rows only ([`project_on_columns`]: same values and gradients, without the `[K, N, V]` logits);
+    `restrict_layer_projection = False` (class or instance attribute) projects them onto the whole vocabulary, the
+    reference the tests compare it with."""
+
+    restrict_layer_projection = True
+
+    def __init__(self, model, capture: LayerCapture, final_norm, params: ILRecLossParams, layer_ids=None):
         self.model = model
         self.capture = capture
         self.final_norm = final_norm
-        self.config = config
+        self.params = ILRecLossParams.from_config(params)
+        self.layer_ids = layer_ids  # names of the captured layers in the metrics (e.g. ILRecConfig.ilrec_layers)
         self.scale, self.softcap = logit_transform(model.config)
         self._had_instance_forward = "forward" in model.__dict__
         self._previous = model.__dict__.get("forward")
@@ -62,7 +50,7 @@ class ILRecForwardPatch:
         model.forward = types.MethodType(forward, model)
         self._installed = model.__dict__["forward"]
 
-    def run(self, model, args, kwargs, request: dict) -> ILRecModelOutput:
+    def run(self, model, args, kwargs, request: dict) -> ILRecLossOutput:
         labels = kwargs.pop("labels", None)
         if labels is None:
             raise ValueError("The ILRec forward needs `labels` (the batch's shifted targets come from them).")
@@ -87,37 +75,18 @@ class ILRecForwardPatch:
         layer_hidden = torch.stack([state[:, :-1].to(device)[mask] for state in states])  # [K, N, d]
         normed = self.final_norm(layer_hidden.to(_param_device(self.final_norm, device))).to(device)
         normed = normed.to(final_hidden.dtype)
-        logits = project(head, torch.cat([final_hidden[None], normed]), self.scale, self.softcap)  # [K+1, N, V]
         targets = shift_labels[mask]
-        out = ilrec_losses(
-            logits[0],
-            logits[1:],
-            targets,
-            self.config,
-            scope_mask=request.get("scope_mask"),
-            rewards=request.get("rewards"),
-        )
-        endorsed = None
-        rewards = request.get("rewards")
-        if rewards is not None:
-            with torch.no_grad():  # negatives that the CF model scores at least as high as the ground truth
-                truth = rewards.gather(1, targets[:, None])
-                endorsed = (out.negatives & torch.isfinite(rewards) & (rewards >= truth)).sum()
-        return ILRecModelOutput(
-            cpo_per_token=out.cpo_per_token,
-            cpd_per_token=out.cpd_per_token,
-            crr_per_token=out.crr_per_token,
-            nll_per_token=out.nll_per_token,
-            crr_count=out.crr_count,
-            negatives_per_token=out.negatives.sum(-1),
-            layer_top1=out.layer_top1 * max(targets.numel(), 1),
-            final_top1=out.final_top1 * max(targets.numel(), 1),
-            cf_endorsed_negatives=endorsed,
-            crr_target_entropy=out.crr_target_entropy,
-            crr_target_positions=out.crr_target_positions,
-            negative_gradient_mass=out.negative_gradient_mass,
-            nll_negative_gradient_mass=out.nll_negative_gradient_mass,
-        )
+        scope_mask, rewards = request.get("scope_mask"), request.get("rewards")
+        columns = columns_for_layers(scope_mask, targets, self.params)
+        if columns is not None and self.restrict_layer_projection and type(head) is torch.nn.Linear:
+            # the intermediate layers through the scope's head rows only (the maths reads nothing else)
+            final, layers, hits = project_on_columns(head, final_hidden, normed, columns, targets, self.scale,
+                                                     self.softcap, with_top1=request.get("layer_top1", True))
+            return ilrec_losses(final, layers, targets, self.params, scope_mask=scope_mask, rewards=rewards,
+                                layer_ids=self.layer_ids, layer_columns=columns, layer_top1_hits=hits)
+        logits = project(head, torch.cat([final_hidden[None], normed]), self.scale, self.softcap)  # [K+1, N, V]
+        return ilrec_losses(logits[0], logits[1:], targets, self.params, scope_mask=scope_mask, rewards=rewards,
+                            layer_ids=self.layer_ids)
 
     def remove(self) -> None:
         if self.model.__dict__.get("forward") is self._installed:

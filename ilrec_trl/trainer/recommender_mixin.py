@@ -37,6 +37,13 @@ class RecommenderTrainerMixin:
         if self.args.should_save and isinstance(self.catalog, ItemCatalog):
             save_recommender_artifacts(output_dir or self.args.output_dir, self.catalog, self.recommender_config)
 
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # A push during training uploads `output_dir` after copying only the weight files into it from the
+        # checkpoint: put the artefacts there too, so every pushed revision is a complete recommender.
+        if self.is_world_process_zero() and isinstance(self.catalog, ItemCatalog):
+            save_recommender_artifacts(self.args.output_dir, self.catalog, self.recommender_config)
+        super()._push_from_checkpoint(checkpoint_folder)
+
     # ------------------------------------------------------------------ ranking metrics
     @property
     def rec_eval_enabled(self) -> bool:

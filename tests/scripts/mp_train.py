@@ -23,12 +23,20 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--lora", action="store_true")
     p.add_argument("--save", action="store_true")
+    p.add_argument("--full_projection", action="store_true",
+                   help="project the intermediate layers onto the whole vocabulary (the reference path)")
+    p.add_argument("--tied", action="store_true", help="tie the output head to the input embeddings")
+    p.add_argument("--weights_out", help="also save the trained weights (gathered) here, with torch.save")
     a = p.parse_args()
+    if a.full_projection:
+        from ilrec_trl.trainer.model_forward import ILRecForwardPatch
+
+        ILRecForwardPatch.restrict_layer_projection = False
 
     data = load_synthetic(num_users=120, num_items=64)
     tok = build_word_tokenizer(list(data.train["prompt"][:50]), semantic_id_tokens(data.catalog.identifiers))
     data.catalog.bind(tok)
-    model = tiny_llama(tok, num_layers=6, hidden_size=32, num_heads=4, seed=0)
+    model = tiny_llama(tok, num_layers=6, hidden_size=32, num_heads=4, seed=0, tie_word_embeddings=a.tied)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     if a.lora:
         from peft import LoraConfig, get_peft_model
@@ -67,6 +75,8 @@ def main():
             json.dump({"world_size": trainer.accelerator.num_processes, "logs": logs, "changed": changed,
                        "num_params": len(before), "lora_params": lora_changed,
                        "deepspeed": trainer.is_deepspeed_enabled}, f)
+        if a.weights_out:
+            torch.save(state, a.weights_out)
     # tear the process group down in order before the interpreter exits: leaving it to interpreter shutdown
     # occasionally aborted a rank with "terminate called without an active exception" (seen once under ZeRO-2)
     trainer.accelerator.wait_for_everyone()

@@ -1,0 +1,125 @@
+"""The offline GPU kit's bookkeeping (benchmarks/device/kit.py), on the CPU with small files: the model split across
+two transfers is staged, joined and verified on the device; a command that finds the other half missing stops at
+once with exit 3; damaged parts are refused; the data slice is deterministic; pytest's report is summarised."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks" / "device"))
+
+import kit  # noqa: E402
+
+
+@pytest.fixture
+def small_kit(tmp_path):
+    """A kit like make_kit.sh's, with a 3,001-byte stand-in for the GGUF file."""
+    staging = tmp_path / "kit"
+    (staging / "common" / "wheels").mkdir(parents=True)
+    (staging / "common" / "wheels" / "pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    model = tmp_path / "model.gguf"
+    model.write_bytes(bytes(range(256)) * 11 + b"x" * 185)
+    manifest = kit.assemble(staging, model, {"modules": ["pkg"]})
+    return staging, model, manifest
+
+
+def kit_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device" / "kit.py"), *args],
+                          capture_output=True, text=True)
+
+
+def carried(staging, transfer, dest):
+    """What one transfer brings: the kit folder with only that transfer's subfolder."""
+    import shutil
+
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(staging / transfer, dest / transfer)
+    return dest
+
+
+def test_transfers_hold_common_files_and_one_part_each(small_kit):
+    staging, model, manifest = small_kit
+    parts = manifest["gguf"]["parts"]
+    assert [p["transfer"] for p in parts] == list(kit.TRANSFERS)
+    assert sum(p["size"] for p in parts) == model.stat().st_size
+    for transfer, part in zip(kit.TRANSFERS, parts):
+        folder = staging / transfer
+        assert (folder / "wheels" / "pkg-1.0-py3-none-any.whl").read_bytes() == b"wheel"
+        assert sorted(p.name for p in (folder / "model").iterdir()) == [part["file"]]
+        assert json.loads((folder / "manifest.json").read_text())["transfer"] == transfer
+    joined = b"".join((staging / t / "model" / p["file"]).read_bytes() for t, p in zip(kit.TRANSFERS, parts))
+    assert joined == model.read_bytes()
+
+
+def test_stage_joins_the_halves_across_two_commands(small_kit, tmp_path):
+    staging, model, manifest = small_kit
+    work = tmp_path / "machine"
+    first = kit_cli("stage", "--kit", str(carried(staging, "a", tmp_path / "call1")), "--work", str(work))
+    assert first.returncode == 0 and "not staged yet" in first.stdout
+    missing = kit_cli("require-model", "--work", str(work))
+    assert missing.returncode == kit.MODEL_EXIT and "STOP" in missing.stdout
+    second = kit_cli("stage", "--kit", str(carried(staging, "b", tmp_path / "call2")), "--work", str(work))
+    assert second.returncode == 0 and "joined and verified" in second.stdout
+    assert (work / "model" / model.name).read_bytes() == model.read_bytes()
+    assert not list((work / "model").glob("*.part*"))
+    assert kit_cli("require-model", "--work", str(work)).returncode == 0
+    again = kit_cli("stage", "--kit", str(tmp_path / "call2"), "--work", str(work))  # idempotent
+    assert again.returncode == 0 and "already joined" in again.stdout
+
+
+def test_fresh_machine_stops_within_seconds(small_kit, tmp_path):
+    staging, _, _ = small_kit
+    work = tmp_path / "fresh"
+    started = time.time()
+    staged = kit_cli("stage", "--kit", str(carried(staging, "b", tmp_path / "call2")), "--work", str(work))
+    assert staged.returncode == 0
+    result = kit_cli("require-model", "--work", str(work))
+    assert result.returncode == kit.MODEL_EXIT
+    assert "STOP" in result.stdout and "not complete" in result.stdout
+    assert time.time() - started < 10
+    gone = kit_cli("require-model", "--work", str(tmp_path / "nothing"))
+    assert gone.returncode == kit.MODEL_EXIT and "earlier command's files are gone" in gone.stdout
+
+
+def test_damaged_part_is_refused(small_kit, tmp_path):
+    staging, _, manifest = small_kit
+    kit_dir = carried(staging, "a", tmp_path / "call1")
+    part = kit_dir / "a" / "model" / manifest["gguf"]["parts"][0]["file"]
+    data = part.read_bytes()
+    part.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
+    result = kit_cli("stage", "--kit", str(kit_dir), "--work", str(tmp_path / "machine"))
+    assert result.returncode == 2 and "damaged" in result.stdout
+
+
+def test_data_slice_is_a_seeded_subset_with_the_whole_index(tmp_path):
+    source = tmp_path / "data" / "instruments"
+    source.mkdir(parents=True)
+    sequences = {str(u): [u % 7, (u + 1) % 7, (u + 2) % 7] for u in range(50)}
+    (source / "Instruments.inter.json").write_text(json.dumps(sequences))
+    (source / "Instruments.index.json").write_text(json.dumps({str(i): [f"<a_{i}>"] for i in range(7)}))
+    info = kit.slice_data(tmp_path / "data", tmp_path / "s1", users=20, seed=3)
+    kit.slice_data(tmp_path / "data", tmp_path / "s2", users=20, seed=3)
+    sliced = json.loads((tmp_path / "s1" / "Instruments.inter.json").read_text())
+    assert info["users"] == len(sliced) == 20 and info["source_users"] == 50
+    assert all(sliced[u] == sequences[u] for u in sliced)
+    assert sliced == json.loads((tmp_path / "s2" / "Instruments.inter.json").read_text())
+    assert (tmp_path / "s1" / "Instruments.index.json").read_text() == (source / "Instruments.index.json").read_text()
+    with pytest.raises(kit.KitError, match="data_dir"):
+        kit.slice_data(tmp_path / "nowhere", tmp_path / "s3", users=5, seed=0)
+
+
+def test_junit_summary_counts_outcomes(tmp_path):
+    (tmp_path / "j.xml").write_text(
+        '<testsuites><testsuite><testcase name="a" time="0.5"/><testcase name="b" time="1">'
+        '<failure message="boom">x</failure></testcase><testcase name="c"><skipped message="no gpu"/></testcase>'
+        "</testsuite></testsuites>")
+    result = kit_cli("junit", "--junit", str(tmp_path / "j.xml"), "--out", str(tmp_path / "check.json"))
+    summary = json.loads((tmp_path / "check.json").read_text())
+    assert result.returncode == 1  # a failure fails the stage
+    assert summary["counts"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1}
+    assert summary["tests"][1] == {"test": "b", "outcome": "failed", "seconds": 1.0, "detail": "boom"}
