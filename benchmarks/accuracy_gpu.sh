@@ -28,7 +28,7 @@ case "$stage" in
   tiny)  # the CPU-scale protocol (tiny Llama from scratch) at GPU speed: the whole table, three seeds
     args=(--seeds 0 1 2 --eval_users 1000 --eval_batch 256 --sft_epochs 1 --extra_epochs 0.5 --dpo_pairs 10000)
     [[ "${SMOKE:-0}" == 1 ]] && args=(--seeds 0)
-    python benchmarks/accuracy.py "${args[@]}" "${common[@]}" \
+    python -m benchmarks.accuracy "${args[@]}" "${common[@]}" \
       --methods sft_more dpo ilrec ilrec_no_cpo ilrec_no_cpd ilrec_no_crr \
       --out "$results/accuracy_gpu_tiny" ;;
   lora|full)
@@ -36,7 +36,7 @@ case "$stage" in
     if [[ "$stage" == lora ]]; then rates=(--lora_r 16 --lr 1e-3 --lr2 2e-4); else rates=(--lr 2e-4 --lr2 5e-5); fi
     args=(--seeds 0 --eval_users 1000 --eval_batch 128 --batch 64 --sft_epochs 1 --extra_epochs 0.25 --dpo_pairs 10000)
     [[ "${SMOKE:-0}" == 1 ]] && args=(--seeds 0)
-    python benchmarks/accuracy.py "${args[@]}" "${common[@]}" "${rates[@]}" --base_model "$BASE_MODEL" \
+    python -m benchmarks.accuracy "${args[@]}" "${common[@]}" "${rates[@]}" --base_model "$BASE_MODEL" \
       $([[ "${SMOKE:-0}" == 1 ]] || echo --bf16) --methods sft_more dpo ilrec \
       --out "$results/accuracy_smollm2_${stage}" ;;
   *) echo "unknown stage $stage (tiny | lora | full)"; exit 2 ;;
