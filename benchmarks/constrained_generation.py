@@ -38,7 +38,7 @@ def build(name, data, layers, hidden):
         tok = build_word_tokenizer(list(data.train["prompt"][:2000]), semantic_id_tokens(data.catalog.identifiers))
         return tiny_llama(tok, num_layers=layers, hidden_size=hidden, seed=0), tok, f"tiny Llama {layers}x{hidden} (random weights)"
     from ilrec_trl.data import add_identifier_tokens
-    from ilrec_trl.models import load_smollm2
+    from benchmarks.smollm2 import load_smollm2
 
     model, tok = load_smollm2()
     added = add_identifier_tokens(tok, semantic_id_tokens(data.catalog.identifiers), model)

@@ -1,170 +1,180 @@
-"""Tune ILRec's knobs (and DPO's learning rate) on the validation split only (issue 6).
+"""Screen ILRec's knobs (and DPO's learning rate) on the validation split only (issues 6 and 12).
 
-One knob at a time around the defaults (layers, phi, alpha, the CPD and CRR weights, the CRR temperature), each run
-continuing from the seed's SFT model of `benchmarks/accuracy.py` for `--sweep_epochs` and scored on a seeded subset
-of validation users (never the test split). Cells go to `<out>/<dataset>/sweep/seed<k>/<variant>.json` and are
-skipped on rerun; `--report` writes the table, the chosen settings (`chosen.json`, read by `accuracy.py --methods
-ilrec_tuned dpo`) and a sensitivity plot to docs/.
+Every variant continues from the seed's converged SFT model of `benchmarks.accuracy` for the same budget as the test
+protocol (`--sweep_epochs`, default `--extra_epochs`) and is scored on a seeded subset of validation users (never
+the test split). Stages, each starting from the best validation setting of the stages before it:
 
-    python benchmarks/ilrec_sweep.py --dataset instruments --seed 0 --sweep_users 500 --sweep_epochs 0.25 \\
-        --dpo_pairs 10000
-    python benchmarks/ilrec_sweep.py --dataset instruments --report
+- `cpo`: CPO alone (λ_CPD = λ_CRR = 0), α ∈ {0.1, 0.3, 1, 3} × the scaled and additive penalties;
+- `layers`: the intermediate ensemble L-1..L-4 (default), L-1 only, and the authors' code's L..L-3;
+- `cpd`: L_CPD added, λ ∈ {0.01, 0.03, 0.1};
+- `crr`: L_CRR added, λ ∈ {0.01, 0.03, 0.1}, with the MF reward and with the seed's SASRec;
+- `dpo`: DPO's learning rate × β, on as many pairs as the examples the others see (`--dpo_pairs 0`).
+
+Cells go to `<out>/<dataset>/sweep/seed<k>/<variant>.json` and are skipped on rerun; `--report` writes the table,
+the chosen settings (`chosen.json`, read by `benchmarks.accuracy --methods ilrec_tuned dpo`) and a plot of each
+variant's paired difference to SFT continued with its interval.
+
+    python -m benchmarks.ilrec_sweep --dataset instruments --seed 0 --sweep_users 2000 --stages cpo layers
+    python -m benchmarks.ilrec_sweep --dataset instruments --seed 0 --report
 """
 
 import json
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from benchmarks.accuracy.cells import cell_path, save_cell
+from benchmarks.accuracy.config import build_parser, docs_dir, models_dir, prepare
+from benchmarks.accuracy.methods import continue_from_sft, ranks_of, sasrec_model
+from benchmarks.accuracy.stats import paired_bootstrap
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import (  # noqa: E402
-    build_parser,
-    cell_path,
-    continue_from_sft,
-    docs_dir,
-    eval_subset,
-    models_dir,
-    prepare,
-    ranks_of,
-    save_cell,
-)
-
-DEFAULTS = {"ilrec_layers": [-2, -3, -4, -5], "negative_phi": 1.0, "cpo_alpha": 0.1, "cpd_weight": 0.1,
-            "crr_weight": 0.1, "crr_temperature": 1.0}
-KNOBS = {  # values tried one at a time, the others at DEFAULTS
-    "cpo_alpha": [0.03, 0.3, 1.0],
-    "negative_phi": [0.5, 2.0],
-    "ilrec_layers": [[-2], [-2, -3]],
-    "cpd_weight": [0.3, 1.0],
-    "crr_weight": [0.3, 1.0],
-    # the MF scores' spread is small next to T_r = 1: L_CRR's target is nearly uniform over the negatives
-    # (benchmarks/reward_sharpness.py); a lower temperature lets the reward pick among them
-    "crr_temperature": [0.1, 0.3],
+CPO_ONLY = {"cpd_weight": 0.0, "crr_weight": 0.0}
+STAGES = {  # stage -> [(variant name, method, overrides on top of the earlier stages' choice)]
+    "cpo": [(f"cpo_{pen}_a{alpha:g}", "ilrec", {**CPO_ONLY, "cpo_alpha": alpha, "cpo_penalty": pen})
+            for pen in ("scaled", "additive") for alpha in (0.1, 0.3, 1.0, 3.0)],
+    "layers": [(f"layers_{name}", "ilrec", {"ilrec_layers": layers})
+               for name, layers in (("L-1..L-4", [-2, -3, -4, -5]), ("L-1", [-2]), ("L..L-3", [-1, -2, -3, -4]))],
+    "cpd": [(f"cpd_{w:g}", "ilrec", {"cpd_weight": w}) for w in (0.01, 0.03, 0.1)],
+    "crr": [(f"crr_{src}_{w:g}", "ilrec", {"crr_weight": w, "reward": src})
+            for src in ("mf", "sasrec") for w in (0.01, 0.03, 0.1)],
+    "dpo": [(f"dpo_lr={lr:g}_beta={beta:g}", "dpo", {"lr": lr, "beta": beta})
+            for beta in (0.1, 0.5) for lr in (1e-4, 3e-5, 1e-5)],
 }
-DPO_LRS = [1e-4, 3e-5, 1e-5]
+BASELINE = "sft_more"
 
 
-def variant_name(knob, value):
-    return f"{knob}={'_'.join(map(str, value)) if isinstance(value, list) else value}"
+def sweep_dir(out, dataset, seed):
+    return Path(out) / dataset / "sweep" / f"seed{seed}"
 
 
-def variants():
-    yield "sft_more", "sft_more", {}
-    yield "ilrec", "ilrec", {}
-    for knob, values in KNOBS.items():
-        for v in values:
-            yield variant_name(knob, v), "ilrec", {knob: v}
-    for lr in DPO_LRS:
-        yield f"dpo_lr={lr:g}", "dpo", {"lr": lr}
+def sweep_cells(out, dataset, seed) -> dict:
+    return {c["method"]: c for c in (json.loads(f.read_text()) for f in sweep_dir(out, dataset, seed).glob("*.json"))}
 
 
-def sweep_dir(out, dataset):
-    return Path(out) / dataset / "sweep"
+ORDER = [name for variants in STAGES.values() for name, _, _ in variants]
+
+
+def ilrec_valid(cells) -> dict:
+    return {n: c["metrics"]["ndcg@10"] for n, c in cells.items() if c.get("config") is not None}
+
+
+def best_of(scores: dict) -> str:
+    """The variant with the best validation NDCG@10; a tie goes to the one screened first (earlier stage, then the
+    order within it: the simpler setting)."""
+    return max(scores, key=lambda n: (scores[n], -ORDER.index(n) if n in ORDER else -len(ORDER)))
+
+
+def chosen_so_far(cells, stage) -> dict:
+    """The overrides of the best validation variant among the stages before `stage` (ILRec variants only): its
+    recorded config and reward source."""
+    earlier = list(STAGES)[:list(STAGES).index(stage)]
+    names = {n for s in earlier for n, m, _ in STAGES[s] if m == "ilrec"}
+    scores = {n: v for n, v in ilrec_valid(cells).items() if n in names}
+    if not scores:
+        if earlier:
+            raise SystemExit(f"Stage {stage!r} builds on {earlier}: run those first (no cells yet).")
+        return {}
+    best = cells[best_of(scores)]
+    return {**best["config"], "reward": best.get("reward") or "mf"}
 
 
 def run(a):
     data, tok = prepare(a)
-    valid = eval_subset(data, a.sweep_users, split_name="valid")
+    from ilrec_trl.evaluation import sample_users
     from ilrec_trl.rewards import MatrixFactorizationReward
 
-    mf = MatrixFactorizationReward(seed=a.seed).fit(data.train, num_items=len(data.catalog))
+    valid = sample_users(data.valid, a.sweep_users, seed=1234)
     sft_dir = models_dir(a, a.dataset, a.seed) / "sft"
     if not (sft_dir / "config.json").exists():
-        raise SystemExit(f"No SFT model at {sft_dir}: run benchmarks/accuracy.py for seed {a.seed} first.")
-    a.extra_epochs = a.sweep_epochs
-    for name, method, overrides in variants():
-        path = cell_path(Path(a.out), f"{a.dataset}/sweep", a.seed, name)
-        if path.exists():
-            continue
-        t = time.time()
-        overrides = dict(overrides)
-        lr = overrides.pop("lr", None)
-        model, extra = continue_from_sft(a, data, tok, {"mf": mf}, sft_dir, a.seed, method,
-                                         models_dir(a, a.dataset, a.seed) / "sweep", overrides, lr2=lr)
-        save_cell(path, name, ranks_of(model, tok, data, valid, a.eval_batch), time.time() - t,
-                  {**extra, "split": "valid", "sweep_epochs": a.sweep_epochs})
+        raise SystemExit(f"No SFT model at {sft_dir}: run `python -m benchmarks.accuracy --methods sft` for seed "
+                         f"{a.seed} with the same flags first.")
+    a.extra_epochs = a.sweep_epochs or a.extra_epochs
+    reward_models = {}
+    for stage in [None, *a.stages]:  # the baseline, then each stage on the best setting of the ones before it
+        if stage is None:
+            variants = [("sft_more", "sft_more", {})]
+        else:
+            base = chosen_so_far(sweep_cells(a.out, a.dataset, a.seed), stage) if stage != "dpo" else {}
+            variants = [(name, method, {**base, **overrides}) for name, method, overrides in STAGES[stage]]
+        for name, method, overrides in variants:
+            path = cell_path(Path(a.out), f"{a.dataset}/sweep", a.seed, name)
+            if path.exists():
+                continue
+            overrides = dict(overrides)
+            lr = overrides.pop("lr", None)
+            source = overrides.pop("reward", "mf")
+            if method == "ilrec" and overrides.get("crr_weight", a.crr_weight) > 0 and source not in reward_models:
+                reward_models[source] = (
+                    MatrixFactorizationReward(seed=a.seed).fit(data.train, num_items=len(data.catalog))
+                    if source == "mf" else sasrec_model(a, data, a.dataset, a.seed))
+            t = time.time()
+            model, extra = continue_from_sft(a, data, tok, reward_models, sft_dir, a.seed, method,
+                                             models_dir(a, a.dataset, a.seed) / "sweep", overrides or None, lr2=lr,
+                                             source=source)
+            train_seconds = time.time() - t
+            ranks = ranks_of(model, tok, data, valid, a.eval_batch)
+            save_cell(path, name, ranks, train_seconds,
+                      {**extra, "split": "valid", "stage": stage, "sweep_epochs": a.extra_epochs,
+                       "eval_seconds": round(time.time() - t - train_seconds, 1)})
 
 
 def report(a):
-    from accuracy import ndcg_per_user, paired_bootstrap
+    from ilrec_trl.evaluation import per_user_metrics
 
-    base = sweep_dir(a.out, a.dataset) / f"seed{a.seed}"
-    cells = {c["method"]: c for c in (json.loads(f.read_text()) for f in base.glob("*.json"))}
-    if "ilrec" not in cells:
-        raise SystemExit(f"No sweep cells under {base}.")
+    cells = sweep_cells(a.out, a.dataset, a.seed)
+    if BASELINE not in cells:
+        raise SystemExit(f"No {BASELINE} sweep cell under {sweep_dir(a.out, a.dataset, a.seed)}.")
     ndcg = {n: c["metrics"]["ndcg@10"] for n, c in cells.items()}
-    ilrec_names = [n for n in ndcg if n == "ilrec" or n.split("=")[0] in KNOBS]
-    best = max(ilrec_names, key=ndcg.get)
-    chosen = dict(DEFAULTS)
-    if best != "ilrec":
-        knob = best.split("=")[0]
-        chosen[knob] = next(v for v in KNOBS[knob] if variant_name(knob, v) == best)
-    dpo_names = [n for n in ndcg if n.startswith("dpo_lr=")]
-    dpo_best = max(dpo_names, key=ndcg.get) if dpo_names else None
-    result = {"seed": a.seed, "ilrec_variant": best, "ilrec": chosen,
-              "dpo_lr": float(dpo_best.split("=")[1]) if dpo_best else None,
-              "valid_ndcg@10": ndcg}
-    (sweep_dir(a.out, a.dataset) / "chosen.json").write_text(json.dumps(result, indent=2))
+    ilrec = ilrec_valid(cells)
+    result = {"seed": a.seed, "valid_ndcg@10": ndcg}
+    if ilrec:
+        best = cells[best_of(ilrec)]
+        result.update(ilrec_variant=best["method"], ilrec=best["config"], reward=best.get("reward"))
+    dpo = {n: v for n, v in ndcg.items() if cells[n].get("stage") == "dpo"}
+    best_dpo = cells[best_of(dpo)] if dpo else {}
+    result.update(dpo_lr=best_dpo.get("lr"), dpo_beta=best_dpo.get("beta"))
+    (sweep_dir(a.out, a.dataset, a.seed).parent / "chosen.json").write_text(json.dumps(result, indent=2))
 
-    users = len(next(iter(cells.values()))["ranks"])
-    lines = [f"### Validation sweep ({a.dataset}, seed {a.seed}, {users} validation users, "
-             f"{next(iter(cells.values())).get('sweep_epochs')} epochs from the SFT model)", "",
-             "| variant | Hit@10 | NDCG@10 | NDCG@10 − sft_more [95% CI] | seconds |", "|---|---|---|---|---|"]
-    ref = ndcg_per_user(cells["sft_more"]["ranks"]) if "sft_more" in cells else None
-    for n in sorted(cells, key=lambda n: -ndcg[n]):
+    ref = per_user_metrics(cells[BASELINE]["ranks"], (10,))["ndcg@10"]
+    users = len(ref)
+    diffs = {n: paired_bootstrap(per_user_metrics(c["ranks"], (10,))["ndcg@10"], ref) for n, c in cells.items()
+             if n != BASELINE}
+    lines = [f"### Validation screening ({a.dataset}, seed {a.seed}, {users} validation users, "
+             f"{cells[BASELINE].get('sweep_epochs')} epochs from the converged SFT model)", "",
+             f"| stage | variant | config | Hit@10 | NDCG@10 | − {BASELINE} [95% CI, paired users] | train s |",
+             "|---|---|---|---|---|---|---|"]
+    for n in sorted(cells, key=lambda n: (list(STAGES).index(cells[n]["stage"]) if cells[n].get("stage") else -1,
+                                          -ndcg[n])):
         c = cells[n]
-        diff = ""
-        if ref is not None and n != "sft_more":
-            d, lo, hi = paired_bootstrap(ndcg_per_user(c["ranks"]), ref)
-            diff = f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-        lines.append(f"| {n} | {c['metrics']['hit@10']:.4f} | {c['metrics']['ndcg@10']:.4f} | {diff} | "
-                     f"{c['seconds']:.0f} |")
-    lines += ["", f"Chosen on validation: ILRec `{best}` → {chosen}; DPO learning rate {result['dpo_lr']}.", ""]
+        cfg = c.get("config") or {}
+        short = ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "negative_scope")
+        if c.get("reward"):
+            short += f", reward={c['reward']}"
+        lines.append(f"| {c.get('stage') or ''} | {n} | {short} | {c['metrics']['hit@10']:.4f} | {ndcg[n]:.4f} | "
+                     f"{diffs.get(n, '')} | {c['seconds']:.0f} |")
+    if ilrec:
+        lines += ["", f"Best on validation so far: `{result['ilrec_variant']}` ({result['ilrec']}, reward "
+                      f"{result['reward']}); DPO learning rate {result['dpo_lr']}, β {result['dpo_beta']}.", ""]
     try:
-        import matplotlib
+        from benchmarks.accuracy.report import plot_differences
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(KNOBS), figsize=(3 * len(KNOBS), 2.8), sharey=True)
-        for ax, (knob, values) in zip(axes, KNOBS.items()):
-            pts = [(DEFAULTS[knob], ndcg["ilrec"])] + [(v, ndcg[variant_name(knob, v)]) for v in values
-                                                     if variant_name(knob, v) in ndcg]
-            labels = [str(len(v)) if isinstance(v, list) else v for v, _ in pts]
-            if knob == "ilrec_layers":
-                order = np.argsort([float(x) for x in labels])
-                xs = [float(labels[i]) for i in order]
-                ax.set_xlabel("number of layers (from the top)")
-            else:
-                order = np.argsort([float(v) for v, _ in pts])
-                xs = [float(pts[i][0]) for i in order]
-                ax.set_xscale("log")
-                ax.set_xlabel(knob)
-            ax.plot(xs, [pts[i][1] for i in order], "o-", color="#4a7ab0", label="ILRec")
-            if "sft_more" in ndcg:
-                ax.axhline(ndcg["sft_more"], color="grey", ls="--", label="SFT continued")
-        axes[0].set_ylabel("valid NDCG@10")
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        png = docs_dir(a) / f"accuracy_sweep_{a.dataset}.png"
-        fig.savefig(png, dpi=110)
-        plt.close(fig)
+        png = docs_dir(a) / f"{Path(a.out).name}_sweep_{a.dataset}.png"
+        plot_differences({(n, BASELINE): ({}, iv) for n, iv in sorted(diffs.items(), key=lambda kv: -kv[1].mean)},
+                         f"{a.dataset} validation screening, seed {a.seed}: NDCG@10 − {BASELINE}", png)
         lines += [f"![sweep]({png.name})", ""]
     except ImportError:
         pass
     text = "\n".join(lines)
-    (sweep_dir(a.out, a.dataset) / "sweep.md").write_text(text)
+    (sweep_dir(a.out, a.dataset, a.seed).parent / "sweep.md").write_text(text)
     print(text)
 
 
-def main():
-    p = build_parser()
+def main(argv=None):
+    p = build_parser(__doc__)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sweep_users", type=int, default=500)
-    p.add_argument("--sweep_epochs", type=float, default=0.25)
-    a = p.parse_args()
+    p.add_argument("--sweep_users", type=int, default=2000)
+    p.add_argument("--sweep_epochs", type=float, default=None, help="Default: --extra_epochs (the test protocol's).")
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    a = p.parse_args(argv)
     report(a) if a.report else run(a)
 
 

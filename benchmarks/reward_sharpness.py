@@ -3,24 +3,22 @@
 L_CRR moves the final layer towards q_t = softmax(r_t / T_r) over the mined negatives, with r_t the CF model's
 scores. Whether that hands mass to *one* endorsed negative or spreads it evenly over all of them depends on the
 spread of the scores relative to T_r (default 1). This script measures, for the MF reward (the product's default)
-and the seed's SASRec (the paper's reward, saved by `accuracy.py`'s sasrec cell), on the same seeded test users as
-the accuracy table: the mean probability of the best of the user's top-20 items under softmax(score / T) (0.05 =
-uniform), the normalised entropy of that softmax, and the mean score gap between the 1st and 20th item; each for
-T in {1, 0.1}. The top-20 items stand in for a position's negatives (mined negatives are the items the model
-itself ranks high).
+and the seed's SASRec (the paper's reward, saved by the sasrec cell of `benchmarks.accuracy`), on the same seeded
+test users as the accuracy table: the mean probability of the best of the user's top-20 items under
+softmax(score / T) (0.05 = uniform), the normalised entropy of that softmax, and the mean score gap between the 1st
+and 20th item; each for T in {1, 0.1}. The top-20 items stand in for a position's negatives (mined negatives are
+the items the model itself ranks high).
 
-    python benchmarks/reward_sharpness.py --dataset ml100k --max_history 5 --seed 0 --eval_users 943
+    python -m benchmarks.reward_sharpness --dataset ml100k --max_history 5 --seed 0 --eval_users 943
 """
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from accuracy import build_parser, eval_subset, load, models_dir, sasrec_model  # noqa: E402
+from benchmarks.accuracy.config import build_parser, load, models_dir
+from benchmarks.accuracy.methods import sasrec_model
 
 
 def sharpness(scores: torch.Tensor, temperature: float, k: int = 20) -> dict:
@@ -36,16 +34,17 @@ def sharpness(scores: torch.Tensor, temperature: float, k: int = 20) -> dict:
 
 
 def main():
-    p = build_parser()
+    p = build_parser(__doc__)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    from ilrec_trl.evaluation import sample_users
     from ilrec_trl.rewards import MatrixFactorizationReward
 
-    data = load(a.dataset, a.data_dir, a.max_history)
-    split = eval_subset(data, a.eval_users)
+    data = load(a)
+    split = sample_users(data.test, a.eval_users, seed=1234)
     users, histories = list(split["user_id"]), [list(h) for h in split["history"]]
     if not (models_dir(a, a.dataset, a.seed) / "sasrec.pt").exists():
-        raise SystemExit("No SASRec checkpoint for this seed: run accuracy.py's sasrec/ilrec_sasrec_reward cell first.")
+        raise SystemExit("No SASRec checkpoint for this seed: run the sasrec cell of benchmarks.accuracy first.")
     scores = {
         "mf": MatrixFactorizationReward(seed=a.seed).fit(data.train, num_items=len(data.catalog),
                                                          show_progress=False).score_items(users, histories),

@@ -17,7 +17,7 @@ Variants (each one runs in its own process, so peak-memory figures do not leak b
                   negatives and compute the penalised CE, the distillation and the reward terms token by token.
 
 Models: `tiny` (ilrec_trl.models.tiny_llama, 6 layers, d=64, word-level tokenizer) and `smollm2` (SmolLM2-135M-Instruct
-from its GGUF, see ilrec_trl.models.gguf; 30 layers, d=576) with 4 x 225 semantic-ID tokens added (V = 50,052).
+from its GGUF, see benchmarks/smollm2.py; 30 layers, d=576) with 4 x 225 semantic-ID tokens added (V = 50,052).
 Data: a synthetic catalogue of 2,000 items with unique random 4-level codes; every prompt renders a 20-item history
 with the LC-Rec template; the completion is the target's 4 codes + EOS (5 target tokens). Batch 8, fp32, CPU,
 gradient checkpointing off, AdamW.
@@ -157,7 +157,7 @@ def build_model(name: str, identifiers: list[str], examples: list[dict]):
         tokenizer = build_word_tokenizer([ex["prompt"] for ex in examples[:200]], code_tokens())
         model = tiny_llama(tokenizer, num_layers=6, hidden_size=64, num_heads=4, seed=0)
     elif name == "smollm2":
-        from ilrec_trl.models import load_smollm2
+        from benchmarks.smollm2 import load_smollm2
 
         model, tokenizer = load_smollm2()
         add_identifier_tokens(tokenizer, code_tokens(), model)

@@ -6,25 +6,16 @@ keeps its negative-mining statistics over training (negatives per token, how oft
 the truth, the share of negatives the CF model endorses), which the paper-protocol runs (from an SFT model) only show
 at their end. Also answers "what changes when ILRec starts from scratch instead of from SFT".
 
-    python benchmarks/training_curves.py --dataset instruments --seed 0 --curve_epochs 1 --curve_users 300
-    python benchmarks/training_curves.py --dataset instruments --report
+    python -m benchmarks.training_curves --dataset instruments --seed 0 --curve_epochs 1 --curve_users 300
+    python -m benchmarks.training_curves --dataset instruments --report
 """
 
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import (  # noqa: E402
-    build_parser,
-    docs_dir,
-    ilrec_settings,
-    models_dir,
-    new_model,
-    prepare,
-    train_args,
-)
+from benchmarks.accuracy.config import build_parser, docs_dir, models_dir, prepare
+from benchmarks.accuracy.methods import ilrec_settings, new_model, train_args
 
 CURVE_METHODS = ("sft", "ilrec")
 
@@ -128,7 +119,7 @@ def report(a):
 
 
 def main():
-    p = build_parser()
+    p = build_parser(__doc__)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--curve_epochs", type=float, default=1.0)
     p.add_argument("--curve_every", type=int, default=100)

@@ -29,19 +29,24 @@ def target_ranks(ranked: list[list[int]], targets: list[int]) -> np.ndarray:
     return ranks
 
 
-def metrics_from_ranks(ranks, ks=DEFAULT_KS) -> dict[str, float]:
-    """Hit@K and NDCG@K (one relevant item, gain `1/log2(rank+1)`) averaged over users; rank 0 = missed."""
+def per_user_metrics(ranks, ks=DEFAULT_KS) -> dict[str, np.ndarray]:
+    """Each user's Hit@K (0/1) and NDCG@K (one relevant item, gain `1/log2(rank+1)`) from 1-based ranks (0 = missed):
+    the per-user values that paired comparisons and bootstraps need; `metrics_from_ranks` is their mean."""
     ranks = np.asarray(ranks)
-    if ranks.size == 0:
-        raise ValueError("No users to evaluate.")
     found = ranks > 0
     out = {}
     for k in ks:
         hit = found & (ranks <= k)
-        out[f"hit@{k}"] = float(hit.mean())
-        gains = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
-        out[f"ndcg@{k}"] = float(gains.mean())
+        out[f"hit@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
     return out
+
+
+def metrics_from_ranks(ranks, ks=DEFAULT_KS) -> dict[str, float]:
+    """Hit@K and NDCG@K (one relevant item, gain `1/log2(rank+1)`) averaged over users; rank 0 = missed."""
+    if np.asarray(ranks).size == 0:
+        raise ValueError("No users to evaluate.")
+    return {name: float(values.mean()) for name, values in per_user_metrics(ranks, ks).items()}
 
 
 def ranking_metrics(ranked: list[list[int]], targets: list[int], ks=DEFAULT_KS) -> dict[str, float]:
@@ -66,7 +71,9 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor, exclude: torc
     return others.sum(1) + 1
 
 
-def _subset(split, max_users, seed):
+def sample_users(split, max_users: int | None, seed: int = 0):
+    """A seeded subset of `max_users` rows of a split, in their original order (all rows when `max_users` is None or
+    not smaller than the split): the same users for every model evaluated with the same seed, so comparisons pair."""
     if max_users is None or max_users >= len(split):
         return split
     rng = np.random.default_rng(seed)
@@ -150,7 +157,7 @@ def evaluate_recommendations(
             raise ValueError(f"The split has no {column!r} column; pass a RecData split (rec_data.test).")
     if max(ks) > num_beams:
         raise ValueError(f"max(ks)={max(ks)} exceeds num_beams={num_beams}; raise num_beams or lower ks.")
-    split = _subset(split, max_users, seed)
+    split = sample_users(split, max_users, seed)
     recs = distributed_beam_search(model, tokenizer, catalog, list(split["prompt"]), num_beams=num_beams,
                                    batch_size=batch_size, progress=progress)
     targets = list(split["item_id"])
@@ -169,6 +176,16 @@ def evaluate_recommendations(
     return metrics
 
 
+def recommendation_ranks(model, tokenizer, split, catalog: ItemCatalog, num_beams: int = 20, batch_size: int = 16,
+                         progress: bool = True) -> np.ndarray:
+    """Each user's 1-based rank of their target item (`item_id`) in the constrained beam search's `num_beams` list
+    (0 = not in it): what per-user paired comparisons between models need (`per_user_metrics`). Sharded across
+    processes like `evaluate_recommendations`; every process returns all users' ranks."""
+    recs = distributed_beam_search(model, tokenizer, catalog, list(split["prompt"]), num_beams=num_beams,
+                                   batch_size=batch_size, progress=progress)
+    return target_ranks(recs.items, list(split["item_id"]))
+
+
 class RecommendationEvalCallback(TrainerCallback):
     """Evaluates Hit@K/NDCG@K on a split every `eval_steps` optimizer steps (and at the end of training) and logs
     them through the Trainer (`report_to`), as `rec_<split>_hit@10` etc., so training curves show recommendation
@@ -181,7 +198,7 @@ class RecommendationEvalCallback(TrainerCallback):
     def __init__(self, trainer, split, catalog, eval_steps: int = 500, max_users: int | None = 500,
                  num_beams: int = 20, ks=(5, 10), seed: int = 0, batch_size: int = 32, prefix: str = "rec_valid"):
         self.trainer = trainer
-        self.split = _subset(split, max_users, seed)
+        self.split = sample_users(split, max_users, seed)
         self.catalog = catalog
         self.eval_steps = eval_steps
         self.num_beams = num_beams

@@ -1,5 +1,6 @@
 """The accuracy benchmark's harness (benchmarks/), on the synthetic data with tiny budgets: it must produce
-comparable, resumable cells, refuse to mix runs with different flags, and its SASRec baseline must learn."""
+comparable, resumable cells, refuse to mix runs with different flags, reuse the saved SASRec reward, and screen in
+stages on validation."""
 
 import json
 import os
@@ -10,17 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.accuracy import config as acc_config
+from benchmarks.accuracy import methods as acc_methods
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from sasrec import SASRecRecommender  # noqa: E402
-
-SMALL = ["--dataset", "synthetic", "--eval_users", "24", "--eval_batch", "24", "--sft_epochs", "1",
-         "--extra_epochs", "0.2", "--dpo_pairs", "32", "--sasrec_epochs", "2"]
+SMALL = ["--dataset", "synthetic", "--eval_users", "24", "--valid_users", "24", "--eval_batch", "24",
+         "--sft_epochs", "2", "--sft_eval_every", "1", "--extra_epochs", "0.2", "--dpo_pairs", "32",
+         "--sasrec_epochs", "2"]
 
 
-def run(script, *args, expect_ok=True):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+def run(module, *args, expect_ok=True):
+    cmd = [sys.executable, "-m", module, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     if expect_ok:
@@ -28,22 +29,11 @@ def run(script, *args, expect_ok=True):
     return proc
 
 
-@pytest.mark.parametrize("loss", ["bce", "ce"])
-def test_sasrec_learns_a_deterministic_successor(loss):
-    # item i is always followed by (i + 1) % 20: a sequential model must rank the successor first
-    seqs = [[(s + t) % 20 for t in range(12)] for s in range(20)] * 4
-    rec = SASRecRecommender(20, hidden=32, max_len=12, num_blocks=1, dropout=0.0, loss=loss, lr=5e-3,
-                            batch_size=16, epochs=30, seed=0).fit(seqs, log=lambda *_: None)
-    histories = [[(s + t) % 20 for t in range(5)] for s in range(20)]
-    top1 = rec.score(histories).argmax(1)
-    expected = torch.tensor([(s + 5) % 20 for s in range(20)])
-    assert (top1 == expected).float().mean() >= 0.9
-
-
 def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
     out = tmp_path / "acc"
-    run("accuracy.py", *SMALL, "--seeds", "0", "--methods", "sft_more", "ilrec", "ilrec_sasrec_reward", "--out",
-        str(out))
+    small = [*SMALL, "--models_dir", str(tmp_path / "models")]
+    run("benchmarks.accuracy", *small, "--seeds", "0", "--methods", "popular", "mf", "sasrec", "sft_more", "ilrec",
+        "ilrec_sasrec_reward", "--out", str(out))
     cells = {p.stem: json.loads(p.read_text()) for p in (out / "synthetic" / "seed0").glob("*.json")}
     assert set(cells) == {"popular", "mf", "sasrec", "sft", "sft_more", "ilrec", "ilrec_sasrec_reward"}
     assert cells["ilrec"]["reward"] == "mf" and cells["ilrec_sasrec_reward"]["reward"] == "sasrec"
@@ -57,31 +47,38 @@ def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
         hits10 = sum(1 for r in c["ranks"] if 0 < r <= 10) / 24
         assert abs(hits10 - m["hit@10"]) < 1e-9  # metrics agree with the stored ranks
     assert cells["ilrec"]["config"]["cpo_alpha"] == 0.1 and cells["ilrec"]["lr"] == 1e-3
+    # SFT was scored on validation after each epoch, kept its best weights, and the saved checkpoint reloaded scores
+    # exactly what the in-memory model scored
+    sft = cells["sft"]
+    assert [h["step"] for h in sft["valid_curve"]] == [6, 12]
+    best = max(h["rec_valid_ndcg@10"] for h in sft["valid_curve"])
+    assert sft["valid_ndcg10_in_memory"] == best == sft["valid_ndcg10_reloaded"]
+    assert sft["best_step"] in (6, 12)
     # a rerun skips finished cells (their timing is untouched) and reports them
     before = (out / "synthetic" / "seed0" / "ilrec.json").read_text()
-    proc = run("accuracy.py", *SMALL, "--seeds", "0", "--methods", "sft_more", "ilrec", "--out", str(out))
+    proc = run("benchmarks.accuracy", *small, "--seeds", "0", "--methods", "sft_more", "ilrec", "--out", str(out))
     assert (out / "synthetic" / "seed0" / "ilrec.json").read_text() == before
     assert "| ilrec | 1 | 24 |" in proc.stdout and (out / "benchmarks_accuracy.md").exists()
     # the same folder with another budget would mix incomparable cells: refused, naming the flag
-    bad = run("accuracy.py", *SMALL, "--seeds", "0", "--extra_epochs", "0.3", "--out", str(out), expect_ok=False)
+    bad = run("benchmarks.accuracy", *small, "--seeds", "0", "--extra_epochs", "0.3", "--out", str(out),
+              expect_ok=False)
     assert bad.returncode != 0 and "extra_epochs" in bad.stderr
 
 
 def test_sasrec_reward_is_sasrec_scores_over_the_trie_and_reuses_the_checkpoint(tmp_path):
-    import accuracy
-
-    a = accuracy.build_parser().parse_args([*SMALL, "--out", str(tmp_path / "acc")])
-    data, _ = accuracy.prepare(a)
-    sas = accuracy.sasrec_model(a, data, "synthetic", 0)
-    assert (accuracy.models_dir(a, "synthetic", 0) / "sasrec.pt").exists()
-    reloaded = accuracy.sasrec_model(a, data, "synthetic", 0)  # from the checkpoint, not refitted
+    a = acc_config.build_parser().parse_args([*SMALL, "--out", str(tmp_path / "acc"), "--models_dir",
+                                              str(tmp_path / "models")])
+    data, _ = acc_config.prepare(a)
+    sas = acc_methods.sasrec_model(a, data, "synthetic", 0)
+    assert (tmp_path / "models" / "synthetic" / "seed0" / "sasrec" / "sasrec.json").exists()
+    reloaded = acc_methods.sasrec_model(a, data, "synthetic", 0)  # from the checkpoint, not refitted
     assert reloaded.history == sas.history
     histories = [list(h) for h in data.train["history"][:3]]
     scores = sas.score(histories)
     assert torch.equal(reloaded.score(histories), scores)
 
-    fn = accuracy.reward_fn_for("ilrec_sasrec_reward", {"crr_weight": 0.1}, {"sasrec": reloaded}, data.catalog)
-    assert accuracy.reward_fn_for("ilrec_sasrec_reward", {"crr_weight": 0.0}, {}, data.catalog) is None
+    fn = acc_methods.reward_fn_for("ilrec_sasrec_reward", {"crr_weight": 0.1}, {"sasrec": reloaded}, data.catalog)
+    assert acc_methods.reward_fn_for("ilrec_sasrec_reward", {"crr_weight": 0.0}, {}, data.catalog) is None
     from ilrec_trl.rewards import RewardContext
 
     # at the first identifier token (trie root), token v's reward = best SASRec score among items starting with v
@@ -95,3 +92,27 @@ def test_sasrec_reward_is_sasrec_scores_over_the_trie_and_reuses_the_checkpoint(
     for v in first.unique().tolist():
         expected[:, v] = scores[:, first == v].max(1).values
     torch.testing.assert_close(rewards, expected)
+
+
+def test_sweep_stages_build_on_the_best_validation_setting_so_far():
+    from benchmarks import ilrec_sweep
+
+    def cell(name, ndcg, reward=None, **cfg):
+        return {"method": name, "metrics": {"ndcg@10": ndcg}, "config": cfg or None, "reward": reward}
+
+    cells = {"sft_more": cell("sft_more", 0.05),
+             "cpo_scaled_a0.3": cell("cpo_scaled_a0.3", 0.061, cpo_alpha=0.3, crr_weight=0.0),
+             "cpo_additive_a1": cell("cpo_additive_a1", 0.064, cpo_alpha=1.0, cpo_penalty="additive", crr_weight=0.0),
+             "crr_sasrec_0.1": cell("crr_sasrec_0.1", 0.09, "sasrec", cpo_alpha=1.0, crr_weight=0.1)}
+    assert ilrec_sweep.chosen_so_far(cells, "cpo") == {}
+    # later stages ignored, the baseline is not an ILRec variant
+    assert ilrec_sweep.chosen_so_far(cells, "layers") == {"cpo_alpha": 1.0, "cpo_penalty": "additive",
+                                                           "crr_weight": 0.0, "reward": "mf"}
+    # a tie goes to the variant screened first (the simpler setting)
+    tied = {**cells, "layers_L-1": cell("layers_L-1", 0.064, cpo_alpha=1.0, ilrec_layers=[-2], crr_weight=0.0)}
+    assert ilrec_sweep.chosen_so_far(tied, "cpd")["cpo_penalty"] == "additive"  # cpo_additive_a1, not layers_L-1
+    assert ilrec_sweep.best_of({"layers_L-1": 0.064, "cpo_additive_a1": 0.064}) == "cpo_additive_a1"
+    with pytest.raises(SystemExit, match="run those first"):
+        ilrec_sweep.chosen_so_far({"sft_more": cells["sft_more"]}, "cpd")
+    names = [n for n, _, o in ilrec_sweep.STAGES["cpo"] if o["cpd_weight"] == 0 and o["crr_weight"] == 0]
+    assert len(names) == 8  # alpha in {0.1, 0.3, 1, 3} x {scaled, additive}, CPO alone

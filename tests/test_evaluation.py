@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from ilrec_trl.evaluation import metrics_from_ranks, ranking_metrics, ranks_from_scores, target_ranks
+from ilrec_trl.evaluation import (
+    metrics_from_ranks,
+    per_user_metrics,
+    ranking_metrics,
+    ranks_from_scores,
+    sample_users,
+    target_ranks,
+)
 
 
 def test_hand_computed_metrics():
@@ -36,3 +43,20 @@ def test_ranks_from_scores_ties_are_pessimistic():
 def test_length_mismatch():
     with pytest.raises(ValueError, match="ranked lists"):
         ranking_metrics([[1]], [1, 2])
+
+
+def test_per_user_metrics_are_the_values_the_means_average():
+    per_user = per_user_metrics([1, 3, 0, 12], ks=(2, 10))
+    assert per_user["hit@2"].tolist() == [1, 0, 0, 0] and per_user["hit@10"].tolist() == [1, 1, 0, 0]
+    assert per_user["ndcg@10"].tolist() == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert {k: float(v.mean()) for k, v in per_user.items()} == metrics_from_ranks([1, 3, 0, 12], ks=(2, 10))
+
+
+def test_sample_users_is_seeded_ordered_and_whole_when_small():
+    from datasets import Dataset
+
+    split = Dataset.from_dict({"user_id": list(range(50))})
+    a, b = sample_users(split, 10, seed=3), sample_users(split, 10, seed=3)
+    assert a["user_id"] == b["user_id"] == sorted(a["user_id"]) and len(set(a["user_id"])) == 10
+    assert sample_users(split, 10, seed=4)["user_id"] != a["user_id"]
+    assert sample_users(split, None)["user_id"] == sample_users(split, 80)["user_id"] == list(range(50))

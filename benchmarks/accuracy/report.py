@@ -1,0 +1,152 @@
+"""Tables, per-seed paired differences, hierarchical-bootstrap intervals and a plot of the differences (with their
+intervals, against zero) from whatever cells exist under `<out>/<dataset>/seed*/`."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .cells import load_cells
+from .methods import ABLATIONS, CLASSIC_METHODS
+from .stats import compare
+
+ORDER = (*CLASSIC_METHODS, "sft", "sft_more", "dpo", *ABLATIONS)
+RUN_FLAGS = ("dataset", "seeds", "eval_users", "valid_users", "sft_epochs", "sft_eval_every", "sft_patience",
+             "extra_epochs", "dpo_pairs", "batch", "lr", "lr2", "layers", "hidden", "max_history", "cpo_alpha",
+             "cpd_weight", "crr_weight")
+
+
+def comparisons(methods):
+    """(method, baseline) pairs reported, those with both cells present."""
+    pairs = [("ilrec", base) for base in ("sft", "sft_more", "dpo", "sasrec")]
+    pairs += [(m, "sft_more") for m in ("dpo", *ABLATIONS) if m != "ilrec"]
+    pairs += [(m, "ilrec") for m in ABLATIONS if m != "ilrec"]
+    pairs += [(m, "dpo") for m in ("ilrec_tuned", "ilrec_sasrec_reward")]
+    pairs += [("ilrec_sasrec_reward", "ilrec_no_crr"), ("ilrec_sasrec_reward_no_cpo", "ilrec_sasrec_reward"),
+              ("sft_more", "sft")]
+    return [(m, b) for m, b in pairs if m in methods and b in methods]
+
+
+def difference_lines(cells, pairs, metric="ndcg@10"):
+    """Markdown table rows: per-seed paired differences and the hierarchical interval, for each pair."""
+    results, seeds = {}, sorted({s for c in cells.values() for s in c})
+    lines = [f"| {metric}: method − baseline | " + " | ".join(seeds) + " | all seeds, hierarchical 95% CI |",
+             "|---|" + "---|" * len(seeds) + "---|"]
+    for m, base in pairs:
+        got = compare(cells[m], cells[base], metric)
+        if got is None:
+            continue
+        per_seed, pooled = got
+        results[(m, base)] = got
+        lines.append(f"| {m} − {base} | " + " | ".join(str(per_seed[s]) if s in per_seed else "" for s in seeds)
+                     + f" | **{pooled}** ({pooled.seeds} seeds × {pooled.users} users) |")
+    return lines, results
+
+
+def plot_differences(results, title, png: Path):
+    """Forest plot: each comparison's per-seed paired intervals (small) and the hierarchical one (large), with 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.2))
+    for row, key in enumerate(names):
+        per_seed, pooled = results[key]
+        y = len(names) - 1 - row
+        for j, iv in enumerate(per_seed.values()):
+            yy = y + 0.12 * (j + 1)
+            ax.errorbar(iv.mean, yy, xerr=[[iv.mean - iv.lo], [iv.hi - iv.mean]], fmt="o", ms=3, lw=0.8,
+                        color="#9aa9bd")
+        color = "#1f6f3f" if pooled.lo > 0 else "#a33" if pooled.hi < 0 else "#333"
+        ax.errorbar(pooled.mean, y, xerr=[[pooled.mean - pooled.lo], [pooled.hi - pooled.mean]], fmt="s", ms=5,
+                    lw=2, color=color)
+    ax.axvline(0, color="grey", ls="--", lw=1)
+    ax.set_yticks(range(len(names)), [f"{m} − {b}" for m, b in reversed(names)], fontsize=8)
+    ax.set_xlabel("paired NDCG@10 difference")
+    ax.set_title(f"{title}\nsquares: hierarchical 95% CI (seeds, then users); dots: each seed's paired CI", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def sft_lines(cells):
+    """How SFT converged on each seed (validation curve, chosen step, the reload check)."""
+    lines = []
+    for s, c in sorted(cells.get("sft", {}).items()):
+        if "valid_curve" not in c:
+            continue
+        curve = ", ".join(f"{h['step']}: {h['rec_valid_ndcg@10']:.4f}" for h in c["valid_curve"])
+        lines.append(f"- {s}: validation NDCG@10 by step ({c['valid_users']} users) {curve}; kept step "
+                     f"{c['best_step']} (epoch {c['best_epoch']}) of at most {c['sft_epochs_max']} epochs; the "
+                     f"reloaded checkpoint scores {c['valid_ndcg10_reloaded']:.4f} (in memory "
+                     f"{c['valid_ndcg10_in_memory']:.4f})")
+    return lines
+
+
+def dataset_report(ds_dir: Path, docs: Path):
+    cells = load_cells(ds_dir)
+    if not cells:
+        return []
+    lines = []
+    args_file = ds_dir / "run_args.json"
+    if args_file.exists():
+        run_args = json.loads(args_file.read_text())
+        flags = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in run_args.items()
+                         if k in RUN_FLAGS)
+        lines += [f"Command: `python -m benchmarks.accuracy {flags}`", ""]
+    order = [m for m in ORDER if m in cells] + sorted(m for m in cells if m not in ORDER)
+    lines += [f"## {ds_dir.name}", "", "| method | seeds | users | Hit@5 | NDCG@5 | Hit@10 | NDCG@10 | train s |",
+              "|---|---|---|---|---|---|---|---|"]
+    for m in order:
+        runs = list(cells[m].values())
+        vals = {k: np.array([r["metrics"][k] for r in runs]) for k in ("hit@5", "ndcg@5", "hit@10", "ndcg@10")}
+        fmt = lambda v: f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}"  # noqa: E731
+        lines.append(f"| {m} | {len(runs)} | {len(runs[0]['ranks'])} | " + " | ".join(fmt(vals[k]) for k in vals)
+                     + f" | {np.mean([r['seconds'] for r in runs]):.0f} |")
+    lines += ["", "± is the standard deviation over seeds. train s: wall-clock seconds at one thread of fitting "
+              "(classic) or training (LLM methods, evaluation excluded; SFT's include its validation scoring), with "
+              "other jobs sharing the 2 cores.", ""]
+    sft = sft_lines(cells)
+    if sft:
+        lines += ["SFT until validation NDCG@10 stops improving:", "", *sft, ""]
+    diff_lines, results = difference_lines(cells, comparisons(cells))
+    if results:
+        lines += ["Paired differences in NDCG@10 (each seed: paired user bootstrap; last column: hierarchical "
+                  "bootstrap, seeds then users within seed):", "", *diff_lines, ""]
+        png = docs / f"{ds_dir.parent.name}_{ds_dir.name}_differences.png"
+        try:
+            plot_differences(results, f"{ds_dir.name}: paired NDCG@10 differences", png)
+            lines += [f"![{ds_dir.name} differences]({png.name})", ""]
+        except ImportError:
+            pass
+    for extra_md in (ds_dir / "sweep" / "sweep.md", ds_dir / "curves" / "curves.md"):
+        if extra_md.exists():
+            lines += [extra_md.read_text(), ""]
+    return lines
+
+
+def report(out: Path, docs: Path):
+    from .config import report_name
+
+    name = report_name(out)
+    if name.endswith("round1.md"):
+        head = ["# Accuracy benchmark, round 1 (issue 6)", "",
+                "SFT for one fixed epoch, then 0.5 epoch more for every method; 1,000 seeded test users (Instruments), "
+                "all 943 (MovieLens). Produced by the round-1 script (`git show ad46d30:benchmarks/accuracy.py`); "
+                "this report is rebuilt from its cells by `python -m benchmarks.accuracy --report --out "
+                "benchmarks/results/accuracy`, with the round-2 statistics (per-seed paired differences and the "
+                "hierarchical bootstrap). Round 2: benchmarks_accuracy.md.", ""]
+    else:
+        head = ["# Accuracy benchmark, round 2 (issue 12)", "",
+                "Reproduce: `python -m benchmarks.accuracy --dataset instruments --seeds 0 1 2` (resumable), then "
+                "`python -m benchmarks.accuracy --report`. See the package's docstring for the protocol. Round 1 "
+                "(SFT for one fixed epoch, another tokenizer, 1,000 test users): benchmarks_accuracy_round1.md.", ""]
+    lines = list(head)
+    if Path(out).exists():
+        for ds_dir in sorted(p for p in Path(out).iterdir() if p.is_dir()):
+            lines += dataset_report(ds_dir, docs)
+    Path(docs).mkdir(parents=True, exist_ok=True)
+    (Path(docs) / name).write_text("\n".join(lines))
+    print("\n".join(lines))

@@ -1,0 +1,96 @@
+"""Compute the missing cells of one dataset × seed (resumable: finished cells are skipped)."""
+
+import json
+import time
+from pathlib import Path
+
+from .cells import cell_path, save_cell
+from .config import models_dir
+from .methods import (
+    ABLATIONS,
+    continue_from_sft,
+    ilrec_settings,
+    ranks_from_item_scores,
+    ranks_of,
+    reward_source,
+    sasrec_model,
+    train_sft,
+)
+
+
+def ilrec_plan(a, out, dataset, methods):
+    """{ILRec method: (overrides, reward source or None)} for the ILRec cells still to train: `ilrec_tuned` takes the
+    validation sweep's choice (`chosen.json`); a source is named only where the method's config has L_CRR on."""
+    plan = {}
+    for method in methods:
+        overrides, source = None, reward_source(method)
+        if method == "ilrec_tuned":
+            chosen_file = out / dataset / "sweep" / "chosen.json"
+            if not chosen_file.exists():
+                raise SystemExit(f"ilrec_tuned needs {chosen_file}: run benchmarks.ilrec_sweep (and --report).")
+            chosen = json.loads(chosen_file.read_text())
+            overrides, source = chosen["ilrec"], chosen.get("reward") or "mf"
+        cfg = ilrec_settings(a, method, overrides)
+        plan[method] = (overrides, source if cfg["crr_weight"] > 0 else None)
+    return plan
+
+
+def run_seed(a, data, tok, split, valid, dataset, seed):
+    from ilrec_trl.rewards import MatrixFactorizationReward, most_popular_scores
+
+    out = Path(a.out)
+    done = lambda m: cell_path(out, dataset, seed, m).exists()  # noqa: E731
+    wanted = lambda m: m in a.methods and not done(m)  # noqa: E731
+    n_users = len(split)
+
+    if wanted("popular"):
+        t = time.time()
+        pop = most_popular_scores(data.train, len(data.catalog)).expand(n_users, -1)
+        save_cell(cell_path(out, dataset, seed, "popular"), "popular", ranks_from_item_scores(pop, split),
+                  time.time() - t)
+    plan = ilrec_plan(a, out, dataset, [m for m in ABLATIONS if wanted(m)])  # ILRec cells still to train
+    sources = {source for _, source in plan.values()}
+    mf = None
+    if wanted("mf") or "mf" in sources:
+        t = time.time()
+        mf = MatrixFactorizationReward(seed=seed).fit(data.train, num_items=len(data.catalog))
+        fit_seconds = time.time() - t
+        if wanted("mf"):
+            scores = mf.score_items(list(split["user_id"]), list(split["history"]))
+            save_cell(cell_path(out, dataset, seed, "mf"), "mf", ranks_from_item_scores(scores, split), fit_seconds)
+    sas = None
+    if wanted("sasrec") or "sasrec" in sources:
+        t = time.time()
+        sas = sasrec_model(a, data, dataset, seed)
+        if wanted("sasrec"):
+            scores = sas.score(list(split["history"]))
+            save_cell(cell_path(out, dataset, seed, "sasrec"), "sasrec", ranks_from_item_scores(scores, split),
+                      time.time() - t, {"loss": a.sasrec_loss, "epochs": sas.history[-1]["epoch"],
+                                        "best_valid_hit@10": sas.best_valid_hit10})
+    sft_dir = models_dir(a, dataset, seed) / "sft"
+    llm = [m for m in a.methods if m not in ("popular", "mf", "sasrec", "sft") and not done(m)]
+    if ("sft" in a.methods or llm) and not (done("sft") and (sft_dir / "config.json").exists()):
+        # no cell: (re)train, replacing any checkpoint an interrupted run left; a cell without its checkpoint (another
+        # machine): retrain, which must reproduce the cell's ranks exactly
+        t = time.time()
+        model, extra = train_sft(a, data, tok, seed, sft_dir, valid)
+        train_seconds = time.time() - t
+        ranks = ranks_of(model, tok, data, split, a.eval_batch)
+        if done("sft"):
+            stored = json.loads(cell_path(out, dataset, seed, "sft").read_text())["ranks"]
+            if list(map(int, ranks)) != stored:
+                raise SystemExit(f"SFT retrained into {sft_dir} does not reproduce the stored sft cell's ranks: the "
+                                 "cells of this seed would start from another model. Use a new --out.")
+        else:
+            save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks, train_seconds,
+                      {**extra, "eval_seconds": round(time.time() - t - train_seconds, 1)})
+
+    for method in llm:
+        overrides, source = plan.get(method, (None, None))
+        t = time.time()
+        model, extra = continue_from_sft(a, data, tok, {"mf": mf, "sasrec": sas}, sft_dir, seed, method,
+                                         models_dir(a, dataset, seed) / method, overrides, source=source)
+        train_seconds = time.time() - t
+        ranks = ranks_of(model, tok, data, split, a.eval_batch)
+        extra["eval_seconds"] = round(time.time() - t - train_seconds, 1)
+        save_cell(cell_path(out, dataset, seed, method), method, ranks, train_seconds, extra)

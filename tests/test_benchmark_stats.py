@@ -1,0 +1,66 @@
+"""The accuracy benchmark's intervals: the hierarchical bootstrap (seeds, then users within seed, paired)."""
+
+import numpy as np
+import pytest
+
+from benchmarks.accuracy.stats import compare, hierarchical_bootstrap, paired_bootstrap
+
+
+def test_one_seed_is_the_paired_user_bootstrap():
+    rng = np.random.default_rng(0)
+    a, b = rng.random(500), rng.random(500)
+    iv = paired_bootstrap(a, b, n_boot=4000)
+    assert iv.mean == pytest.approx((a - b).mean())
+    # the same resampling as a direct paired bootstrap: one seed drawn every time, users with replacement
+    draw = np.random.default_rng(0)
+    draw.integers(0, 1, size=(4000, 1))  # the seed draw (always seed 0)
+    idx = draw.integers(0, 500, size=(4000, 500))
+    direct = (a - b)[idx].mean(1)
+    assert iv.lo == pytest.approx(np.percentile(direct, 2.5)) and iv.hi == pytest.approx(np.percentile(direct, 97.5))
+    # and it matches the normal approximation of a mean of 500 paired differences
+    se = (a - b).std(ddof=1) / np.sqrt(500)
+    assert iv.se == pytest.approx(se, rel=0.08)
+    assert iv.hi - iv.lo == pytest.approx(2 * 1.96 * se, rel=0.1)
+
+
+def test_seed_variance_widens_the_interval_as_the_nested_model_predicts():
+    # per-user difference = seed effect (sd 0.02) + user noise (sd 0.1): the mean over S seeds of n users has
+    # variance sd_s^2 / S + sd_u^2 / (S n); the bootstrap of S seeds sees the seed part shrunk by (S-1)/S
+    rng = np.random.default_rng(1)
+    n_seeds, n_users, sd_seed, sd_user = 30, 400, 0.02, 0.1
+    diffs = [rng.normal(rng.normal(0, sd_seed), sd_user, n_users) for _ in range(n_seeds)]
+    iv = hierarchical_bootstrap(diffs, n_boot=2000)
+    observed_seed_var = np.var([d.mean() for d in diffs], ddof=1) - sd_user ** 2 / n_users
+    expected = np.sqrt((n_seeds - 1) / n_seeds * observed_seed_var / n_seeds + sd_user ** 2 / (n_seeds * n_users))
+    assert iv.se == pytest.approx(expected, rel=0.12)
+    # pooling users x seeds as independent ignores the seed variance: its interval is much narrower
+    pooled = paired_bootstrap(np.concatenate(diffs), np.zeros(n_seeds * n_users), n_boot=2000)
+    assert pooled.se < 0.5 * iv.se
+    assert iv.mean == pytest.approx(np.mean([d.mean() for d in diffs]))
+
+
+def test_no_seed_variance_gives_the_user_interval():
+    # identical seeds (same differences) add nothing: the interval is that of the users alone
+    rng = np.random.default_rng(2)
+    d = rng.normal(0.01, 0.1, 300)
+    iv = hierarchical_bootstrap([d, d, d], n_boot=3000)
+    assert iv.se == pytest.approx(d.std() / np.sqrt(3 * 300), rel=0.1)
+
+
+def test_compare_pairs_users_per_seed_and_refuses_unpaired_cells():
+    a = {"seed0": {"ranks": [1, 0, 3, 11]}, "seed1": {"ranks": [2, 2, 0, 1]}}
+    b = {"seed0": {"ranks": [1, 1, 0, 5]}, "seed1": {"ranks": [0, 2, 1, 1]}, "seed2": {"ranks": [1, 1, 1, 1]}}
+    per_seed, pooled = compare(a, b)
+    assert set(per_seed) == {"seed0", "seed1"} and pooled.seeds == 2
+
+    def ndcg(ranks):
+        r = np.array(ranks)
+        return np.where((r > 0) & (r <= 10), 1 / np.log2(np.maximum(r, 1) + 1), 0.0)
+
+    d0 = ndcg(a["seed0"]["ranks"]) - ndcg(b["seed0"]["ranks"])
+    d1 = ndcg(a["seed1"]["ranks"]) - ndcg(b["seed1"]["ranks"])
+    assert per_seed["seed0"].mean == pytest.approx(d0.mean())
+    assert pooled.mean == pytest.approx((d0.mean() + d1.mean()) / 2)
+    with pytest.raises(ValueError, match="same users"):
+        compare({"seed0": {"ranks": [1, 2]}}, {"seed0": {"ranks": [1, 2, 3]}})
+    assert compare({"seed5": {"ranks": [1]}}, b) is None
