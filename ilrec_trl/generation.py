@@ -4,6 +4,7 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .catalog import ItemCatalog
@@ -33,8 +34,8 @@ class TrieConstrainedLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.prompt_length :]
-        nodes = self.catalog.walk(generated)[:, -1]
-        allowed = self.catalog.continuation_mask(nodes, scores.shape[-1])
+        nodes = self.catalog.trie.walk(generated)[:, -1]
+        allowed = self.catalog.trie.continuation_mask(nodes, scores.shape[-1])
         finished = ~allowed.any(-1)
         if bool(finished.any()):
             ends = self.end_token_ids.to(scores.device)
@@ -52,9 +53,7 @@ class Recommendations:
 
 def _item_ids_of(catalog: ItemCatalog, generated: torch.Tensor) -> torch.Tensor:
     """Item id spelled by each generated row (`-1` if none)."""
-    nodes = catalog.walk(generated)
-    node_item = catalog.node_item.to(generated.device)
-    items = torch.where(nodes >= 0, node_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
+    items = catalog.trie.item_at(catalog.trie.walk(generated))
     # the first complete identifier along the path
     found = items >= 0
     first = torch.where(found.any(1), found.float().argmax(1), torch.zeros(len(items), dtype=torch.long))
@@ -81,7 +80,7 @@ def _best_continuations(logits, scores, nodes, done, catalog: ItemCatalog, fille
     batch, num_beams, vocab = logits.shape
     flat_logits = logits.view(batch * num_beams, vocab)
     normaliser = torch.logsumexp(flat_logits.float(), -1)
-    rows, tokens = catalog.continuation_mask(nodes.flatten(), vocab).nonzero(as_tuple=True)  # row-major
+    rows, tokens = catalog.trie.continuation_mask(nodes.flatten(), vocab).nonzero(as_tuple=True)  # row-major
     values = scores.flatten()[rows] + flat_logits[rows, tokens].float() - normaliser[rows]
     counts = torch.bincount(rows, minlength=batch * num_beams)
     within = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
@@ -116,6 +115,7 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     one that waits for all processes, so that they run the same forwards (ZeRO-3).
     """
     all_done = all_done or (lambda done: bool(done.all()))
+    trie = catalog.trie
     batch, width = input_ids.shape
     cache_kw = _cache_keyword(model)
     dtype = unwrap_model(model).dtype
@@ -133,16 +133,19 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     vocab = logp.shape[-1]
     device = logp.device
     root = torch.zeros(batch, dtype=torch.long, device=device)
-    logp = logp.masked_fill(~catalog.continuation_mask(root, vocab), float("-inf"))
-    scores, tokens = logp.topk(num_beams, dim=-1)  # [B, nb]
-    nodes = catalog.child(root[:, None].expand(-1, num_beams).flatten(), tokens.flatten()).view(batch, num_beams)
-    node_item = catalog.node_item.to(device)
+    logp = logp.masked_fill(~trie.continuation_mask(root, vocab), float("-inf"))
     filler = 0 if pad_token_id is None else pad_token_id  # the token a finished beam "emits" (never read back)
+    # a vocabulary smaller than the beam (tiny tokenizers): the beams past it start empty
+    scores, tokens = logp.topk(min(num_beams, vocab), dim=-1)  # [B, nb]
+    scores = F.pad(scores, (0, num_beams - scores.shape[1]), value=float("-inf"))
+    tokens = F.pad(tokens, (0, num_beams - tokens.shape[1]), value=filler)
+    nodes = trie.child(root[:, None].expand(-1, num_beams).flatten(), tokens.flatten()).view(batch, num_beams)
+    nodes = nodes.masked_fill(scores == float("-inf"), -1)  # fewer continuations than beams: empty beams
     prompt_length = attention_mask.sum(-1, keepdim=True)  # [B, 1]
     visible = attention_mask.bool()[:, None, :].expand(-1, num_beams, -1)  # [B, nb, slots]: what each beam attends to
     own_slot = torch.eye(num_beams, dtype=torch.bool, device=device).expand(batch, -1, -1)
     for depth in range(1, catalog.max_length):
-        done = (nodes < 0) | (node_item[nodes.clamp(min=0)] >= 0)
+        done = (nodes < 0) | (trie.item_at(nodes) >= 0)
         if all_done(done):
             break
         visible = torch.cat([visible, own_slot], dim=-1)
@@ -153,9 +156,9 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
         scores, parent, tokens = _best_continuations(out.logits, scores, nodes, done, catalog, filler)
         visible = visible.gather(1, parent[..., None].expand(-1, -1, visible.shape[-1]))
         was_done, nodes = done.gather(1, parent), nodes.gather(1, parent)
-        nodes = torch.where(was_done, nodes, catalog.child(nodes.flatten(), tokens.flatten()).view_as(nodes))
+        nodes = torch.where(was_done, nodes, trie.child(nodes.flatten(), tokens.flatten()).view_as(nodes))
         nodes = nodes.masked_fill(scores == float("-inf"), -1)  # fewer candidates than beams: empty beams
-    items = torch.where(nodes >= 0, node_item[nodes.clamp(min=0)], torch.full_like(nodes, -1))
+    items = trie.item_at(nodes)
     scores = scores.masked_fill(items < 0, float("-inf"))
     order = scores.argsort(dim=1, descending=True, stable=True)
     return items.gather(1, order), scores.gather(1, order)

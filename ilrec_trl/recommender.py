@@ -187,8 +187,6 @@ class Recommender:
         return [[(self.catalog.source_id(i), float(s)) for i, s in row] for row in results]
 
     def _search(self, prompts: list[str], num_beams: int, batch_size: int, progress: bool):
-        # a beam search keeps at most one beam per item, and its first step at most one per vocabulary token
-        num_beams = min(num_beams, len(self.catalog), self.model.get_output_embeddings().out_features)
         recs = constrained_beam_search(self.model, self.tokenizer, self.catalog, prompts, num_beams=num_beams,
                                        batch_size=batch_size, progress=progress)
         return [list(zip(items, scores)) for items, scores in zip(recs.items, recs.scores)]

@@ -5,7 +5,7 @@ import torch
 
 from ilrec_trl import ItemCatalog
 from ilrec_trl.catalog import CatalogError
-from ilrec_trl.data import make_unique_semantic_ids, make_unique_titles
+from ilrec_trl.data import leave_one_out, make_unique_semantic_ids, make_unique_titles
 
 # item -> token ids (EOS = 9 ends every identifier)
 SEQS = [[1, 2, 3, 9], [1, 2, 4, 9], [1, 5, 3, 9], [6, 2, 9], [6, 7, 8, 9]]
@@ -137,6 +137,11 @@ def test_completion_prefix_has_one_owner():
     cat = ItemCatalog(["x y", "z"], completion_prefix=" ")
     cat.bind_token_ids([[1, 9], [2, 9]], vocab_size=10)
     assert cat.completion_prefix == " "  # binding to explicit token ids leaves it alone
+    assert cat.completion(0) == " x y" and cat.completion(1) == " z"
+    # the dataset builder sets it on the catalogue, and its completions are the catalogue's
+    data = leave_one_out({"u": [0, 1, 0, 1]}, ItemCatalog(["x y", "z"]), completion_prefix=" ", template="sequence")
+    assert data.catalog.completion_prefix == " "
+    assert list(data.train["completion"]) + list(data.test["completion"]) == [" z", " z"]
 
 
 @pytest.mark.parametrize(

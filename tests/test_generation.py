@@ -183,3 +183,16 @@ def test_callback_logs_metrics(model, tokenizer, rec_data, args_factory):
     logged = [e for e in trainer.state.log_history if "rec_valid_hit@10" in e]
     assert [e["step"] for e in logged] == [2, 4]
     assert all(0 <= e["rec_valid_ndcg@10"] <= 1 for e in logged)
+
+
+def test_more_beams_than_vocabulary_tokens(titles):
+    """A tiny word-level vocabulary is smaller than the beam: the first step keeps every valid first token and the
+    remaining beams start empty, and the ranking still matches the reference."""
+    catalog, tokenizer, prompts = titles
+    num_beams = 30
+    assert len(tokenizer) < num_beams <= len(catalog)
+    model = make_model("llama", tokenizer)
+    recs = constrained_beam_search(model, tokenizer, catalog, prompts[:3], num_beams=num_beams, batch_size=2)
+    reference = [reference_beam_search(model, tokenizer, catalog, p, num_beams) for p in prompts[:3]]
+    assert_same_rankings(recs, reference)
+    assert all(len(items) == num_beams for items in recs.items)

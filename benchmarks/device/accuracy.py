@@ -22,7 +22,7 @@ cell would not fit; rerun to continue.
 
     python benchmarks/device/accuracy.py --model_dir /tmp/ilrec_device/smollm2 --data_dir .device_kit/b/data \
         --state /tmp/ilrec_device/accuracy --out $OUT/accuracy.json
-    ... --smoke            # CPU check: 48 training examples, 8 test users, a few steps per method
+    ... --smoke            # CPU check: 48 training examples, 4 test users, 2 steps per method
 """
 
 import argparse
@@ -384,7 +384,7 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true", help="CPU check of this script (tiny budgets)")
     a = p.parse_args(argv)
     if a.smoke:
-        a.eval_users, a.eval_batch, a.batch = 8, 8, 4
+        a.eval_users, a.eval_batch, a.batch = 4, 4, 4
     elif not torch.cuda.is_available():
         raise SystemExit("accuracy: no CUDA device visible (use --smoke to check the script on a CPU)")
     import transformers

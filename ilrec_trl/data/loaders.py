@@ -128,8 +128,7 @@ def load_lcrec_dataset(
         ids = sorted(titles_by_id)
         identifiers, resolved = make_unique_titles([titles_by_id[i] for i in ids])
         titles = identifiers
-    catalog = ItemCatalog(identifiers, titles=titles)
-    catalog.num_resolved_collisions = resolved
+    catalog = ItemCatalog(identifiers, titles=titles, num_resolved_collisions=resolved)
     return leave_one_out(
         sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template, name=name,
         completion_prefix=default_completion_prefix(scheme) if completion_prefix is None else completion_prefix,
@@ -182,8 +181,7 @@ def load_movielens_100k(
     identifiers = titles
     if index_file is not None:
         identifiers, resolved = load_index_file(index_file, num_items=num_items)
-    catalog = ItemCatalog(identifiers, titles=titles)
-    catalog.num_resolved_collisions = resolved
+    catalog = ItemCatalog(identifiers, titles=titles, num_resolved_collisions=resolved)
     data = leave_one_out(
         sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template,
         name="ml-100k", completion_prefix=default_completion_prefix(scheme) if completion_prefix is None
@@ -259,8 +257,7 @@ def _load_event_table(
                                                           "item table" if items is not None else "interactions")
     sequences = events_to_sequences(frame, user_column, item_column, time_column,
                                     {raw: i for i, raw in enumerate(raw_ids)})
-    catalog = ItemCatalog(identifiers, titles=titles)
-    catalog.num_resolved_collisions = resolved
+    catalog = ItemCatalog(identifiers, titles=titles, num_resolved_collisions=resolved)
     data = leave_one_out(
         sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template, name=name,
         completion_prefix=default_completion_prefix(scheme) if completion_prefix is None else completion_prefix,

@@ -185,7 +185,6 @@ def load_prompt_completion_dataset(
         logger.warning("dataset %r has no validation split: the validation split is empty.", source)
         rec["valid"] = rec["test"].select([])
     catalog = ItemCatalog(identifiers, titles=titles, source_ids=raw_ids, completion_prefix=prefix)
-    catalog.num_resolved_collisions = 0
     return RecData(train=rec["train"], valid=rec["valid"], test=rec["test"], catalog=catalog,
                    name=Path(source).stem or source, template=None)  # the prompts are used as they are
 

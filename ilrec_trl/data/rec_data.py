@@ -48,10 +48,10 @@ class RecData:
         )
 
 
-def _example(user, history, target, catalog, template, completion_prefix):
+def _example(user, history, target, catalog, template):
     return {
         "prompt": format_prompt([catalog.identifier(i) for i in history], template),
-        "completion": completion_prefix + catalog.identifier(target),
+        "completion": catalog.completion(target),
         "user_id": user,
         "item_id": int(target),
         "history": [int(i) for i in history],
@@ -75,6 +75,7 @@ def leave_one_out(
         raise ValueError("min_interactions must be >= 3 (one train, one valid and one test target).")
     if max_history < 1:
         raise ValueError("max_history must be >= 1.")
+    catalog.completion_prefix = completion_prefix  # the catalogue owns it: completions and bind() read it there
     train, valid, test = [], [], []
     dropped = 0
     for user in sorted(sequences, key=lambda u: (str(type(u)), u)):
@@ -89,15 +90,14 @@ def leave_one_out(
             dropped += 1
             continue
         for t in range(1, len(seq) - 2):
-            train.append(_example(user, seq[max(0, t - max_history) : t], seq[t], catalog, template, completion_prefix))
+            train.append(_example(user, seq[max(0, t - max_history) : t], seq[t], catalog, template))
         n = len(seq)
         valid.append(
-            _example(user, seq[max(0, n - 2 - max_history) : n - 2], seq[n - 2], catalog, template, completion_prefix)
+            _example(user, seq[max(0, n - 2 - max_history) : n - 2], seq[n - 2], catalog, template)
         )
         test.append(
-            _example(user, seq[max(0, n - 1 - max_history) : n - 1], seq[n - 1], catalog, template, completion_prefix)
+            _example(user, seq[max(0, n - 1 - max_history) : n - 1], seq[n - 1], catalog, template)
         )
-    catalog.completion_prefix = completion_prefix
     if dropped:
         logger.warning(
             "%s: dropped %d of %d users with fewer than %d interactions (leave-one-out needs one train, one valid and "

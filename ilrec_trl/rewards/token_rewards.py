@@ -5,52 +5,29 @@ For a target position `t` whose ground-truth prefix ends at trie node `n`, the r
 that do not continue `n` into a real item get `-inf` ("no item behind this token").
 
 Everything is vectorised: the scores of all trie nodes are one `scatter_reduce` over the flattened `(item, node)`
-pairs of `catalog.item_nodes` (all depths at once, leaf/EOS level included), and the `[N, V]` matrix is filled from
-`catalog.children_of(prefix_nodes)`.
+pairs of the trie (`TokenTrie.subtree_pairs`: all depths at once, leaf/EOS level included), and the `[N, V]` matrix
+is filled from the children of the prefix nodes (`TokenTrie.children`).
 """
-
-import weakref
 
 import torch
 
 AGGREGATES = ("max", "logsumexp")
 
-# catalog -> (item_nodes tensor it was built from, {device: (pair_items, pair_nodes, edge_token, edge_child)})
-_PAIR_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
-
-def _check_catalog(catalog) -> None:
+def _trie_of(catalog):
+    """The bound catalogue's [`~ilrec_trl.trie.TokenTrie`]; a clear error for a missing or unbound catalogue."""
     if catalog is None:
         raise ValueError(
             "token_rewards needs an item catalogue: pass catalog=... (an ItemCatalog bound to the tokenizer) to "
             "ILRecTrainer or to the reward function."
         )
-    if not getattr(catalog, "is_bound", False) or not hasattr(catalog, "item_nodes"):
+    trie = getattr(catalog, "trie", None)
+    if trie is None:
         raise ValueError(
             "The catalogue is not bound to token ids: call catalog.bind(tokenizer) (or catalog.bind_token_ids) "
             "before computing token rewards."
         )
-
-
-def _trie_tensors(catalog, device: torch.device):
-    """The flattened `(item, node)` pairs below the root (every non-root node on every item's path, leaf included)
-    and the edge arrays, on `device`; cached per catalogue and device, rebuilt if the catalogue is re-bound."""
-    entry = _PAIR_CACHE.get(catalog)
-    if entry is None or entry[0] is not catalog.item_nodes:
-        entry = (catalog.item_nodes, {})
-        _PAIR_CACHE[catalog] = entry
-    per_device = entry[1]
-    if device not in per_device:
-        nodes = catalog.item_nodes[:, 1:]  # column 0 is the root, which is never a child
-        valid = nodes >= 0
-        items = torch.arange(nodes.shape[0]).unsqueeze(1).expand_as(nodes)[valid]
-        per_device[device] = (
-            items.to(device),
-            nodes[valid].to(device),
-            catalog.edge_token.to(device),
-            catalog.edge_child.to(device),
-        )
-    return per_device[device]
+    return trie
 
 
 def node_scores(catalog, item_scores: torch.Tensor, aggregate: str = "max", with_root: bool = True) -> torch.Tensor:
@@ -65,7 +42,7 @@ def node_scores(catalog, item_scores: torch.Tensor, aggregate: str = "max", with
     Nodes with no finite item below them get `-inf`. One `scatter_reduce` over all `(item, node)` pairs (plus a
     `scatter_add` for logsumexp); no loop over items, nodes or depths.
     """
-    _check_catalog(catalog)
+    trie = _trie_of(catalog)
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate={aggregate!r} is not supported; use one of {AGGREGATES}.")
     if item_scores.dim() != 2 or item_scores.shape[1] != len(catalog):
@@ -74,11 +51,11 @@ def node_scores(catalog, item_scores: torch.Tensor, aggregate: str = "max", with
             f"{len(catalog)} (one score per catalogue item, in item-id order)."
         )
     scores = item_scores.float()
-    items, nodes, _, _ = _trie_tensors(catalog, scores.device)
+    items, nodes = trie.subtree_pairs(scores.device)
     batch = scores.shape[0]
     pair_scores = scores[:, items]  # [B, M]
     index = nodes.unsqueeze(0).expand(batch, -1)
-    neg_inf = torch.full((batch, catalog.num_nodes), float("-inf"), device=scores.device)
+    neg_inf = torch.full((batch, trie.num_nodes), float("-inf"), device=scores.device)
     best = neg_inf.scatter_reduce(1, index, pair_scores, reduce="amax", include_self=True)
     if aggregate == "max":
         out = best
@@ -117,7 +94,7 @@ def token_rewards(
         `child(prefix_nodes[t], v)`; `-inf` where `v` does not continue the prefix (whole row `-inf` for node `-1`).
         On the device of `prefix_nodes`.
     """
-    _check_catalog(catalog)
+    trie = _trie_of(catalog)
     if prefix_nodes is None:
         raise ValueError(
             "prefix_nodes is None: the trainer computes trie nodes only when it has a catalogue; pass "
@@ -128,9 +105,9 @@ def token_rewards(
             f"rows {tuple(rows.shape)} and prefix_nodes {tuple(prefix_nodes.shape)} must both be [N] (one entry per "
             f"target position)."
         )
-    if catalog.vocab_size > vocab_size:
+    if trie.vocab_size > vocab_size:
         raise ValueError(
-            f"The catalogue was bound with a vocabulary of {catalog.vocab_size} tokens but vocab_size={vocab_size}; "
+            f"The catalogue was bound with a vocabulary of {trie.vocab_size} tokens but vocab_size={vocab_size}; "
             f"the reward matrix must be at least as wide as the catalogue's token ids (resize the model embeddings)."
         )
     device = prefix_nodes.device
@@ -141,10 +118,9 @@ def token_rewards(
             f"(score_fn must return one row per batch example)."
         )
     scores = node_scores(catalog, item_scores, aggregate, with_root=False)  # [B, num_nodes]
-    _, _, edge_token, edge_child = _trie_tensors(catalog, device)
     out = torch.full((prefix_nodes.numel(), vocab_size), float("-inf"), device=device)
-    position, edge = catalog.children_of(prefix_nodes)
-    out[position, edge_token[edge]] = scores[rows.to(device)[position], edge_child[edge]]
+    position, token, child = trie.children(prefix_nodes)
+    out[position, token] = scores[rows.to(device)[position], child]
     return out
 
 
