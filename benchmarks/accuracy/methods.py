@@ -92,6 +92,8 @@ def best_on_validation_callback(trainer, valid, catalog, eval_steps, patience, b
             for h in self.history:
                 self._update(h)
             self._last_step = checkpoint_step
+            # already counted (and the best weights already saved): the first new step must not count them again
+            self._checked_step = self.history[-1]["step"] if self.history else None
 
         def _update(self, h):
             if h["rec_valid_ndcg@10"] > self.best:
