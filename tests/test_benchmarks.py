@@ -54,11 +54,17 @@ def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
     best = max(h["rec_valid_ndcg@10"] for h in sft["valid_curve"])
     assert sft["valid_ndcg10_in_memory"] == best == sft["valid_ndcg10_reloaded"]
     assert sft["best_step"] in (6, 12)
+    # a missing sft cell is rebuilt from the finished SFT checkpoint, not retrained
+    (out / "synthetic" / "seed0" / "sft.json").unlink()
     # a rerun skips finished cells (their timing is untouched) and reports them
     before = (out / "synthetic" / "seed0" / "ilrec.json").read_text()
-    proc = run("benchmarks.accuracy", *small, "--seeds", "0", "--methods", "sft_more", "ilrec", "--out", str(out))
+    proc = run("benchmarks.accuracy", *small, "--seeds", "0", "--methods", "sft", "sft_more", "ilrec", "--out",
+               str(out))
     assert (out / "synthetic" / "seed0" / "ilrec.json").read_text() == before
     assert "| ilrec | 1 | 24 |" in proc.stdout and (out / "benchmarks_accuracy.md").exists()
+    rebuilt = json.loads((out / "synthetic" / "seed0" / "sft.json").read_text())
+    assert rebuilt["reused_checkpoint"] and rebuilt["ranks"] == sft["ranks"]
+    assert rebuilt["valid_curve"] == sft["valid_curve"]
     # the same folder with another budget would mix incomparable cells: refused, naming the flag
     bad = run("benchmarks.accuracy", *small, "--seeds", "0", "--extra_epochs", "0.3", "--out", str(out),
               expect_ok=False)

@@ -4,6 +4,7 @@ from that SFT model for the same extra budget (`sft_more`, `dpo`, ILRec and its 
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,8 @@ def best_on_validation_callback(trainer, valid, catalog, eval_steps, patience, b
             for h in self.history:
                 self._update(h)
             self._last_step = checkpoint_step
+            # already counted (and the best weights already saved): the first new step must not count them again
+            self._checked_step = self.history[-1]["step"] if self.history else None
 
         def _update(self, h):
             if h["rec_valid_ndcg@10"] > self.best:
@@ -141,6 +144,7 @@ def train_sft(a, data, tok, seed, sft_dir, valid):
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
+    start = time.time()
     state_dir = Path(f"{sft_dir}_train")
     steps_per_epoch = math.ceil(len(data.train) / a.batch)
     eval_steps = max(1, round(a.sft_eval_every * steps_per_epoch))
@@ -186,6 +190,8 @@ def train_sft(a, data, tok, seed, sft_dir, valid):
             raise RuntimeError(f"The SFT checkpoint saved in {sft_dir} scores validation NDCG@10 {score:.6f} when "
                                f"reloaded, the in-memory model {callback.best:.6f}: the saved model is not the one "
                                "that was selected.")
+    extra["train_seconds"] = round(time.time() - start, 1)  # this run's (after a resume: since the resume)
+    (sft_dir / "selection.json").write_text(json.dumps(extra))  # written last: the checkpoint is the selected one
     shutil.rmtree(state_dir, ignore_errors=True)
     return model, extra
 

@@ -70,11 +70,19 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
     sft_dir = models_dir(a, dataset, seed) / "sft"
     llm = [m for m in a.methods if m not in ("popular", "mf", "sasrec", "sft") and not done(m)]
     if ("sft" in a.methods or llm) and not (done("sft") and (sft_dir / "config.json").exists()):
-        # no cell: (re)train, replacing any checkpoint an interrupted run left; a cell without its checkpoint (another
-        # machine): retrain, which must reproduce the cell's ranks exactly
+        # no cell: train, resuming an interrupted run, or take the finished checkpoint; a cell without its checkpoint
+        # (another machine): retrain, which must reproduce the cell's ranks exactly
         t = time.time()
-        model, extra = train_sft(a, data, tok, seed, sft_dir, valid)
-        train_seconds = time.time() - t
+        if (sft_dir / "selection.json").exists() and not done("sft"):
+            # a finished, checked SFT whose test cell is missing (interrupted, or another --eval_users): score it
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(sft_dir)
+            extra = {**json.loads((sft_dir / "selection.json").read_text()), "reused_checkpoint": True}
+        else:
+            model, extra = train_sft(a, data, tok, seed, sft_dir, valid)
+        train_seconds = extra["train_seconds"] if extra.get("reused_checkpoint") else time.time() - t
+        t = time.time()
         ranks = ranks_of(model, tok, data, split, a.eval_batch)
         if done("sft"):
             stored = json.loads(cell_path(out, dataset, seed, "sft").read_text())["ranks"]
@@ -83,7 +91,7 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
                                  "cells of this seed would start from another model. Use a new --out.")
         else:
             save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks, train_seconds,
-                      {**extra, "eval_seconds": round(time.time() - t - train_seconds, 1)})
+                      {**extra, "eval_seconds": round(time.time() - t, 1)})
 
     for method in llm:
         overrides, source = plan.get(method, (None, None))
