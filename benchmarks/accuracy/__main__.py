@@ -12,7 +12,7 @@ def run(a):
     from ilrec_trl.evaluation import sample_users
 
     data, tok = prepare(a)
-    split = sample_users(data.test, a.eval_users, seed=1234)  # the same users for every method and seed
+    split = sample_users(data.test, a.eval_users or None, seed=1234)  # the same users for every method and seed
     valid = sample_users(data.valid, a.valid_users, seed=1234)
     run_dir = Path(a.out) / a.dataset
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,8 @@ def build_parser(description=None):
     p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS),
                    help="Cells to compute; `sft` (and the collaborative models a method's L_CRR needs) are computed "
                         "whenever a later method needs them.")
-    p.add_argument("--eval_users", type=int, default=2000, help="Seeded test users, the same for every method.")
+    p.add_argument("--eval_users", type=int, default=0,
+                   help="Seeded test users, the same for every method (0 = the whole test split, as papers report).")
     p.add_argument("--valid_users", type=int, default=2000,
                    help="Seeded validation users scored during SFT (early stopping) and by SASRec's early stopping.")
     p.add_argument("--eval_batch", type=int, default=64)
