@@ -122,3 +122,19 @@ def test_sweep_stages_build_on_the_best_validation_setting_so_far():
         ilrec_sweep.chosen_so_far({"sft_more": cells["sft_more"]}, "cpd")
     names = [n for n, _, o in ilrec_sweep.STAGES["cpo"] if o["cpd_weight"] == 0 and o["crr_weight"] == 0]
     assert len(names) == 8  # alpha in {0.1, 0.3, 1, 3} x {scaled, additive}, CPO alone
+
+
+def test_preference_pairs_take_the_best_wrong_beam_and_never_the_target():
+    import numpy as np
+
+    from benchmarks.dpo_pairs import preference_pairs
+    from ilrec_trl import ItemCatalog
+
+    catalog = ItemCatalog(["<a_0><b_0>", "<a_0><b_1>", "<a_1><b_0>", "<a_1><b_1>"])
+    rows = [{"prompt": f"p{i}", "completion": catalog.completion(i), "item_id": i} for i in range(4)]
+    rejected = np.array([0, 3, 1, 2])  # row 0's random pick is its own target
+    # row 1 searched: the truth ranks first, so the first wrong beam (item 2) is taken; row 3: only the truth
+    pairs = preference_pairs(rows, rejected, [1, 3], [[1, 2, 0], [3]], catalog)
+    assert pairs["rejected"] == [catalog.completion(1), catalog.completion(2), catalog.completion(1),
+                                 catalog.completion(2)]
+    assert pairs["chosen"] == [r["completion"] for r in rows] and pairs["prompt"] == ["p0", "p1", "p2", "p3"]

@@ -206,9 +206,9 @@ def dpo_pair_count(a, data) -> int:
 def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
     """Offline DPO pairs: each training example's target as chosen, rejected = a random item or (half of the pairs)
     the SFT model's best wrong beam."""
-    from datasets import Dataset
-
     from ilrec_trl.generation import constrained_beam_search
+
+    from ..dpo_pairs import preference_pairs
 
     rng = np.random.default_rng(seed)
     n = min(max_pairs, len(data.train))
@@ -216,20 +216,11 @@ def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
     rejected = rng.integers(0, len(data.catalog), size=n)
     hard = rng.random(n) < 0.5
     idx = np.nonzero(hard)[0]
+    beam_items = []
     if len(idx):
-        recs = constrained_beam_search(sft_model, tok, data.catalog, [rows[int(i)]["prompt"] for i in idx],
-                                       num_beams=5, k=5, batch_size=batch_size, progress=True)
-        for i, items in zip(idx, recs.items):
-            wrong = [x for x in items if x != rows[int(i)]["item_id"]]
-            if wrong:
-                rejected[i] = wrong[0]
-    pairs = []
-    for row, r in zip(rows, rejected):
-        if int(r) == row["item_id"]:
-            r = (int(r) + 1) % len(data.catalog)
-        pairs.append({"prompt": row["prompt"], "chosen": row["completion"],
-                      "rejected": data.completion_prefix + data.catalog.identifier(int(r))})
-    return Dataset.from_list(pairs)
+        beam_items = constrained_beam_search(sft_model, tok, data.catalog, [rows[int(i)]["prompt"] for i in idx],
+                                             num_beams=5, k=5, batch_size=batch_size, progress=True).items
+    return preference_pairs(rows, rejected, idx, beam_items, data.catalog)
 
 
 def sasrec_model(a, data, dataset, seed):

@@ -227,8 +227,7 @@ class Run:
 
     def dpo_pairs(self, sft_model):
         """Chosen = the training target; rejected = a random item or (half) the SFT model's best wrong beam."""
-        from datasets import Dataset
-
+        from benchmarks.dpo_pairs import preference_pairs
         from ilrec_trl.generation import constrained_beam_search
 
         a, data = self.a, self.data
@@ -237,24 +236,16 @@ class Run:
         rows = data.train.select(sorted(rng.choice(len(data.train), size=n, replace=False).tolist()))
         rejected = rng.integers(0, len(data.catalog), size=n)
         hard = np.nonzero(rng.random(n) < 0.5)[0]
+        beam_items = []
         if len(hard):
             model = copy.deepcopy(sft_model)
             if torch.cuda.is_available():
                 model = model.to("cuda", torch.bfloat16)
-            recs = constrained_beam_search(model, self.tok, data.catalog, [rows[int(i)]["prompt"] for i in hard],
-                                           num_beams=5, k=5, batch_size=a.eval_batch)
+            beam_items = constrained_beam_search(model, self.tok, data.catalog,
+                                                 [rows[int(i)]["prompt"] for i in hard], num_beams=5, k=5,
+                                                 batch_size=a.eval_batch).items
             del model
-            for i, items in zip(hard, recs.items):
-                wrong = [x for x in items if x != rows[int(i)]["item_id"]]
-                if wrong:
-                    rejected[i] = wrong[0]
-        pairs = []
-        for row, r in zip(rows, rejected):
-            if int(r) == row["item_id"]:
-                r = (int(r) + 1) % len(data.catalog)
-            pairs.append({"prompt": row["prompt"], "chosen": row["completion"],
-                          "rejected": data.completion_prefix + data.catalog.identifier(int(r))})
-        return Dataset.from_list(pairs)
+        return preference_pairs(rows, rejected, hard, beam_items, data.catalog)
 
     # ----------------------------------------------------------------------------------------------------- run
     def run(self) -> str:
