@@ -83,10 +83,23 @@ class TrieScope(NegativeScope):
 
 
 SCOPES: dict[str, type[NegativeScope]] = {cls.name: cls for cls in (FullScope, ItemScope, TrieScope)}
+AUTO = "auto"
 
 
-def make_scope(name: str, catalog=None) -> NegativeScope:
-    """The scope called `name` (`"full"`, `"item"` or `"trie"`), checked against the catalogue it needs."""
-    if name not in SCOPES:
-        raise ValueError(f"ILRecConfig.negative_scope={name!r} is invalid: choose one of {list(SCOPES)}.")
-    return SCOPES[name](catalog)
+def resolve_scope_name(name: str, catalog=None, one_example_per_row: bool = True) -> str:
+    """The scope `ILRecConfig.negative_scope` stands for. `"auto"` (the default) is the specification's choice:
+    `"trie"` when a catalogue is given, so that every negative is a real competing item; `"item"` when batches are
+    packed or padding-free (the trie scope needs one example per row); `"full"` without a catalogue."""
+    if name != AUTO:
+        return name
+    if catalog is None:
+        return "full"
+    return "trie" if one_example_per_row else "item"
+
+
+def make_scope(name: str, catalog=None, one_example_per_row: bool = True) -> NegativeScope:
+    """The scope called `name` (`"auto"`, `"full"`, `"item"` or `"trie"`, see [`resolve_scope_name`]), checked
+    against the catalogue it needs."""
+    if name != AUTO and name not in SCOPES:
+        raise ValueError(f"ILRecConfig.negative_scope={name!r} is invalid: choose one of {[AUTO, *SCOPES]}.")
+    return SCOPES[resolve_scope_name(name, catalog, one_example_per_row)](catalog)

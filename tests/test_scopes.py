@@ -5,7 +5,7 @@ import torch
 from datasets import Dataset
 
 from ilrec_trl.catalog import CatalogError
-from ilrec_trl.scopes import SCOPES, FullScope, ItemScope, TrieScope, make_scope
+from ilrec_trl.scopes import SCOPES, FullScope, ItemScope, TrieScope, make_scope, resolve_scope_name
 
 
 def test_make_scope_picks_the_class_and_refuses_unknown_or_missing_catalogue(rec_data, tokenizer):
@@ -13,12 +13,31 @@ def test_make_scope_picks_the_class_and_refuses_unknown_or_missing_catalogue(rec
     assert type(make_scope("full")) is FullScope
     assert type(make_scope("item", rec_data.catalog)) is ItemScope
     assert type(make_scope("trie", rec_data.catalog)) is TrieScope
-    with pytest.raises(ValueError, match="negative_scope='bogus' is invalid"):
+    with pytest.raises(ValueError, match=r"negative_scope='bogus' is invalid: choose one of \['auto', 'full'"):
         make_scope("bogus")
     for name in ("item", "trie"):
         with pytest.raises(ValueError, match=f"negative_scope='{name}' needs an item catalogue"):
             make_scope(name)
     assert [SCOPES[n].needs_prefix_nodes for n in SCOPES] == [False, False, True]
+
+
+def test_auto_scope_is_trie_with_a_catalogue_as_the_specification_says(rec_data, model, tokenizer, args_factory):
+    from ilrec_trl import ILRecConfig, ILRecTrainer
+
+    assert ILRecConfig.__dataclass_fields__["negative_scope"].default == "auto"
+    assert resolve_scope_name("auto") == "full"
+    assert resolve_scope_name("auto", rec_data.catalog) == "trie"
+    assert resolve_scope_name("auto", rec_data.catalog, one_example_per_row=False) == "item"
+    assert [resolve_scope_name(n, rec_data.catalog) for n in SCOPES] == list(SCOPES)  # explicit names are kept
+    assert type(make_scope("auto")) is FullScope and type(make_scope("auto", rec_data.catalog)) is TrieScope
+    data = rec_data.train.select(range(8))
+    with_catalogue = ILRecTrainer(model=model, args=args_factory(), train_dataset=data, processing_class=tokenizer,
+                                  catalog=rec_data.catalog)
+    without = ILRecTrainer(model=model, args=args_factory(), train_dataset=data, processing_class=tokenizer)
+    packed = ILRecTrainer(model=model, args=args_factory(packing=True), train_dataset=data,
+                          processing_class=tokenizer, catalog=rec_data.catalog)
+    assert (with_catalogue.scope.name, without.scope.name, packed.scope.name) == ("trie", "full", "item")
+    assert with_catalogue.args.negative_scope == "auto"  # the config object is left as given
 
 
 def tokenized(trainer_data, model, tokenizer, args_factory):

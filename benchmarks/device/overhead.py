@@ -12,6 +12,11 @@ Measured: wall time of each optimizer step (`on_step_begin` -> `on_step_end`, CU
 median over the steps after `--warmup`; peak CUDA memory (`torch.cuda.max_memory_allocated`, reset after the model
 is on the GPU) and the same minus the weights.
 
+`--profile_batch B` (default 64) then runs each variant once more at batch B under `torch.profiler` for
+`--profile_steps` steps after the warm-up, and records, per variant, the operators with the most self device time
+and the most self CPU time, and the totals of the marked regions (`compute_loss`, and ILRec's
+`ilrec.build_request`: scope mask, trie prefix nodes and rewards): where ILRec's extra time goes on the GPU.
+
     python benchmarks/device/overhead.py --shape .device_kit/a/smollm2_shape --out $OUT/overhead.json
     python benchmarks/device/overhead.py --shape ... --out /tmp/o.json --smoke     # CPU, 2-layer model, 2 steps
 """
@@ -59,7 +64,41 @@ def build_model(shape: Path, tokenizer, smoke: bool):
     return model
 
 
-def run_one(variant, shape, batch, warmup, steps, smoke):
+def _us(event, name):
+    """An event's time in µs (`self_device_time_total` in recent torch, `self_cuda_time_total` before)."""
+    value = getattr(event, name, None)
+    if value is None:
+        value = getattr(event, name.replace("device", "cuda"), 0)
+    return float(value or 0)
+
+
+def profile_summary(prof, top: int = 15) -> dict:
+    """The profiled steps' busiest operators (self device and self CPU time, ms over all profiled steps) and the
+    totals of the marked regions."""
+    events = prof.key_averages()
+    row = lambda e: {"name": e.key, "count": e.count,  # noqa: E731
+                     "self_device_ms": round(_us(e, "self_device_time_total") / 1e3, 3),
+                     "self_cpu_ms": round(_us(e, "self_cpu_time_total") / 1e3, 3)}
+    by_device = sorted(events, key=lambda e: -_us(e, "self_device_time_total"))[:top]
+    by_cpu = sorted(events, key=lambda e: -_us(e, "self_cpu_time_total"))[:top]
+    regions = {e.key: {"count": e.count, "cpu_total_ms": round(_us(e, "cpu_time_total") / 1e3, 3),
+                       "device_total_ms": round(_us(e, "device_time_total") / 1e3, 3)}
+               for e in events if e.key in ("compute_loss", "ilrec.build_request")}
+    return {"by_self_device": [row(e) for e in by_device], "by_self_cpu": [row(e) for e in by_cpu],
+            "regions": regions,
+            "self_device_ms_total": round(sum(_us(e, "self_device_time_total") for e in events) / 1e3, 3),
+            "self_cpu_ms_total": round(sum(_us(e, "self_cpu_time_total") for e in events) / 1e3, 3)}
+
+
+def marked(fn, label):
+    """`fn` inside a profiler region called `label`."""
+    def wrapper(*args, **kwargs):
+        with torch.profiler.record_function(label):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def run_one(variant, shape, batch, warmup, steps, smoke, profile_steps=0):
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -104,6 +143,30 @@ def run_one(variant, shape, batch, warmup, steps, smoke):
         trainer = ILRecTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                catalog=catalog, reward_fn=TrieMaxReward(catalog, NUM_USERS))
     trainer.add_callback(Timer())
+    profiled = {}
+    if profile_steps:
+        trainer.compute_loss = marked(trainer.compute_loss, "compute_loss")
+        if variant == "ilrec":
+            trainer.build_ilrec_request = marked(trainer.build_ilrec_request, "ilrec.build_request")
+
+        class Profile(TrainerCallback):
+            prof = None
+
+            def on_step_begin(self, args, state, control, **kw):
+                if state.global_step == warmup and self.prof is None:
+                    activities = [torch.profiler.ProfilerActivity.CPU]
+                    if torch.cuda.is_available():
+                        activities.append(torch.profiler.ProfilerActivity.CUDA)
+                    self.prof = torch.profiler.profile(activities=activities)
+                    self.prof.__enter__()
+
+            def on_step_end(self, args, state, control, **kw):
+                if self.prof is not None and state.global_step == warmup + profile_steps:
+                    sync()
+                    self.prof.__exit__(None, None, None)
+                    profiled.update(profile_summary(self.prof), steps=profile_steps)
+
+        trainer.add_callback(Profile())
     seq_len = len(trainer.train_dataset[0]["input_ids"])
     trainer.train()
     measured = times[warmup:] or times
@@ -111,6 +174,8 @@ def run_one(variant, shape, batch, warmup, steps, smoke):
               "step_s_median": statistics.median(measured), "step_s_all": [round(t, 5) for t in times],
               "params": sum(p.numel() for p in model.parameters()),
               "vocab_size": model.get_output_embeddings().out_features}
+    if profiled:
+        result["profile"] = profiled
     if cuda:
         peak = torch.cuda.max_memory_allocated()
         result.update(peak_mem_gib=peak / 2**30, weights_gib=weights / 2**30, peak_minus_weights_gib=(peak - weights)
@@ -156,6 +221,20 @@ def table(summary) -> str:
     return "\n".join(lines)
 
 
+def profile_table(profile) -> str:
+    lines = [f"Profiled: batch {next(iter(profile.values()))['batch']}, "
+             f"{next(iter(profile.values())).get('steps')} steps (ms over those steps)"]
+    for variant, prof in profile.items():
+        regions = ", ".join(f"{k}: cpu {v['cpu_total_ms']:.1f}, device {v['device_total_ms']:.1f}"
+                            for k, v in prof.get("regions", {}).items())
+        lines.append(f"- {variant}: self device {prof.get('self_device_ms_total', 0):.1f}, self cpu "
+                     f"{prof.get('self_cpu_ms_total', 0):.1f}; {regions}")
+        for e in prof.get("by_self_device", [])[:8]:
+            lines.append(f"    {e['self_device_ms']:9.2f} device  {e['self_cpu_ms']:9.2f} cpu  x{e['count']:<5} "
+                         f"{e['name'][:70]}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", required=True, help="folder with SmolLM2's config.json and tokenizer (the kit's)")
@@ -164,10 +243,13 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=1, help="ABBA pairs per batch size")
+    p.add_argument("--profile_batch", type=int, default=64, help="batch of the profiled runs (0 = no profile)")
+    p.add_argument("--profile_steps", type=int, default=3)
     p.add_argument("--smoke", action="store_true", help="CPU check of this script: small model, 2+2 steps")
     a = p.parse_args(argv)
     if a.smoke:
         a.batches, a.warmup, a.steps = [4], 1, 2
+        a.profile_batch, a.profile_steps = (4 if a.profile_batch else 0), 1
     elif not torch.cuda.is_available():
         sys.exit("overhead: no CUDA device visible (use --smoke to check the script on a CPU)")
     import transformers
@@ -191,6 +273,14 @@ def main(argv=None):
             report["summary"] = summarise(report["runs"])
             out.write_text(json.dumps(report, indent=1))
     print(table(report["summary"]))
+    if a.profile_batch:
+        report["profile"] = {}
+        for variant in VARIANTS:
+            result = run_one(variant, Path(a.shape), a.profile_batch, a.warmup, a.profile_steps, a.smoke,
+                             profile_steps=a.profile_steps)
+            report["profile"][variant] = {"batch": a.profile_batch, **result.get("profile", {})}
+            out.write_text(json.dumps(report, indent=1))
+        print(profile_table(report["profile"]))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from trl import SFTConfig
 
-from ..scopes import SCOPES
+from ..scopes import AUTO, SCOPES
 
 logger = logging.getLogger(__name__)
 
-NEGATIVE_SCOPES = tuple(SCOPES)
+NEGATIVE_SCOPES = (AUTO, *SCOPES)
 NEGATIVE_THRESHOLDS = ("relative", "absolute", "topk")
 CPO_PENALTIES = ("scaled", "additive")
 
@@ -44,10 +44,12 @@ class ILRecConfig(SFTConfig):
 
         > Parameters that control negative mining (no gradient flows through it)
 
-        negative_scope (`str`, *optional*, defaults to `"full"`):
+        negative_scope (`str`, *optional*, defaults to `"auto"`):
             Tokens that may be negatives: `"full"` (the whole vocabulary), `"item"` (only tokens that appear in some
             item identifier of the catalogue) or `"trie"` (only tokens that continue the ground-truth prefix into a
-            real item). `"item"` and `"trie"` need a `catalog`.
+            real item). `"item"` and `"trie"` need a `catalog`. `"auto"` is `"trie"` when the trainer is given a
+            `catalog` (`"item"` with `packing`/`padding_free`, which the trie scope cannot use) and `"full"`
+            without one; the trainer logs its choice and keeps it in `trainer.scope.name`.
         negative_threshold (`str`, *optional*, defaults to `"relative"`):
             How a candidate becomes a negative: `"relative"` (ensemble probability at least `negative_phi` times the
             ground truth's), `"absolute"` (probability at least `negative_tau`) or `"topk"` (the `negative_topk`
@@ -109,8 +111,9 @@ class ILRecConfig(SFTConfig):
         metadata={"help": "Dotted path to the final norm when the architecture is not recognised."},
     )
     negative_scope: str = field(
-        default="full",
-        metadata={"help": "Tokens that may be negatives.", "choices": list(NEGATIVE_SCOPES)},
+        default="auto",
+        metadata={"help": "Tokens that may be negatives (auto: trie when a catalogue is given, else full).",
+                  "choices": list(NEGATIVE_SCOPES)},
     )
     negative_threshold: str = field(
         default="relative",

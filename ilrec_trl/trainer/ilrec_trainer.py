@@ -75,7 +75,10 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
                 f"args must be an ILRecConfig (got {type(args).__name__}); build one with the same fields, e.g. "
                 f"ILRecConfig(**sft_config.to_dict())."
             )
-        scope = make_scope(args.negative_scope, catalog)  # fails here without the catalogue the scope needs
+        # fails here without the catalogue the scope needs; "auto" becomes "trie" when a catalogue is given
+        scope = make_scope(args.negative_scope, catalog, one_example_per_row=not (args.packing or args.padding_free))
+        if args.negative_scope != scope.name:
+            logger.info(f"ILRec: negative_scope={args.negative_scope!r} -> {scope.name!r}.")
         self._check_arguments(args, reward_fn, catalog, scope)
         super().__init__(model, args, *pargs, **kwargs)
 
