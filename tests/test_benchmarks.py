@@ -71,6 +71,23 @@ def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
     assert bad.returncode != 0 and "extra_epochs" in bad.stderr
 
 
+def test_ilrec_scratch_trains_like_sft_with_ilrec_after_its_start_step(tmp_path):
+    out = tmp_path / "acc"
+    run("benchmarks.accuracy", *SMALL, "--models_dir", str(tmp_path / "models"), "--seeds", "0", "--methods", "sft",
+        "ilrec_scratch", "--out", str(out))
+    sft, scratch = (json.loads((out / "synthetic" / "seed0" / f"{m}.json").read_text()) for m in ("sft", "ilrec_scratch"))
+    # same schedule, validation users and selection rule as SFT, on the same test users
+    assert [h["step"] for h in scratch["valid_curve"]] == [h["step"] for h in sft["valid_curve"]] == [6, 12]
+    assert scratch["valid_ndcg10_in_memory"] == scratch["valid_ndcg10_reloaded"]
+    assert len(scratch["ranks"]) == len(sft["ranks"]) == 24
+    # ILRec's shipped settings with the MF reward, its losses only after 0.5 epoch of plain SFT (6 steps per epoch)
+    assert scratch["config"]["cpo_alpha"] == 0.1 and scratch["reward"] == "mf" and scratch["ilrec_start_step"] == 3
+    logged = {e["step"]: e for e in scratch["train_logs"]}
+    assert logged and all(("cpo" in e) == (step > 3) for step, e in logged.items())
+    assert not (tmp_path / "models" / "synthetic" / "seed0" / "ilrec_scratch_train").exists()  # state removed
+    assert (tmp_path / "models" / "synthetic" / "seed0" / "ilrec_scratch" / "selection.json").exists()
+
+
 def test_sasrec_reward_is_sasrec_scores_over_the_trie_and_reuses_the_checkpoint(tmp_path):
     a = acc_config.build_parser().parse_args([*SMALL, "--out", str(tmp_path / "acc"), "--models_dir",
                                               str(tmp_path / "models")])

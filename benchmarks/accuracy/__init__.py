@@ -13,6 +13,8 @@ SFT), `dpo` (TRL DPOTrainer, offline negatives: random items and the SFT model's
 `ilrec` and its ablations `ilrec_no_cpo`, `ilrec_no_cpd`, `ilrec_no_crr`, `ilrec_tuned` (the settings
 `benchmarks.ilrec_sweep` chose on the validation split), and `ilrec_sasrec_reward` (full ILRec whose L_CRR reward
 comes from the seed's SASRec instead of MF, the paper's choice) with its CPO ablation `ilrec_sasrec_reward_no_cpo`.
+Second protocol: `ilrec_scratch`, ILRec over the whole run from the same fresh model, schedule and validation
+selection as `sft` (plain SFT for its first `--scratch_sft_epochs`), compared with `sft`.
 Classic: `popular`, `mf`, `sasrec` (`ilrec_trl.rewards.SASRecReward`). GPU scale: `--base_model` (+ `--lora_r`, `--bf16`), see
 benchmarks/accuracy_gpu.sh. All methods are evaluated on the same seeded subset of test users (`--eval_users`) with
 constrained beam search (20 beams); metrics are Hit@5/10 and NDCG@5/10.

@@ -65,7 +65,7 @@ def write_run_args(path: Path, a):
     if path.exists():
         old = json.loads(path.read_text())
         per_cell = ("seeds", "methods", "out", "data_dir", "eval_batch", "dpo_lr", "dpo_beta", "dpo_pairs",
-                    "sasrec_loss", "sasrec_epochs", "seed", "sweep_users", "sweep_epochs", "stages", "curve_epochs",
+                    "sasrec_loss", "sasrec_epochs", "scratch_sft_epochs", "seed", "sweep_users", "sweep_epochs", "stages", "curve_epochs",
                     "curve_every", "curve_users", "log_every")
         changed = [k for k in args if k not in per_cell and k in old and old[k] != args[k]]
         if changed:
@@ -108,6 +108,8 @@ def build_parser(description=None):
                    help="Stop SFT after this many validation evaluations without a better NDCG@10 and keep the best "
                         "weights (0 = train --sft_epochs with no validation).")
     p.add_argument("--extra_epochs", type=float, default=0.5)
+    p.add_argument("--scratch_sft_epochs", type=float, default=0.5,
+                   help="ilrec_scratch: epochs of plain SFT before ILRec's losses start (ilrec_start_step).")
     p.add_argument("--dpo_pairs", type=int, default=0,
                    help="DPO's training pairs (0 = as many as the examples the other methods see in --extra_epochs).")
     p.add_argument("--dpo_beta", type=float, default=0.1)

@@ -15,7 +15,9 @@ ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"
              "ilrec_no_crr": {"crr_weight": 0.0}, "ilrec_tuned": {}, "ilrec_sasrec_reward": {},
              "ilrec_sasrec_reward_no_cpo": {"cpo_alpha": 0.0}}
 LLM_METHODS = ("sft_more", "dpo", *ABLATIONS)
-ALL_METHODS = (*CLASSIC_METHODS, "sft", *LLM_METHODS)
+# the second protocol (issue 12): ILRec over the whole run from a fresh model, trained and selected like `sft`
+SCRATCH_METHODS = ("ilrec_scratch",)
+ALL_METHODS = (*CLASSIC_METHODS, "sft", *LLM_METHODS, *SCRATCH_METHODS)
 # the collaborative model behind L_CRR: the MF reward (the product's default) unless named here
 REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec", "ilrec_sasrec_reward_no_cpo": "sasrec"}
 
@@ -131,13 +133,17 @@ def best_on_validation_callback(trainer, valid, catalog, eval_steps, patience, b
                             batch_size=batch_size)
 
 
-def train_sft(a, data, tok, seed, sft_dir, valid):
+def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=None):
     """SFT (TRL's SFTTrainer) from a fresh model: `--sft_epochs` on a cosine schedule, scored on the `valid` users every
     `--sft_eval_every` epochs; with `--sft_patience` it stops when NDCG@10 has not improved for that many
     evaluations and keeps the best weights. It checkpoints at every evaluation (in `<sft_dir>_train/`) and resumes
     from there when rerun after an interruption. The model is saved to `sft_dir`, reloaded from there and scored on
     the same validation users again: the reloaded checkpoint must score exactly what the in-memory model scored
-    (else every method continuing from it would start from something else). Returns the model and what to record."""
+    (else every method continuing from it would start from something else). Returns the model and what to record.
+
+    `method="ilrec_scratch"` trains ILRec (the run's ILRec flags, `reward_models` for L_CRR) the same way, from the
+    same fresh model, schedule and selection: plain SFT for its first `--scratch_sft_epochs` (`ilrec_start_step`:
+    the intermediate layers have nothing to say yet), ILRec's losses after."""
     import math
 
     from transformers import AutoModelForCausalLM
@@ -150,9 +156,26 @@ def train_sft(a, data, tok, seed, sft_dir, valid):
     eval_steps = max(1, round(a.sft_eval_every * steps_per_epoch))
     saving = {"save_strategy": "steps", "save_steps": eval_steps, "save_total_limit": 1} if a.sft_patience else {}
     model = new_model(a, tok, seed)
-    trainer = SFTTrainer(model=model, args=train_args(SFTConfig, state_dir, seed, a.sft_epochs, a.lr, a.batch,
-                                                      bf16=a.bf16, **saving),
-                         train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
+    scratch = {}
+    if method == "sft":
+        trainer = SFTTrainer(model=model, args=train_args(SFTConfig, state_dir, seed, a.sft_epochs, a.lr, a.batch,
+                                                          bf16=a.bf16, **saving),
+                             train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
+    elif method in SCRATCH_METHODS:
+        from ilrec_trl import ILRecConfig, ILRecTrainer
+
+        cfg = ilrec_settings(a, "ilrec")
+        reward_fn = reward_fn_for("ilrec", cfg, reward_models or {}, data.catalog)
+        start_step = round(a.scratch_sft_epochs * steps_per_epoch)
+        trainer = ILRecTrainer(model=model, args=train_args(ILRecConfig, state_dir, seed, a.sft_epochs, a.lr, a.batch,
+                                                            logging_steps=0.02, bf16=a.bf16, ilrec_start_step=start_step,
+                                                            **cfg, **saving),
+                               train_dataset=data.train, processing_class=tok, catalog=data.catalog,
+                               reward_fn=reward_fn, peft_config=lora_config(a))
+        scratch = {"config": cfg, "reward": reward_source("ilrec") if reward_fn is not None else None,
+                   "ilrec_start_step": start_step}
+    else:
+        raise ValueError(f"train_sft trains sft or {SCRATCH_METHODS}, not {method!r}")
     callback, resume = None, None
     if a.sft_patience:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +188,9 @@ def train_sft(a, data, tok, seed, sft_dir, valid):
             callback.restore(int(resume.rsplit("-", 1)[1]))
     trainer.train(resume_from_checkpoint=resume)
     model = trainer.model
-    extra = {"sft_epochs_max": a.sft_epochs, "steps_run": trainer.state.global_step}
+    extra = {"sft_epochs_max": a.sft_epochs, "steps_run": trainer.state.global_step, **scratch}
+    if scratch:
+        extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-30:]
     if callback is not None:
         if a.lora_r:  # the best adapter on a fresh copy of the base model (built the same way, same seed)
             from peft import PeftModel

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from .cells import load_cells
-from .methods import ABLATIONS, CLASSIC_METHODS
+from .methods import ABLATIONS, CLASSIC_METHODS, SCRATCH_METHODS
 from .stats import compare
 
-ORDER = (*CLASSIC_METHODS, "sft", "sft_more", "dpo", *ABLATIONS)
+ORDER = (*CLASSIC_METHODS, "sft", "sft_more", "dpo", *ABLATIONS, *SCRATCH_METHODS)
 RUN_FLAGS = ("dataset", "seeds", "eval_users", "valid_users", "sft_epochs", "sft_eval_every", "sft_patience",
              "extra_epochs", "dpo_pairs", "batch", "lr", "lr2", "layers", "hidden", "max_history", "cpo_alpha",
              "cpd_weight", "crr_weight")
@@ -23,7 +23,7 @@ def comparisons(methods):
     pairs += [(m, "ilrec") for m in ABLATIONS if m != "ilrec"]
     pairs += [(m, "dpo") for m in ("ilrec_tuned", "ilrec_sasrec_reward")]
     pairs += [("ilrec_sasrec_reward", "ilrec_no_crr"), ("ilrec_sasrec_reward_no_cpo", "ilrec_sasrec_reward"),
-              ("sft_more", "sft")]
+              ("sft_more", "sft"), ("ilrec_scratch", "sft"), ("ilrec_scratch", "ilrec")]
     return [(m, b) for m, b in pairs if m in methods and b in methods]
 
 

@@ -8,6 +8,8 @@ from .cells import cell_path, save_cell
 from .config import models_dir
 from .methods import (
     ABLATIONS,
+    CLASSIC_METHODS,
+    SCRATCH_METHODS,
     continue_from_sft,
     ilrec_settings,
     ranks_from_item_scores,
@@ -50,6 +52,9 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
                   time.time() - t)
     plan = ilrec_plan(a, out, dataset, [m for m in ABLATIONS if wanted(m)])  # ILRec cells still to train
     sources = {source for _, source in plan.values()}
+    scratch = [m for m in SCRATCH_METHODS if wanted(m)]
+    if scratch and ilrec_settings(a, "ilrec")["crr_weight"] > 0:
+        sources.add(reward_source("ilrec"))
     mf = None
     if wanted("mf") or "mf" in sources:
         t = time.time()
@@ -68,7 +73,7 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
                       time.time() - t, {"loss": a.sasrec_loss, "epochs": sas.history[-1]["epoch"],
                                         "best_valid_hit@10": sas.best_valid_hit10})
     sft_dir = models_dir(a, dataset, seed) / "sft"
-    llm = [m for m in a.methods if m not in ("popular", "mf", "sasrec", "sft") and not done(m)]
+    llm = [m for m in a.methods if m not in (*CLASSIC_METHODS, "sft", *SCRATCH_METHODS) and not done(m)]
     if ("sft" in a.methods or llm) and not (done("sft") and (sft_dir / "config.json").exists()):
         # no cell: train, resuming an interrupted run, or take the finished checkpoint; a cell without its checkpoint
         # (another machine): retrain, which must reproduce the cell's ranks exactly
@@ -102,3 +107,20 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
         ranks = ranks_of(model, tok, data, split, a.eval_batch)
         extra["eval_seconds"] = round(time.time() - t - train_seconds, 1)
         save_cell(cell_path(out, dataset, seed, method), method, ranks, train_seconds, extra)
+
+    for method in scratch:  # the second protocol: ILRec from a fresh model, trained and selected like `sft`
+        t = time.time()
+        scratch_dir = models_dir(a, dataset, seed) / method
+        if (scratch_dir / "selection.json").exists():  # finished and checked, its test cell missing: score it
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(scratch_dir)
+            extra = {**json.loads((scratch_dir / "selection.json").read_text()), "reused_checkpoint": True}
+        else:
+            model, extra = train_sft(a, data, tok, seed, scratch_dir, valid, method=method,
+                                     reward_models={"mf": mf, "sasrec": sas})
+        train_seconds = extra["train_seconds"] if extra.get("reused_checkpoint") else time.time() - t
+        t = time.time()
+        ranks = ranks_of(model, tok, data, split, a.eval_batch)
+        save_cell(cell_path(out, dataset, seed, method), method, ranks, train_seconds,
+                  {**extra, "eval_seconds": round(time.time() - t, 1)})
