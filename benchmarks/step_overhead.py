@@ -184,20 +184,31 @@ class TrieMaxReward:
             node_score.scatter_reduce_(1, index, scores[:, valid], reduce="amax", include_self=True)
         self.node_score = node_score
         self.catalog = catalog
+        self._tables: dict = {}
+
+    def tables(self, device):
+        """(node scores, edge tokens, edge children) on `device`, copied once: the rewards are built where the
+        trainer's prefix nodes are, as the library's rewards do (building the `[N, V]` tensor on the CPU and copying
+        it to the GPU was most of this benchmark's ILRec overhead on the first GPU run)."""
+        if device not in self._tables:
+            self._tables[device] = (self.node_score.to(device), self.catalog.edge_token.to(device),
+                                    self.catalog.edge_child.to(device))
+        return self._tables[device]
 
     def token_rewards(self, users, nodes, vocab_size: int):
         import torch
 
-        rewards = torch.full((nodes.numel(), vocab_size), float("-inf"))
+        node_score, edge_token, edge_child = self.tables(nodes.device)
+        rewards = torch.full((nodes.numel(), vocab_size), float("-inf"), device=nodes.device)
         rows, edges = self.catalog.children_of(nodes)
-        rewards[rows, self.catalog.edge_token[edges]] = self.node_score[users[rows], self.catalog.edge_child[edges]]
+        rewards[rows, edge_token[edges]] = node_score[users[rows], edge_child[edges]]
         return rewards
 
     def __call__(self, ctx):
         import torch
 
-        users = torch.as_tensor(ctx.context["user_id"], dtype=torch.long)[ctx.rows.cpu()]
-        return self.token_rewards(users, ctx.prefix_nodes.cpu(), ctx.vocab_size)
+        users = torch.as_tensor(ctx.context["user_id"], dtype=torch.long).to(ctx.prefix_nodes.device)[ctx.rows]
+        return self.token_rewards(users, ctx.prefix_nodes, ctx.vocab_size)
 
 
 # --------------------------------------------------------------------------------------------- the reference
