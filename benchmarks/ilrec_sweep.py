@@ -117,6 +117,15 @@ def run(a):
                        "eval_seconds": round(time.time() - t - train_seconds, 1)})
 
 
+def gradient_ratio(cell) -> str:
+    """Mean logged `negative_gradient_ratio` over the second half of the cell's training logs (the balance of the
+    terms once training has settled: above 1 ILRec pushes the mined negatives harder than SFT, below 1 L_CRR cancels
+    part of L_CPO's push); blank for cells without it (SFT, DPO)."""
+    values = [e["negative_gradient_ratio"] for e in cell.get("train_logs", []) if "negative_gradient_ratio" in e]
+    values = values[len(values) // 2:]
+    return f"{sum(values) / len(values):.3f}" if values else ""
+
+
 def report(a):
     from ilrec_trl.evaluation import per_user_metrics
 
@@ -140,8 +149,9 @@ def report(a):
              if n != BASELINE}
     lines = [f"### Validation screening ({a.dataset}, seed {a.seed}, {users} validation users, "
              f"{cells[BASELINE].get('sweep_epochs')} epochs from the converged SFT model)", "",
-             f"| stage | variant | config | Hit@10 | NDCG@10 | − {BASELINE} [95% CI, paired users] | train s |",
-             "|---|---|---|---|---|---|---|"]
+             f"| stage | variant | config | Hit@10 | NDCG@10 | − {BASELINE} [95% CI, paired users] | neg. grad ratio | "
+             "train s |",
+             "|---|---|---|---|---|---|---|---|"]
     for n in sorted(cells, key=lambda n: (list(STAGES).index(cells[n]["stage"]) if cells[n].get("stage") else -1,
                                           -ndcg[n])):
         c = cells[n]
@@ -150,7 +160,7 @@ def report(a):
         if c.get("reward"):
             short += f", reward={c['reward']}"
         lines.append(f"| {c.get('stage') or ''} | {n} | {short} | {c['metrics']['hit@10']:.4f} | {ndcg[n]:.4f} | "
-                     f"{diffs.get(n, '')} | {c['seconds']:.0f} |")
+                     f"{diffs.get(n, '')} | {gradient_ratio(c)} | {c['seconds']:.0f} |")
     if ilrec:
         lines += ["", f"Best on validation so far: `{result['ilrec_variant']}` ({result['ilrec']}, reward "
                       f"{result['reward']}); DPO learning rate {result['dpo_lr']}, β {result['dpo_beta']}.", ""]

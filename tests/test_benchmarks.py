@@ -155,3 +155,12 @@ def test_preference_pairs_take_the_best_wrong_beam_and_never_the_target():
     assert pairs["rejected"] == [catalog.completion(1), catalog.completion(2), catalog.completion(1),
                                  catalog.completion(2)]
     assert pairs["chosen"] == [r["completion"] for r in rows] and pairs["prompt"] == ["p0", "p1", "p2", "p3"]
+
+
+def test_sweep_report_shows_the_settled_balance_of_the_terms():
+    from benchmarks.ilrec_sweep import gradient_ratio
+
+    logs = [{"negative_gradient_ratio": 3.0}, {"loss": 1.0}, {"negative_gradient_ratio": 0.9},
+            {"negative_gradient_ratio": 1.1}]
+    assert gradient_ratio({"train_logs": logs}) == "1.000"  # the second half of the logged values: (0.9 + 1.1) / 2
+    assert gradient_ratio({"train_logs": [{"loss": 1.0}]}) == "" and gradient_ratio({}) == ""
