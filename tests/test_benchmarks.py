@@ -84,8 +84,34 @@ def test_ilrec_scratch_trains_like_sft_with_ilrec_after_its_start_step(tmp_path)
     assert scratch["config"]["cpo_alpha"] == 0.1 and scratch["reward"] == "mf" and scratch["ilrec_start_step"] == 3
     logged = {e["step"]: e for e in scratch["train_logs"]}
     assert logged and all(("cpo" in e) == (step > 3) for step, e in logged.items())
+    assert scratch["best_before_ilrec_start"] == (scratch["best_step"] <= 3)
     assert not (tmp_path / "models" / "synthetic" / "seed0" / "ilrec_scratch_train").exists()  # state removed
     assert (tmp_path / "models" / "synthetic" / "seed0" / "ilrec_scratch" / "selection.json").exists()
+    # a rerun keeps the cell; a lost cell is rebuilt from the finished checkpoint, not retrained
+    cell = out / "synthetic" / "seed0" / "ilrec_scratch.json"
+    before = cell.read_text()
+    run("benchmarks.accuracy", *SMALL, "--models_dir", str(tmp_path / "models"), "--seeds", "0", "--methods",
+        "ilrec_scratch", "--out", str(out))
+    assert cell.read_text() == before
+    cell.unlink()
+    run("benchmarks.accuracy", *SMALL, "--models_dir", str(tmp_path / "models"), "--seeds", "0", "--methods",
+        "ilrec_scratch", "--out", str(out))
+    rebuilt = json.loads(cell.read_text())
+    assert rebuilt["reused_checkpoint"] and rebuilt["ranks"] == scratch["ranks"]
+
+
+def test_overhead_profile_counts_each_marked_region_once():
+    from benchmarks.device.overhead import REGIONS, marked, profile_summary
+
+    step = marked(lambda x: (x @ x).sum(), "compute_loss")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            step(torch.randn(64, 64))
+    summary = profile_summary(prof)
+    region = summary["regions"]["compute_loss"]
+    assert region["count"] == 2 and region["cpu_total_ms"] > 0
+    names = [e["name"] for e in summary["by_self_cpu"]]
+    assert "aten::mm" in names and not set(names) & set(REGIONS)  # regions are not counted as operators
 
 
 def test_sasrec_reward_is_sasrec_scores_over_the_trie_and_reuses_the_checkpoint(tmp_path):

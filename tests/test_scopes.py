@@ -36,8 +36,15 @@ def test_auto_scope_is_trie_with_a_catalogue_as_the_specification_says(rec_data,
     without = ILRecTrainer(model=model, args=args_factory(), train_dataset=data, processing_class=tokenizer)
     packed = ILRecTrainer(model=model, args=args_factory(packing=True), train_dataset=data,
                           processing_class=tokenizer, catalog=rec_data.catalog)
-    assert (with_catalogue.scope.name, without.scope.name, packed.scope.name) == ("trie", "full", "item")
+    padding_free = ILRecTrainer(model=model, args=args_factory(padding_free=True, max_length=None), train_dataset=data,
+                                processing_class=tokenizer, catalog=rec_data.catalog)
+    assert (with_catalogue.scope.name, without.scope.name, packed.scope.name, padding_free.scope.name) == (
+        "trie", "full", "item", "item")
     assert with_catalogue.args.negative_scope == "auto"  # the config object is left as given
+    # a reward still needs one example per row: "auto" does not hide that
+    with pytest.raises(ValueError, match="packing / padding_free cannot be combined"):
+        ILRecTrainer(model=model, args=args_factory(packing=True), train_dataset=data, processing_class=tokenizer,
+                     catalog=rec_data.catalog, reward_fn=lambda ctx: None)
 
 
 def tokenized(trainer_data, model, tokenizer, args_factory):

@@ -65,7 +65,7 @@ def write_run_args(path: Path, a):
     if path.exists():
         old = json.loads(path.read_text())
         per_cell = ("seeds", "methods", "out", "data_dir", "eval_batch", "dpo_lr", "dpo_beta", "dpo_pairs",
-                    "sasrec_loss", "sasrec_epochs", "scratch_sft_epochs", "seed", "sweep_users", "sweep_epochs", "stages", "curve_epochs",
+                    "sasrec_loss", "sasrec_epochs", "seed", "sweep_users", "sweep_epochs", "stages", "curve_epochs",
                     "curve_every", "curve_users", "log_every")
         changed = [k for k in args if k not in per_cell and k in old and old[k] != args[k]]
         if changed:
@@ -79,14 +79,16 @@ def write_run_args(path: Path, a):
 
 
 def build_parser(description=None):
-    from .methods import ALL_METHODS
+    from .methods import ALL_METHODS, SCRATCH_METHODS
 
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="instruments", choices=list(DATASETS))
     p.add_argument("--data_dir", default=os.environ.get("ILREC_DATA_DIR", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS),
-                   help="Cells to compute; `sft` (and the collaborative models a method's L_CRR needs) are computed "
+    p.add_argument("--methods", nargs="+", default=[m for m in ALL_METHODS if m not in SCRATCH_METHODS],
+                   choices=list(ALL_METHODS),
+                   help="Cells to compute (default: all but the second protocol's `ilrec_scratch`, a whole training "
+                        "run per seed); `sft` (and the collaborative models a method's L_CRR needs) are computed "
                         "whenever a later method needs them.")
     p.add_argument("--eval_users", type=int, default=0,
                    help="Seeded test users, the same for every method (0 = the whole test split, as papers report).")

@@ -198,6 +198,8 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
             model = PeftModel.from_pretrained(new_model(a, tok, seed), callback.best_dir())
         else:
             model = AutoModelForCausalLM.from_pretrained(callback.best_dir())
+        if scratch:  # the chosen weights never trained with ILRec's losses: the cell is an SFT model
+            extra["best_before_ilrec_start"] = callback.best_step <= scratch["ilrec_start_step"]
         extra.update(valid_curve=callback.history, best_step=callback.best_step,
                      best_epoch=round(callback.best_step / steps_per_epoch, 3), valid_users=len(valid),
                      valid_ndcg10_in_memory=callback.best, resumed_from=resume)

@@ -13,7 +13,7 @@ from .stats import compare
 ORDER = (*CLASSIC_METHODS, "sft", "sft_more", "dpo", *ABLATIONS, *SCRATCH_METHODS)
 RUN_FLAGS = ("dataset", "seeds", "eval_users", "valid_users", "sft_epochs", "sft_eval_every", "sft_patience",
              "extra_epochs", "dpo_pairs", "batch", "lr", "lr2", "layers", "hidden", "max_history", "cpo_alpha",
-             "cpd_weight", "crr_weight")
+             "cpd_weight", "crr_weight", "scratch_sft_epochs")
 
 
 def comparisons(methods):

@@ -72,22 +72,31 @@ def _us(event, name):
     return float(value or 0)
 
 
+REGIONS = ("compute_loss", "ilrec.build_request")  # the profiler ranges run_one marks
+
+
 def profile_summary(prof, top: int = 15) -> dict:
     """The profiled steps' busiest operators (self device and self CPU time, ms over all profiled steps) and the
-    totals of the marked regions."""
+    totals of the marked regions. A marked region appears twice in `key_averages()` (its CPU range and, on CUDA, its
+    GPU annotation): each total is taken from the entry that has it, and the regions are left out of the operator
+    lists and totals (they would count their operators' time twice)."""
     events = prof.key_averages()
+    ops = [e for e in events if e.key not in REGIONS]
     row = lambda e: {"name": e.key, "count": e.count,  # noqa: E731
                      "self_device_ms": round(_us(e, "self_device_time_total") / 1e3, 3),
                      "self_cpu_ms": round(_us(e, "self_cpu_time_total") / 1e3, 3)}
-    by_device = sorted(events, key=lambda e: -_us(e, "self_device_time_total"))[:top]
-    by_cpu = sorted(events, key=lambda e: -_us(e, "self_cpu_time_total"))[:top]
-    regions = {e.key: {"count": e.count, "cpu_total_ms": round(_us(e, "cpu_time_total") / 1e3, 3),
-                       "device_total_ms": round(_us(e, "device_time_total") / 1e3, 3)}
-               for e in events if e.key in ("compute_loss", "ilrec.build_request")}
-    return {"by_self_device": [row(e) for e in by_device], "by_self_cpu": [row(e) for e in by_cpu],
+    regions = {}
+    for e in events:
+        if e.key in REGIONS:
+            r = regions.setdefault(e.key, {"count": 0, "cpu_total_ms": 0.0, "device_total_ms": 0.0})
+            r["count"] = max(r["count"], e.count)
+            r["cpu_total_ms"] = max(r["cpu_total_ms"], round(_us(e, "cpu_time_total") / 1e3, 3))
+            r["device_total_ms"] = max(r["device_total_ms"], round(_us(e, "device_time_total") / 1e3, 3))
+    return {"by_self_device": [row(e) for e in sorted(ops, key=lambda e: -_us(e, "self_device_time_total"))[:top]],
+            "by_self_cpu": [row(e) for e in sorted(ops, key=lambda e: -_us(e, "self_cpu_time_total"))[:top]],
             "regions": regions,
-            "self_device_ms_total": round(sum(_us(e, "self_device_time_total") for e in events) / 1e3, 3),
-            "self_cpu_ms_total": round(sum(_us(e, "self_cpu_time_total") for e in events) / 1e3, 3)}
+            "self_device_ms_total": round(sum(_us(e, "self_device_time_total") for e in ops) / 1e3, 3),
+            "self_cpu_ms_total": round(sum(_us(e, "self_cpu_time_total") for e in ops) / 1e3, 3)}
 
 
 def marked(fn, label):

@@ -13,7 +13,7 @@
 # the two halves once both are there; `accuracy` stops within seconds (exit 3) if the other half is not staged.
 # Environment: ILREC_RESULTS_DIR (default $OUT, else outputs/device): <stage>.json, <stage>.log, env.json;
 # ILREC_DEVICE_WORK (default /tmp/ilrec_device): wheels installed, model, accuracy state (lives as long as the
-# machine); ILREC_KIT_DIR (default .device_kit); ILREC_STAGE_BUDGET_S (default check 180, overhead 200,
+# machine); ILREC_KIT_DIR (default .device_kit); ILREC_STAGE_BUDGET_S (default check 180, overhead 170,
 # accuracy 420 seconds; 3600 with --smoke); PYTHON (default python3).
 set -uo pipefail
 export ILREC_STAGE_STARTED=$(date +%s)  # the budget counts from here
@@ -27,7 +27,7 @@ for arg in "$@"; do
   esac
 done
 case "$stage" in
-  check) budget=180 ;; overhead) budget=200 ;; accuracy) budget=420 ;; stage) budget=60 ;;
+  check) budget=180 ;; overhead) budget=170 ;; accuracy) budget=420 ;; stage) budget=60 ;;
   *) echo "usage: run.sh check|overhead|accuracy|stage [--smoke]"; exit 2 ;;
 esac
 [[ ${#smoke[@]} -gt 0 ]] && budget=3600  # a CPU (shared with other jobs) runs the smoke steps of SmolLM2 slowly

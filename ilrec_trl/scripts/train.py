@@ -333,6 +333,8 @@ def run(argv=None) -> list[dict]:
             output_dir.mkdir(parents=True, exist_ok=True)
             (output_dir / "run_config.json").write_text(json.dumps(config, indent=2))
         results[method] = train_and_evaluate(trainer, method, data, tokenizer, script_args, resume[method])
+        if getattr(trainer, "scope", None) is not None:  # the scope that ran ("auto" resolved: trie with a catalogue)
+            results[method]["negative_scope"] = trainer.scope.name
         if is_main_process():
             write_model_card(arm_dirs[method], result=results[method], config=config,
                              table=format_table([results[method]]), dataset_name=data.name,

@@ -112,7 +112,8 @@ class ILRecConfig(SFTConfig):
     )
     negative_scope: str = field(
         default="auto",
-        metadata={"help": "Tokens that may be negatives (auto: trie when a catalogue is given, else full).",
+        metadata={"help": "Tokens that may be negatives (auto: trie when a catalogue is given, item if packing or "
+                          "padding_free, full without a catalogue).",
                   "choices": list(NEGATIVE_SCOPES)},
     )
     negative_threshold: str = field(
