@@ -10,10 +10,11 @@ Only the item identifiers differ:
 - `sid_mix` (optional): both, concatenated.
 
 Cells are saved one by one (a rerun skips the finished ones); `--report` writes the table, paired hierarchical
-bootstrap CIs (seeds, then users) and `benchmarks/results/semantic_ids.json`.
+bootstrap CIs (seeds, then users; `benchmarks.accuracy.stats`) of NDCG@10 and Hit@20, and
+`benchmarks/results/semantic_ids.json`.
 
-    python benchmarks/semantic_ids.py --seeds 0 --epochs 0.5
-    python benchmarks/semantic_ids.py --report
+    python -m benchmarks.semantic_ids --seeds 0 1 2 --epochs 0.5
+    python -m benchmarks.semantic_ids --report
 """
 
 import argparse
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.accuracy.stats import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "semantic_ids"
@@ -92,20 +95,6 @@ def run_cell(a, arm: str, seed: int) -> dict:
             "eval_seconds": round(eval_seconds, 1)}
 
 
-def ndcg(ranks: np.ndarray, k: int = 10) -> np.ndarray:
-    return np.where((ranks > 0) & (ranks <= k), 1 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
-
-
-def hierarchical_bootstrap(diffs: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of `diffs` [seeds, users] and a 95% CI, resampling seeds, then users within each seed."""
-    rng = np.random.default_rng(seed)
-    s, u = diffs.shape
-    seeds = rng.integers(s, size=(n, s))
-    users = rng.integers(u, size=(n, s, u))
-    means = diffs[seeds[:, :, None], users].mean(axis=(1, 2))
-    return float(diffs.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
 def report(a) -> dict:
     cells = [json.loads(p.read_text()) for p in sorted(OUT.glob("cell_*.json"))]
     if not cells:
@@ -128,17 +117,27 @@ def report(a) -> dict:
                                                                     "ndcg@20"))
         lines.append(f"| {arm} | {len(seeds)} | {rows[0]['mean_identifier_tokens']:.1f} | {cols} | "
                      f"{summary[arm]['train_seconds']:.0f} |")
-    comparisons = {}
+    comparisons, intervals = {}, {}
     for x, y in (("sid_text", "titles"), ("sid_cf", "titles"), ("sid_cf", "sid_text"), ("sid_mix", "sid_cf")):
         if x in arms and y in arms:
             for s in seeds:
                 assert by[(x, s)]["users"] == by[(y, s)]["users"], "cells must cover the same users"
-            diffs = np.stack([ndcg(np.array(by[(x, s)]["ranks"])) - ndcg(np.array(by[(y, s)]["ranks"]))
-                              for s in seeds])
-            m, lo, hi = hierarchical_bootstrap(diffs)
-            comparisons[f"{x} - {y}"] = {"ndcg@10": m, "ci95": [lo, hi]}
-            lines.append(f"\n- {x} − {y}, NDCG@10 (paired hierarchical bootstrap, seeds {seeds}): {m:+.4f} "
-                         f"[95% CI {lo:+.4f}, {hi:+.4f}]")
+            comparisons[f"{x} - {y}"] = {}
+            for metric in ("ndcg@10", "hit@20"):
+                per_seed, iv = compare({s: by[(x, s)] for s in seeds}, {s: by[(y, s)] for s in seeds}, metric)
+                intervals.setdefault(metric, {})[(x, y)] = (per_seed, iv)
+                comparisons[f"{x} - {y}"][metric] = {"mean": iv.mean, "ci95": [iv.lo, iv.hi],
+                                                     "per_seed": {str(k): v.mean for k, v in per_seed.items()}}
+                lines.append(f"\n- {x} − {y}, {metric} (paired hierarchical bootstrap, seeds {seeds}): {iv}; per "
+                             f"seed " + ", ".join(f"{v.mean:+.4f}" for v in per_seed.values()))
+    if a.plot:
+        from benchmarks.accuracy.report import plot_differences
+
+        for metric, results in intervals.items():
+            png = ROOT / "docs" / f"semantic_ids_{metric.replace('@', '')}.png"
+            plot_differences(results, f"MovieLens-100K identifiers, seeds {seeds}: {metric} differences", png,
+                             metric=metric.replace("ndcg", "NDCG").replace("hit", "Hit"))
+            lines.append(f"\n![{metric}]({png.name})")
     table = "\n".join(lines)
     print(table)
     config = json.loads((OUT / "config.json").read_text()) if (OUT / "config.json").exists() else {}
@@ -167,6 +166,8 @@ def main():
     p.add_argument("--eval_users", type=int, default=None, help="A seeded subset of test users (default: all).")
     p.add_argument("--out", default=str(OUT), help="Folder of the cells.")
     p.add_argument("--report", action="store_true", help="Only aggregate the saved cells.")
+    p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
+                   help="Plots of the differences with their intervals in docs/ (semantic_ids_<metric>.png).")
     a = p.parse_args()
     OUT = Path(a.out)
     a.data_dir = str(Path(a.data_dir) / "ml-100k") if (Path(a.data_dir) / "ml-100k").is_dir() else a.data_dir

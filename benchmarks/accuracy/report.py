@@ -43,7 +43,7 @@ def difference_lines(cells, pairs, metric="ndcg@10"):
     return lines, results
 
 
-def plot_differences(results, title, png: Path):
+def plot_differences(results, title, png: Path, metric: str = "NDCG@10"):
     """Forest plot: each comparison's per-seed paired intervals (small) and the hierarchical one (large), with 0."""
     import matplotlib
 
@@ -64,7 +64,7 @@ def plot_differences(results, title, png: Path):
                     lw=2, color=color)
     ax.axvline(0, color="grey", ls="--", lw=1)
     ax.set_yticks(range(len(names)), [f"{m} − {b}" for m, b in reversed(names)], fontsize=8)
-    ax.set_xlabel("paired NDCG@10 difference")
+    ax.set_xlabel(f"paired {metric} difference")
     ax.set_title(f"{title}\nsquares: hierarchical 95% CI (seeds, then users); dots: each seed's paired CI", fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
