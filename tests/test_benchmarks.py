@@ -47,6 +47,10 @@ def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
         hits10 = sum(1 for r in c["ranks"] if 0 < r <= 10) / 24
         assert abs(hits10 - m["hit@10"]) < 1e-9  # metrics agree with the stored ranks
     assert cells["ilrec"]["config"]["cpo_alpha"] == 0.1 and cells["ilrec"]["lr"] == 1e-3
+    for method in ("sft_more", "ilrec", "ilrec_sasrec_reward"):  # also scored on the validation users
+        c = cells[method]
+        assert c["valid_users"] == len(c["valid_ranks"]) == 24
+        assert abs(c["valid_metrics"]["hit@10"] - sum(0 < r <= 10 for r in c["valid_ranks"]) / 24) < 1e-9
     # SFT was scored on validation after each epoch, kept its best weights, and the saved checkpoint reloaded scores
     # exactly what the in-memory model scored
     sft = cells["sft"]

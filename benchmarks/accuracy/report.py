@@ -97,15 +97,20 @@ def dataset_report(ds_dir: Path, docs: Path):
                          if k in RUN_FLAGS)
         lines += [f"Command: `python -m benchmarks.accuracy {flags}`", ""]
     order = [m for m in ORDER if m in cells] + sorted(m for m in cells if m not in ORDER)
-    lines += [f"## {ds_dir.name}", "", "| method | seeds | users | Hit@5 | NDCG@5 | Hit@10 | NDCG@10 | train s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [f"## {ds_dir.name}", "", "| method | seeds | users | Hit@5 | NDCG@5 | Hit@10 | NDCG@10 | valid NDCG@10 | "
+              "train s |", "|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}"  # noqa: E731
     for m in order:
         runs = list(cells[m].values())
         vals = {k: np.array([r["metrics"][k] for r in runs]) for k in ("hit@5", "ndcg@5", "hit@10", "ndcg@10")}
-        fmt = lambda v: f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f}"  # noqa: E731
+        # validation: the continued methods' own score, SFT's selected one (cells from before it was recorded: blank)
+        valid = [r["valid_metrics"]["ndcg@10"] if "valid_metrics" in r else r.get("valid_ndcg10_reloaded")
+                 for r in runs]
+        valid_col = fmt(np.array(valid)) if all(v is not None for v in valid) else ""
         lines.append(f"| {m} | {len(runs)} | {len(runs[0]['ranks'])} | " + " | ".join(fmt(vals[k]) for k in vals)
-                     + f" | {np.mean([r['seconds'] for r in runs]):.0f} |")
-    lines += ["", "± is the standard deviation over seeds. train s: wall-clock seconds at one thread of fitting "
+                     + f" | {valid_col} | {np.mean([r['seconds'] for r in runs]):.0f} |")
+    lines += ["", "± is the standard deviation over seeds. valid NDCG@10: the same model on the seeded validation users "
+              "(what choices are made on). train s: wall-clock seconds at one thread of fitting "
               "(classic) or training (LLM methods, evaluation excluded; SFT's include its validation scoring), with "
               "other jobs sharing the 2 cores.", ""]
     sft = sft_lines(cells)

@@ -37,6 +37,16 @@ def ilrec_plan(a, out, dataset, methods):
     return plan
 
 
+def validation_scores(model, tok, data, valid, batch_size) -> dict:
+    """The trained model also scored on the seeded validation users (the ones SFT was selected on), so that choices
+    between methods or settings can be made on validation, never on the test cells."""
+    from ilrec_trl.evaluation import metrics_from_ranks
+
+    ranks = ranks_of(model, tok, data, valid, batch_size)
+    return {"valid_users": len(valid), "valid_metrics": metrics_from_ranks(ranks, (5, 10)),
+            "valid_ranks": [int(r) for r in ranks]}
+
+
 def run_seed(a, data, tok, split, valid, dataset, seed):
     from ilrec_trl.rewards import MatrixFactorizationReward, most_popular_scores
 
@@ -106,6 +116,7 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
         train_seconds = time.time() - t
         ranks = ranks_of(model, tok, data, split, a.eval_batch)
         extra["eval_seconds"] = round(time.time() - t - train_seconds, 1)
+        extra.update(validation_scores(model, tok, data, valid, a.eval_batch))
         save_cell(cell_path(out, dataset, seed, method), method, ranks, train_seconds, extra)
 
     for method in scratch:  # the second protocol: ILRec from a fresh model, trained and selected like `sft`
