@@ -8,7 +8,9 @@ the test split). Stages, each starting from the best validation setting of the s
 - `layers`: the intermediate ensemble L-1..L-4 (default), L-1 only, and the authors' code's L..L-3;
 - `cpd`: L_CPD added, λ ∈ {0.01, 0.03, 0.1};
 - `crr`: L_CRR added, λ ∈ {0.01, 0.03, 0.1}, with the MF reward and with the seed's SASRec;
-- `dpo`: DPO's learning rate × β, on as many pairs as the examples the others see (`--dpo_pairs 0`).
+- `dpo`: DPO's learning rate × β, on as many pairs as the examples the others see (`--dpo_pairs 0`);
+- `shipped`: the run's ILRec flags as they are (by default the product's defaults: the reference the screening's
+  choice is compared with). `dpo` and `shipped` do not build on the earlier stages.
 
 Cells go to `<out>/<dataset>/sweep/seed<k>/<variant>.json` and are skipped on rerun; `--report` writes the table,
 the chosen settings (`chosen.json`, read by `benchmarks.accuracy --methods ilrec_tuned dpo`) and a plot of each
@@ -38,7 +40,9 @@ STAGES = {  # stage -> [(variant name, method, overrides on top of the earlier s
             for src in ("mf", "sasrec") for w in (0.01, 0.03, 0.1)],
     "dpo": [(f"dpo_lr={lr:g}_beta={beta:g}", "dpo", {"lr": lr, "beta": beta})
             for beta in (0.1, 0.5) for lr in (1e-4, 3e-5, 1e-5)],
+    "shipped": [("ilrec_shipped", "ilrec", {})],  # the run's ILRec flags (by default the product's defaults)
 }
+INDEPENDENT = ("dpo", "shipped")  # stages not built on the earlier stages' choice
 BASELINE = "sft_more"
 
 
@@ -93,7 +97,7 @@ def run(a):
         if stage is None:
             variants = [("sft_more", "sft_more", {})]
         else:
-            base = chosen_so_far(sweep_cells(a.out, a.dataset, a.seed), stage) if stage != "dpo" else {}
+            base = chosen_so_far(sweep_cells(a.out, a.dataset, a.seed), stage) if stage not in INDEPENDENT else {}
             variants = [(name, method, {**base, **overrides}) for name, method, overrides in STAGES[stage]]
         for name, method, overrides in variants:
             path = cell_path(Path(a.out), f"{a.dataset}/sweep", a.seed, name)

@@ -169,6 +169,10 @@ def test_sweep_stages_build_on_the_best_validation_setting_so_far():
         ilrec_sweep.chosen_so_far({"sft_more": cells["sft_more"]}, "cpd")
     names = [n for n, _, o in ilrec_sweep.STAGES["cpo"] if o["cpd_weight"] == 0 and o["crr_weight"] == 0]
     assert len(names) == 8  # alpha in {0.1, 0.3, 1, 3} x {scaled, additive}, CPO alone
+    # the shipped configuration is screened as it is, and later choices never build on it
+    assert ilrec_sweep.STAGES["shipped"] == [("ilrec_shipped", "ilrec", {})] and "shipped" in ilrec_sweep.INDEPENDENT
+    shipped = {**cells, "ilrec_shipped": cell("ilrec_shipped", 0.2, cpo_alpha=0.1, crr_weight=0.1)}
+    assert ilrec_sweep.chosen_so_far(shipped, "dpo")["cpo_alpha"] == 1.0  # crr_sasrec_0.1, not the shipped row
 
 
 def test_preference_pairs_take_the_best_wrong_beam_and_never_the_target():
