@@ -47,6 +47,20 @@ def validation_scores(model, tok, data, valid, batch_size) -> dict:
             "valid_ranks": [int(r) for r in ranks]}
 
 
+def selected_model(a, data, tok, seed, out_dir, valid, method="sft", reward_models=None, reuse=True):
+    """(model, what to record, training seconds) of the run `train_sft` selects into `out_dir`: a finished, checked
+    run (its `selection.json`) whose test cell is missing (interrupted, or another --eval_users) is loaded, not
+    retrained."""
+    t = time.time()
+    if reuse and (out_dir / "selection.json").exists():
+        from transformers import AutoModelForCausalLM
+
+        extra = {**json.loads((out_dir / "selection.json").read_text()), "reused_checkpoint": True}
+        return AutoModelForCausalLM.from_pretrained(out_dir), extra, extra["train_seconds"]
+    model, extra = train_sft(a, data, tok, seed, out_dir, valid, method=method, reward_models=reward_models)
+    return model, extra, time.time() - t
+
+
 def run_seed(a, data, tok, split, valid, dataset, seed):
     from ilrec_trl.rewards import MatrixFactorizationReward, most_popular_scores
 
@@ -87,16 +101,7 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
     if ("sft" in a.methods or llm) and not (done("sft") and (sft_dir / "config.json").exists()):
         # no cell: train, resuming an interrupted run, or take the finished checkpoint; a cell without its checkpoint
         # (another machine): retrain, which must reproduce the cell's ranks exactly
-        t = time.time()
-        if (sft_dir / "selection.json").exists() and not done("sft"):
-            # a finished, checked SFT whose test cell is missing (interrupted, or another --eval_users): score it
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(sft_dir)
-            extra = {**json.loads((sft_dir / "selection.json").read_text()), "reused_checkpoint": True}
-        else:
-            model, extra = train_sft(a, data, tok, seed, sft_dir, valid)
-        train_seconds = extra["train_seconds"] if extra.get("reused_checkpoint") else time.time() - t
+        model, extra, train_seconds = selected_model(a, data, tok, seed, sft_dir, valid, reuse=not done("sft"))
         t = time.time()
         ranks = ranks_of(model, tok, data, split, a.eval_batch)
         if done("sft"):
@@ -120,17 +125,8 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
         save_cell(cell_path(out, dataset, seed, method), method, ranks, train_seconds, extra)
 
     for method in scratch:  # the second protocol: ILRec from a fresh model, trained and selected like `sft`
-        t = time.time()
-        scratch_dir = models_dir(a, dataset, seed) / method
-        if (scratch_dir / "selection.json").exists():  # finished and checked, its test cell missing: score it
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(scratch_dir)
-            extra = {**json.loads((scratch_dir / "selection.json").read_text()), "reused_checkpoint": True}
-        else:
-            model, extra = train_sft(a, data, tok, seed, scratch_dir, valid, method=method,
-                                     reward_models={"mf": mf, "sasrec": sas})
-        train_seconds = extra["train_seconds"] if extra.get("reused_checkpoint") else time.time() - t
+        model, extra, train_seconds = selected_model(a, data, tok, seed, models_dir(a, dataset, seed) / method,
+                                                     valid, method=method, reward_models={"mf": mf, "sasrec": sas})
         t = time.time()
         ranks = ranks_of(model, tok, data, split, a.eval_batch)
         save_cell(cell_path(out, dataset, seed, method), method, ranks, train_seconds,
