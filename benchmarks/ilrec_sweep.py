@@ -12,7 +12,8 @@ the test split). Stages, each starting from the best validation setting of the s
 - `shipped`: the run's ILRec flags as they are (by default the product's defaults: the reference the screening's
   choice is compared with). `dpo` and `shipped` do not build on the earlier stages.
 
-Cells go to `<out>/<dataset>/sweep/seed<k>/<variant>.json` and are skipped on rerun; `--report` writes the table,
+Cells go to `<out>/<dataset>/sweep/seed<k>/<variant>.json` and are skipped on rerun (`--variants` splits a stage
+between jobs side by side); `--report` writes the table,
 the chosen settings (`chosen.json`, read by `benchmarks.accuracy --methods ilrec_tuned dpo`) and a plot of each
 variant's paired difference to SFT continued with its interval.
 
@@ -39,7 +40,7 @@ STAGES = {  # stage -> [(variant name, method, overrides on top of the earlier s
     "crr": [(f"crr_{src}_{w:g}", "ilrec", {"crr_weight": w, "reward": src})
             for src in ("mf", "sasrec") for w in (0.01, 0.03, 0.1)],
     "dpo": [(f"dpo_lr={lr:g}_beta={beta:g}", "dpo", {"lr": lr, "beta": beta})
-            for beta in (0.1, 0.5) for lr in (1e-4, 3e-5, 1e-5)],
+            for beta in (0.1, 0.5) for lr in (1e-4, 3e-5, 1e-5)],  # round 1: 1e-3 collapsed, 3e-5 was best
     "shipped": [("ilrec_shipped", "ilrec", {})],  # the run's ILRec flags (by default the product's defaults)
 }
 INDEPENDENT = ("dpo", "shipped")  # stages not built on the earlier stages' choice
@@ -101,7 +102,7 @@ def run(a):
             variants = [(name, method, {**base, **overrides}) for name, method, overrides in STAGES[stage]]
         for name, method, overrides in variants:
             path = cell_path(Path(a.out), f"{a.dataset}/sweep", a.seed, name)
-            if path.exists():
+            if path.exists() or (a.variants and name not in a.variants and stage is not None):
                 continue
             overrides = dict(overrides)
             lr = overrides.pop("lr", None)
@@ -112,7 +113,8 @@ def run(a):
                     if source == "mf" else sasrec_model(a, data, a.dataset, a.seed))
             t = time.time()
             model, extra = continue_from_sft(a, data, tok, reward_models, sft_dir, a.seed, method,
-                                             models_dir(a, a.dataset, a.seed) / "sweep", overrides or None, lr2=lr,
+                                             models_dir(a, a.dataset, a.seed) / "sweep" / name, overrides or None,
+                                             lr2=lr,
                                              source=source)
             train_seconds = time.time() - t
             ranks = ranks_of(model, tok, data, valid, a.eval_batch)
@@ -188,6 +190,9 @@ def main(argv=None):
     p.add_argument("--sweep_users", type=int, default=2000)
     p.add_argument("--sweep_epochs", type=float, default=None, help="Default: --extra_epochs (the test protocol's).")
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    p.add_argument("--variants", nargs="+", default=None, choices=ORDER, metavar="NAME",
+                   help="Only these variants of the stages (default: all), e.g. to split a stage between two jobs "
+                        "side by side; each cell trains in its own folder.")
     a = p.parse_args(argv)
     report(a) if a.report else run(a)
 

@@ -198,3 +198,24 @@ def test_sweep_report_shows_the_settled_balance_of_the_terms():
             {"negative_gradient_ratio": 1.1}]
     assert gradient_ratio({"train_logs": logs}) == "1.000"  # the second half of the logged values: (0.9 + 1.1) / 2
     assert gradient_ratio({"train_logs": [{"loss": 1.0}]}) == "" and gradient_ratio({}) == ""
+
+
+def test_dpo_pairs_are_mined_once_per_checkpoint_and_reused(tmp_path, monkeypatch):
+    from datasets import Dataset
+
+    from benchmarks.accuracy import methods
+
+    calls = []
+
+    def mine(data, model, tok, seed, n, batch):
+        calls.append(seed)
+        return Dataset.from_list([{"prompt": f"p{i}", "chosen": "a", "rejected": f"r{seed}{i}"} for i in range(n)])
+
+    monkeypatch.setattr(methods, "_mine_dpo_pairs", mine)
+    cache = tmp_path / "sft" / "dpo_pairs_3"
+    cache.parent.mkdir()
+    first = methods.dpo_dataset(None, None, None, 7, 3, 8, cache_dir=cache)
+    again = methods.dpo_dataset(None, None, None, 7, 3, 8, cache_dir=cache)
+    assert calls == [7] and again.to_list() == first.to_list() == mine(None, None, None, 7, 3, 8).to_list()
+    assert [p.name for p in cache.parent.iterdir()] == ["dpo_pairs_3"]  # no temporary folder left behind
+    assert methods.dpo_dataset(None, None, None, 8, 3, 8).to_list()[0]["rejected"] == "r80"  # no cache: mined

@@ -3,6 +3,7 @@ from that SFT model for the same extra budget (`sft_more`, `dpo`, ILRec and its 
 (`popular`, `mf`, `sasrec`) are fitted on the same training split."""
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -205,6 +206,7 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
                      valid_ndcg10_in_memory=callback.best, resumed_from=resume)
     if a.lora_r:  # every later stage starts from the merged SFT model and trains a fresh adapter on it
         model = model.merge_and_unload()
+    shutil.rmtree(sft_dir, ignore_errors=True)  # a fresh folder: nothing derived from an earlier checkpoint survives
     model.save_pretrained(str(sft_dir))
     tok.save_pretrained(str(sft_dir))
     if callback is not None:
@@ -230,9 +232,27 @@ def dpo_pair_count(a, data) -> int:
     return a.dpo_pairs if a.dpo_pairs > 0 else round(a.extra_epochs * len(data.train))
 
 
-def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size):
+def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size, cache_dir=None):
     """Offline DPO pairs: each training example's target as chosen, rejected = a random item or (half of the pairs)
-    the SFT model's best wrong beam."""
+    the SFT model's best wrong beam. With `cache_dir` (beside the SFT checkpoint they were mined from) the pairs are
+    saved there and reused by every DPO cell of the seed (the validation sweep's six and the test cell): they depend
+    only on the seed, the pair count and that checkpoint, and the beam search over ~33k prompts is the costly part."""
+    if cache_dir is not None and (Path(cache_dir) / "dataset_info.json").exists():
+        from datasets import load_from_disk
+
+        return load_from_disk(str(cache_dir))
+    pairs = _mine_dpo_pairs(data, sft_model, tok, seed, max_pairs, batch_size)
+    if cache_dir is not None:  # write beside, then rename: a concurrent cell never reads a half-written folder
+        tmp = Path(f"{cache_dir}.{os.getpid()}.tmp")
+        pairs.save_to_disk(str(tmp))
+        try:
+            tmp.rename(cache_dir)
+        except OSError:  # another process saved the same pairs first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return pairs
+
+
+def _mine_dpo_pairs(data, sft_model, tok, seed, max_pairs, batch_size):
     from ilrec_trl.generation import constrained_beam_search
 
     from ..dpo_pairs import preference_pairs
@@ -304,7 +324,9 @@ def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, 
                              train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
     elif method == "dpo":
         beta = (overrides or {}).get("beta", a.dpo_beta)
-        pairs = dpo_dataset(data, model, tok, seed, dpo_pair_count(a, data), a.eval_batch)
+        n_pairs = dpo_pair_count(a, data)
+        cache = Path(sft_dir) / f"dpo_pairs_{n_pairs}"  # inside the checkpoint's folder, which train_sft empties
+        pairs = dpo_dataset(data, model, tok, seed, n_pairs, a.eval_batch, cache_dir=cache)
         trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, lr2, a.batch // 2, beta=beta,
                                                           bf16=a.bf16),
                              train_dataset=pairs, processing_class=tok, peft_config=lora_config(a))
