@@ -219,3 +219,37 @@ def test_dpo_pairs_are_mined_once_per_checkpoint_and_reused(tmp_path, monkeypatc
     assert calls == [7] and again.to_list() == first.to_list() == mine(None, None, None, 7, 3, 8).to_list()
     assert [p.name for p in cache.parent.iterdir()] == ["dpo_pairs_3"]  # no temporary folder left behind
     assert methods.dpo_dataset(None, None, None, 8, 3, 8).to_list()[0]["rejected"] == "r80"  # no cache: mined
+
+
+def test_depth_report_reads_the_first_logit_lens_log_and_the_paired_difference(tmp_path):
+    import numpy as np
+
+    from benchmarks import depth
+    from benchmarks.accuracy.cells import save_cell
+    from benchmarks.accuracy.stats import hierarchical_bootstrap
+    from ilrec_trl.evaluation import per_user_metrics
+
+    rng = np.random.default_rng(0)
+    expected = {}
+    for layers in (6, 12):
+        diffs = []
+        for seed in (0, 1):
+            base, ilrec = rng.integers(0, 21, 300), rng.integers(0, 21, 300)
+            folder = tmp_path / f"d{layers}" / "toy" / f"seed{seed}"
+            save_cell(folder / "sft_more.json", "sft_more", base, 1.0)
+            logs = [{"loss": 1.0}, {"mean_token_accuracy": 0.5, "top1_layer_-2": 0.5 - 0.01 * layers,
+                                    "top1_layer_-3": 0.4 - seed * 0.1},
+                    {"mean_token_accuracy": 0.6, "top1_layer_-2": 0.6, "top1_layer_-3": 0.6}]  # later: ignored
+            save_cell(folder / "ilrec.json", "ilrec", ilrec, 1.0, {"train_logs": logs})
+            diffs.append(per_user_metrics(ilrec, (10,))["ndcg@10"] - per_user_metrics(base, (10,))["ndcg@10"])
+        expected[layers] = hierarchical_bootstrap(diffs)
+    summary = depth.main(["--dataset", "toy", "--runs", f"6={tmp_path / 'd6'}", f"12={tmp_path / 'd12'}",
+                          "--png", str(tmp_path / "depth.png")])
+    assert list(summary) == [6, 12] and (tmp_path / "depth.png").exists()
+    assert summary[12]["gap"] == pytest.approx({"-2": 0.12, "-3": 0.15})  # the mean over the two seeds' first logs
+    for layers, iv in expected.items():
+        assert summary[layers]["difference"] == pytest.approx([iv.mean, iv.lo, iv.hi])
+        assert summary[layers]["seeds"] == 2 and summary[layers]["users"] == 300
+    assert (tmp_path / "d6" / "toy" / "depth.json").exists()
+    with pytest.raises(SystemExit, match="LAYERS=FOLDER"):
+        depth.main(["--dataset", "toy", "--runs", str(tmp_path / "d6")])
