@@ -82,6 +82,22 @@ def chosen_so_far(cells, stage) -> dict:
     return {**best["config"], "reward": best.get("reward") or "mf"}
 
 
+def adopt_baseline(a, n_valid, same_budget):
+    """The test protocol's `sft_more` cell of the seed already holds what the sweep's baseline would retrain (the same
+    model, scored on the same seeded validation users when `--valid_users` equals `--sweep_users`): take its
+    validation ranks instead of training it again."""
+    path = cell_path(Path(a.out), f"{a.dataset}/sweep", a.seed, BASELINE)
+    test_cell = cell_path(Path(a.out), a.dataset, a.seed, BASELINE)
+    if path.exists() or not same_budget or not test_cell.exists():
+        return
+    cell = json.loads(test_cell.read_text())
+    if len(cell.get("valid_ranks", [])) != n_valid or cell.get("valid_users") != n_valid:
+        return
+    save_cell(path, BASELINE, cell["valid_ranks"], cell["seconds"],
+              {"lr": cell.get("lr"), "split": "valid", "stage": None, "sweep_epochs": a.extra_epochs,
+               "adopted_from": str(test_cell.relative_to(a.out))})
+
+
 def run(a):
     data, tok = prepare(a)
     from ilrec_trl.evaluation import sample_users
@@ -92,7 +108,9 @@ def run(a):
     if not (sft_dir / "config.json").exists():
         raise SystemExit(f"No SFT model at {sft_dir}: run `python -m benchmarks.accuracy --methods sft` for seed "
                          f"{a.seed} with the same flags first.")
+    same_budget = a.sweep_epochs in (None, a.extra_epochs)
     a.extra_epochs = a.sweep_epochs or a.extra_epochs
+    adopt_baseline(a, len(valid), same_budget)
     reward_models = {}
     for stage in [None, *a.stages]:  # the baseline, then each stage on the best setting of the ones before it
         if stage is None:

@@ -58,6 +58,15 @@ def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
     best = max(h["rec_valid_ndcg@10"] for h in sft["valid_curve"])
     assert sft["valid_ndcg10_in_memory"] == best == sft["valid_ndcg10_reloaded"]
     assert sft["best_step"] in (6, 12)
+    # the validation sweep continues from the same checkpoint: its baseline is the test cell's sft_more scored on the
+    # same validation users (adopted, not retrained), and its `shipped` variant retrains exactly the test cell's ilrec
+    run("benchmarks.ilrec_sweep", *small, "--seed", "0", "--sweep_users", "24", "--stages", "shipped", "--out",
+        str(out))
+    sweep = {p.stem: json.loads(p.read_text()) for p in (out / "synthetic" / "sweep" / "seed0").glob("*.json")}
+    assert sweep["sft_more"]["adopted_from"] == "synthetic/seed0/sft_more.json"
+    assert sweep["sft_more"]["ranks"] == cells["sft_more"]["valid_ranks"]
+    assert sweep["ilrec_shipped"]["ranks"] == cells["ilrec"]["valid_ranks"]
+    assert "adopted_from" not in sweep["ilrec_shipped"]
     # a missing sft cell is rebuilt from the finished SFT checkpoint, not retrained
     (out / "synthetic" / "seed0" / "sft.json").unlink()
     # a rerun skips finished cells (their timing is untouched) and reports them
