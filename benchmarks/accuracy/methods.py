@@ -27,6 +27,14 @@ def reward_source(method):
     return REWARD_SOURCE.get(method, "mf")
 
 
+def load_checkpoint(path):
+    """A saved model, placed where the Trainer trains (CUDA when there is one): the reload check and the scoring of a
+    reused checkpoint then run on the same device, with the same numerics, as the in-memory model's."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path).to("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def ranks_of(model, tok, data, split, batch_size):
     """Ranks of the split's targets in the model's 20-beam constrained search (0 = not in the top 20)."""
     from ilrec_trl.evaluation import recommendation_ranks
@@ -147,7 +155,6 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
     the intermediate layers have nothing to say yet), ILRec's losses after."""
     import math
 
-    from transformers import AutoModelForCausalLM
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
@@ -196,9 +203,10 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
         if a.lora_r:  # the best adapter on a fresh copy of the base model (built the same way, same seed)
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(new_model(a, tok, seed), callback.best_dir())
+            model = PeftModel.from_pretrained(new_model(a, tok, seed), callback.best_dir()).to(
+                "cuda" if torch.cuda.is_available() else "cpu")
         else:
-            model = AutoModelForCausalLM.from_pretrained(callback.best_dir())
+            model = load_checkpoint(callback.best_dir())
         if scratch:  # the chosen weights never trained with ILRec's losses: the cell is an SFT model
             extra["best_before_ilrec_start"] = callback.best_step <= scratch["ilrec_start_step"]
         extra.update(valid_curve=callback.history, best_step=callback.best_step,
@@ -212,7 +220,7 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
     if callback is not None:
         from ilrec_trl.evaluation import metrics_from_ranks
 
-        reloaded = AutoModelForCausalLM.from_pretrained(sft_dir)
+        reloaded = load_checkpoint(sft_dir)
         score = metrics_from_ranks(ranks_of(reloaded, tok, data, valid, a.eval_batch), (10,))["ndcg@10"]
         extra["valid_ndcg10_reloaded"] = score
         if abs(score - callback.best) > 1e-9:
@@ -309,14 +317,13 @@ def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, 
     """Train `method` for the run's extra budget starting from the SFT model in `sft_dir`. Returns the trained model
     and a dict of what to record with its cell (config, last training logs, DPO pair count). `reward_models` holds
     the fitted collaborative models by name ("mf", "sasrec"; `source` picks one, default `reward_source(method)`)."""
-    from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     from ilrec_trl import ILRecConfig, ILRecTrainer
 
     if lr2 is None:
         lr2 = a.dpo_lr if method == "dpo" and a.dpo_lr is not None else a.lr2
-    model = AutoModelForCausalLM.from_pretrained(sft_dir)
+    model = load_checkpoint(sft_dir)
     extra = {"lr": lr2}
     if method == "sft_more":
         trainer = SFTTrainer(model=model, args=train_args(SFTConfig, work, seed, a.extra_epochs, lr2, a.batch,

@@ -12,6 +12,7 @@ from .methods import (
     SCRATCH_METHODS,
     continue_from_sft,
     ilrec_settings,
+    load_checkpoint,
     ranks_from_item_scores,
     ranks_of,
     reward_source,
@@ -53,10 +54,8 @@ def selected_model(a, data, tok, seed, out_dir, valid, method="sft", reward_mode
     retrained."""
     t = time.time()
     if reuse and (out_dir / "selection.json").exists():
-        from transformers import AutoModelForCausalLM
-
         extra = {**json.loads((out_dir / "selection.json").read_text()), "reused_checkpoint": True}
-        return AutoModelForCausalLM.from_pretrained(out_dir), extra, extra["train_seconds"]
+        return load_checkpoint(out_dir), extra, extra["train_seconds"]
     model, extra = train_sft(a, data, tok, seed, out_dir, valid, method=method, reward_models=reward_models)
     return model, extra, time.time() - t
 

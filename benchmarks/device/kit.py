@@ -10,6 +10,8 @@ Connected machine (`benchmarks/device/make_kit.sh` calls this):
 builds `.device_kit/a/` and `.device_kit/b/`, one folder per transfer. Both hold the same `common` part (the wheels
 the GPU machine lacks, an Instruments slice, SmolLM2's config and tokenizer, `manifest.json`); `a` adds the first
 half of SmolLM2-135M-Instruct's GGUF file and `b` the second half (the file is ~94 MiB: no transfer holds it).
+`.device_kit/c/` holds the wheels and the whole data folder (Instruments and MovieLens-100K) for the `round2` stage
+(the CPU accuracy harness's tiny-model protocol on the GPU); it carries no model, leaving room for checkpoints.
 
 GPU machine (`benchmarks/device/run.sh` calls these; `--work` is a folder that lives as long as the machine):
 
@@ -32,7 +34,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = 64 * 2**20  # what one transfer to the GPU machine may carry: working tree + carried folders
-TRANSFERS = ("a", "b")
+TRANSFERS = ("a", "b")  # the model's halves travel in these
+DATA_TRANSFER = "c"  # the round-2 stage's: the wheels and the whole data folder, no model (room for checkpoints)
+FULL_DATA = ("instruments", "ml-100k")  # folders of the data dir the accuracy harness reads
 # Missing on the GPU machine (Python 3.12; it has torch, transformers, accelerate, peft, tokenizers, safetensors,
 # numpy, pyarrow, pandas, pyyaml, tqdm, xxhash, fsspec, requests, huggingface-hub): the project's own needs.
 KIT_WHEELS = ("trl==1.16.0", "datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19", "gguf==0.19.0")
@@ -95,6 +99,18 @@ def slice_data(data_dir: Path, dest: Path, users: int, seed: int) -> dict:
     shutil.copyfile(index, dest / index.name)
     return {"dataset": DATASET, "users": len(chosen), "source_users": len(sequences), "seed": seed,
             "interactions": sum(len(sequences[u]) for u in chosen)}
+
+
+def full_data(data_dir: Path, dest: Path) -> dict:
+    """The data folders the accuracy harness reads, whole (a few MiB): {folder: MiB}."""
+    sizes = {}
+    for name in FULL_DATA:
+        if not (data_dir / name).is_dir():
+            raise KitError(f"{data_dir / name} is missing: pass --data_dir (the folder holding "
+                           f"{', '.join(FULL_DATA)}).")
+        shutil.copytree(data_dir / name, dest / name)
+        sizes[name] = round(folder_size(dest / name) / 2**20, 2)
+    return sizes
 
 
 def smollm2_gguf(cache: Path) -> Path:
@@ -172,6 +188,10 @@ def assemble(staging: Path, gguf: Path, manifest: dict) -> dict:
                 link_or_copy(path, folder / path.relative_to(common))
         link_or_copy(parts_dir / part["file"], folder / "model" / part["file"])
         (folder / "manifest.json").write_text(json.dumps(dict(manifest, transfer=transfer), indent=1))
+    data_folder = staging / DATA_TRANSFER  # wheels + the whole data (built by `build` beside), no model part
+    for path in (common / "wheels").glob("*"):
+        link_or_copy(path, data_folder / "wheels" / path.name)
+    (data_folder / "manifest.json").write_text(json.dumps(dict(manifest, transfer=DATA_TRANSFER), indent=1))
     shutil.rmtree(common)
     shutil.rmtree(parts_dir)
     return manifest
@@ -187,11 +207,13 @@ def build(args) -> int:
     wheels = download_wheels(common / "wheels")
     log(f"data: {args.users} {DATASET} users from {args.data_dir}")
     data = slice_data(Path(args.data_dir), common / "data", args.users, args.seed)
+    log(f"whole data folders for the round2 stage: {', '.join(FULL_DATA)}")
+    full = full_data(Path(args.data_dir), staging / DATA_TRANSFER / "data_full")
     gguf = smollm2_gguf(Path(args.cache).expanduser())
     log("model config and tokenizer (read from the GGUF file)")
     model_shape_files(gguf, common / "smollm2_shape")
     log(f"splitting {gguf.name} ({gguf.stat().st_size / 2**20:.1f} MiB) into {len(TRANSFERS)} parts")
-    assemble(staging, gguf, {"wheels": wheels, "modules": list(KIT_MODULES), "data": data})
+    assemble(staging, gguf, {"wheels": wheels, "modules": list(KIT_MODULES), "data": data, "data_full_mib": full})
     shutil.rmtree(kit, ignore_errors=True)
     staging.replace(kit)
     log(f"built {kit} in {time.time() - started:.0f}s")
@@ -202,7 +224,11 @@ def report_sizes(kit: Path) -> int:
     tree = tree_size(REPO)
     ok = True
     print(f"{'transfer':<22}{'folder MiB':>12}{'+ working tree MiB':>20}{'limit MiB':>11}")
-    for transfer in TRANSFERS:
+    for transfer in (*TRANSFERS, DATA_TRANSFER):
+        if not (kit / transfer).is_dir():
+            print(f"{transfer}: missing (rebuild the kit)")
+            ok = False
+            continue
         size = folder_size(kit / transfer)
         total = size + tree
         ok &= total <= LIMIT
@@ -215,7 +241,7 @@ def report_sizes(kit: Path) -> int:
 # ------------------------------------------------------------------------------------------ device side
 def carried_manifests(kit: Path) -> list[dict]:
     found = []
-    for transfer in TRANSFERS:
+    for transfer in (*TRANSFERS, DATA_TRANSFER):
         path = kit / transfer / "manifest.json"
         if path.is_file():
             found.append(json.loads(path.read_text()))
@@ -233,6 +259,10 @@ def stage(args) -> int:
     if not manifests:
         log(f"no transfer folder under {kit} (carry .device_kit/a or .device_kit/b)")
         return 2
+    manifests = [m for m in manifests if m.get("transfer") in TRANSFERS]
+    if not manifests:
+        log(f"transfer {DATA_TRANSFER} carries the wheels and the data, no model half: nothing to stage")
+        return 0
     manifest = manifests[0]
     model_dir = work / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -377,6 +407,15 @@ def junit_summary(args) -> int:
     return 0 if counts["passed"] and not (counts["failed"] or counts["error"]) else 1
 
 
+def dpo_choice(args) -> int:
+    """Print `--dpo_lr X --dpo_beta Y` from a validation sweep's chosen.json, or nothing when it has no DPO choice."""
+    path = Path(args.chosen)
+    chosen = json.loads(path.read_text()) if path.is_file() else {}
+    if chosen.get("dpo_lr") is not None and chosen.get("dpo_beta") is not None:
+        print(f"--dpo_lr {chosen['dpo_lr']} --dpo_beta {chosen['dpo_beta']}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -396,6 +435,8 @@ def main(argv=None) -> int:
     j.add_argument("--junit", required=True)
     j.add_argument("--env")
     j.add_argument("--out", required=True)
+    d = sub.add_parser("dpo-choice", help="the DPO flags of a sweep's chosen.json (round2 stage)")
+    d.add_argument("--chosen", required=True)
     for name in ("stage", "require-model"):
         p = sub.add_parser(name)
         p.add_argument("--kit", default=str(REPO / ".device_kit"))
@@ -412,6 +453,8 @@ def main(argv=None) -> int:
             return environment(args)
         if args.command == "junit":
             return junit_summary(args)
+        if args.command == "dpo-choice":
+            return dpo_choice(args)
         return require_model(args)
     except KitError as err:
         log(f"ERROR: {err}")
