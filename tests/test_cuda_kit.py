@@ -123,3 +123,34 @@ def test_junit_summary_counts_outcomes(tmp_path):
     assert result.returncode == 1  # a failure fails the stage
     assert summary["counts"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1}
     assert summary["tests"][1] == {"test": "b", "outcome": "failed", "seconds": 1.0, "detail": "boom"}
+
+
+def test_data_transfer_carries_the_wheels_and_no_model_half(small_kit, tmp_path):
+    staging, _, manifest = small_kit
+    folder = staging / kit.DATA_TRANSFER
+    assert (folder / "wheels" / "pkg-1.0-py3-none-any.whl").read_bytes() == b"wheel"
+    assert not (folder / "model").exists()
+    assert json.loads((folder / "manifest.json").read_text())["transfer"] == kit.DATA_TRANSFER
+    work = tmp_path / "work"
+    proc = kit_cli("stage", "--kit", str(carried(staging, kit.DATA_TRANSFER, tmp_path / "dev")), "--work", str(work))
+    assert proc.returncode == 0 and "nothing to stage" in proc.stdout
+    assert not (work / "model").exists()  # a model half staged earlier on this machine would be left alone
+    data = tmp_path / "data"
+    for name in kit.FULL_DATA:
+        (data / name).mkdir(parents=True)
+        (data / name / "f.json").write_text(name)
+    assert set(kit.full_data(data, tmp_path / "full")) == set(kit.FULL_DATA)
+    assert (tmp_path / "full" / "ml-100k" / "f.json").read_text() == "ml-100k"
+    (data / "ml-100k" / "f.json").unlink()
+    (data / "ml-100k").rmdir()
+    with pytest.raises(kit.KitError, match="ml-100k is missing"):
+        kit.full_data(data, tmp_path / "full2")
+
+
+def test_dpo_choice_prints_the_sweeps_flags_or_nothing(tmp_path):
+    chosen = tmp_path / "chosen.json"
+    assert kit_cli("dpo-choice", "--chosen", str(chosen)).stdout == ""  # no sweep yet
+    chosen.write_text(json.dumps({"dpo_lr": None, "dpo_beta": None}))
+    assert kit_cli("dpo-choice", "--chosen", str(chosen)).stdout == ""
+    chosen.write_text(json.dumps({"dpo_lr": 3e-05, "dpo_beta": 0.5}))
+    assert kit_cli("dpo-choice", "--chosen", str(chosen)).stdout.split() == ["--dpo_lr", "3e-05", "--dpo_beta", "0.5"]
