@@ -10,7 +10,8 @@
 #             the GPU, carrying .device_kit/c (whole data, no model): cells into benchmarks/results/accuracy_v2_gpu,
 #             resumed from the committed cells and, within a session, from carried SFT checkpoints
 #             (outputs/accuracy_models/accuracy_v2_gpu); $OUT/round2.tar.gz brings both back. ILREC_ROUND2_ARGS
-#             replaces the default arguments (MovieLens-100K, seeds 0 1 2: see the stage below)
+#             replaces the default arguments (MovieLens-100K, seeds 0 1 2: see the stage below), ILREC_ROUND2_NAME
+#             the results folder's name (default accuracy_v2_gpu; e.g. accuracy_v2_gpu_depth12 with --layers 12)
 #   stage     only stage the carried half of the model and install the wheels
 #   --smoke   on a CPU, tiny budgets (benchmarks/device/simulate.sh)
 #
@@ -104,7 +105,8 @@ case "$stage" in
       args="--dataset synthetic --seeds 0 --eval_users 24 --valid_users 24 --sft_epochs 2 --sft_eval_every 1
             --extra_epochs 0.2 --dpo_pairs 32 --methods popular mf sft sft_more dpo ilrec"
     else
-      base="$repo"; rel_out=benchmarks/results/accuracy_v2_gpu; rel_models=outputs/accuracy_models/accuracy_v2_gpu
+      name=${ILREC_ROUND2_NAME:-accuracy_v2_gpu}  # another name for another shared flag (e.g. --layers 12)
+      base="$repo"; rel_out=benchmarks/results/$name; rel_models=outputs/accuracy_models/$name
       # DPO at Instruments' validation choice (MovieLens is not re-tuned), once the sweep has made it
       dpo=$("$py" benchmarks/device/kit.py dpo-choice --chosen benchmarks/results/accuracy_v2/instruments/sweep/chosen.json)
       args=${ILREC_ROUND2_ARGS:-"--dataset ml100k --seeds 0 1 2 --eval_users 0 --valid_users 2000 --sft_epochs 4
