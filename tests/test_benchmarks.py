@@ -4,6 +4,7 @@ stages on validation."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,20 @@ def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
     rebuilt = json.loads((out / "synthetic" / "seed0" / "sft.json").read_text())
     assert rebuilt["reused_checkpoint"] and rebuilt["ranks"] == sft["ranks"]
     assert rebuilt["valid_curve"] == sft["valid_curve"]
+    assert rebuilt["versions"]["torch"] == torch.__version__  # what a retrain must match to reproduce the cell
+    # without its checkpoint the SFT is retrained and must reproduce the stored ranks; a model that does not is
+    # moved aside (never taken later for the seed's start) and the run stops
+    models = tmp_path / "models" / "synthetic" / "seed0"
+    shutil.rmtree(models / "sft")
+    run("benchmarks.accuracy", *small, "--seeds", "0", "--methods", "sft", "--out", str(out))
+    assert (models / "sft" / "config.json").exists()  # same versions here: reproduced
+    tampered = json.loads((out / "synthetic" / "seed0" / "sft.json").read_text())
+    tampered["ranks"][0] = 21  # a rank no beam search gives: the stored cell now disagrees with any retrain
+    (out / "synthetic" / "seed0" / "sft.json").write_text(json.dumps(tampered))
+    shutil.rmtree(models / "sft")
+    failed = run("benchmarks.accuracy", *small, "--seeds", "0", "--methods", "sft", "--out", str(out), expect_ok=False)
+    assert failed.returncode != 0 and "does not reproduce" in failed.stderr
+    assert not (models / "sft").exists() and len(list(models.glob("sft_not_reproduced_*"))) == 1
     # the same folder with another budget would mix incomparable cells: refused, naming the flag
     bad = run("benchmarks.accuracy", *small, "--seeds", "0", "--extra_epochs", "0.3", "--out", str(out),
               expect_ok=False)

@@ -11,12 +11,25 @@ def cell_path(out, dataset, seed, method) -> Path:
     return Path(out) / dataset / f"seed{seed}" / f"{method}.json"
 
 
+def library_versions() -> dict:
+    """The versions training numerics depend on: a checkpoint retrained elsewhere reproduces a cell only with these."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "transformers", "accelerate", "trl", "peft", "datasets", "tokenizers", "numpy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 def save_cell(path: Path, method, ranks, seconds, extra=None):
     from ilrec_trl.evaluation import metrics_from_ranks
 
     path.parent.mkdir(parents=True, exist_ok=True)
     cell = {"method": method, "seconds": round(seconds, 1), "metrics": metrics_from_ranks(ranks, KS),
-            "ranks": [int(r) for r in ranks], **(extra or {})}
+            "ranks": [int(r) for r in ranks], "versions": library_versions(), **(extra or {})}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cell))
     tmp.replace(path)

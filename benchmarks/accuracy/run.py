@@ -106,8 +106,14 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
         if done("sft"):
             stored = json.loads(cell_path(out, dataset, seed, "sft").read_text())["ranks"]
             if list(map(int, ranks)) != stored:
-                raise SystemExit(f"SFT retrained into {sft_dir} does not reproduce the stored sft cell's ranks: the "
-                                 "cells of this seed would start from another model. Use a new --out.")
+                # moved aside, so that no rerun takes it for the checkpoint the seed's cells started from
+                aside = sft_dir.with_name(f"sft_not_reproduced_{time.strftime('%Y%m%d%H%M%S')}")
+                sft_dir.rename(aside)
+                raise SystemExit(
+                    f"SFT retrained for seed {seed} does not reproduce the stored sft cell's ranks (moved to {aside}): "
+                    "the cells of this seed would start from another model. Training is reproducible only with the "
+                    "same library versions (torch, transformers, accelerate, ...); install the ones the cells were "
+                    "made with, or use a new --out.")
         else:
             save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks, train_seconds,
                       {**extra, "eval_seconds": round(time.time() - t, 1)})
