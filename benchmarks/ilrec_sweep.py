@@ -150,28 +150,29 @@ def gradient_ratio(cell) -> str:
     return f"{sum(values) / len(values):.3f}" if values else ""
 
 
-def report(a):
+def seed_section(a, seed):
+    """The screening table and plot of one seed's sweep cells, and that seed's choices ({} where it screened none)."""
     from ilrec_trl.evaluation import per_user_metrics
 
-    cells = sweep_cells(a.out, a.dataset, a.seed)
+    cells = sweep_cells(a.out, a.dataset, seed)
     if BASELINE not in cells:
-        raise SystemExit(f"No {BASELINE} sweep cell under {sweep_dir(a.out, a.dataset, a.seed)}.")
+        raise SystemExit(f"No {BASELINE} sweep cell under {sweep_dir(a.out, a.dataset, seed)}.")
     ndcg = {n: c["metrics"]["ndcg@10"] for n, c in cells.items()}
     ilrec = ilrec_valid(cells)
-    result = {"seed": a.seed, "valid_ndcg@10": ndcg}
+    choice = {}
     if ilrec:
         best = cells[best_of(ilrec)]
-        result.update(ilrec_variant=best["method"], ilrec=best["config"], reward=best.get("reward"))
+        choice.update(ilrec_variant=best["method"], ilrec=best["config"], reward=best.get("reward"), ilrec_seed=seed)
     dpo = {n: v for n, v in ndcg.items() if cells[n].get("stage") == "dpo"}
-    best_dpo = cells[best_of(dpo)] if dpo else {}
-    result.update(dpo_lr=best_dpo.get("lr"), dpo_beta=best_dpo.get("beta"))
-    (sweep_dir(a.out, a.dataset, a.seed).parent / "chosen.json").write_text(json.dumps(result, indent=2))
+    if dpo:
+        best_dpo = cells[best_of(dpo)]
+        choice.update(dpo_lr=best_dpo.get("lr"), dpo_beta=best_dpo.get("beta"), dpo_seed=seed)
 
     ref = per_user_metrics(cells[BASELINE]["ranks"], (10,))["ndcg@10"]
     users = len(ref)
     diffs = {n: paired_bootstrap(per_user_metrics(c["ranks"], (10,))["ndcg@10"], ref) for n, c in cells.items()
              if n != BASELINE}
-    lines = [f"### Validation screening ({a.dataset}, seed {a.seed}, {users} validation users, "
+    lines = [f"### Validation screening ({a.dataset}, seed {seed}, {users} validation users, "
              f"{cells[BASELINE].get('sweep_epochs')} epochs from the converged SFT model)", "",
              f"| stage | variant | config | Hit@10 | NDCG@10 | − {BASELINE} [95% CI, paired users] | neg. grad ratio | "
              "train s |",
@@ -183,22 +184,47 @@ def report(a):
         short = ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "negative_scope")
         if c.get("reward"):
             short += f", reward={c['reward']}"
+        if c.get("stage") == "dpo":
+            short = f"lr={c.get('lr')}, beta={c.get('beta')}"
         lines.append(f"| {c.get('stage') or ''} | {n} | {short} | {c['metrics']['hit@10']:.4f} | {ndcg[n]:.4f} | "
                      f"{diffs.get(n, '')} | {gradient_ratio(c)} | {c['seconds']:.0f} |")
     if ilrec:
-        lines += ["", f"Best on validation so far: `{result['ilrec_variant']}` ({result['ilrec']}, reward "
-                      f"{result['reward']}); DPO learning rate {result['dpo_lr']}, β {result['dpo_beta']}.", ""]
+        lines += ["", f"Best ILRec setting on validation so far: `{choice['ilrec_variant']}` ({choice['ilrec']}, "
+                      f"reward {choice['reward']})."]
+    if dpo:
+        lines += ["", f"Best DPO setting on validation: learning rate {choice['dpo_lr']}, β {choice['dpo_beta']}."]
+    lines.append("")
     try:
         from benchmarks.accuracy.report import plot_differences
 
-        png = docs_dir(a) / f"{Path(a.out).name}_sweep_{a.dataset}.png"
+        png = docs_dir(a) / f"{Path(a.out).name}_sweep_{a.dataset}{'' if seed == 0 else f'_seed{seed}'}.png"
         plot_differences({(n, BASELINE): ({}, iv) for n, iv in sorted(diffs.items(), key=lambda kv: -kv[1].mean)},
-                         f"{a.dataset} validation screening, seed {a.seed}: NDCG@10 − {BASELINE}", png)
-        lines += [f"![sweep]({png.name})", ""]
+                         f"{a.dataset} validation screening, seed {seed}: NDCG@10 − {BASELINE}", png)
+        lines += [f"![sweep seed {seed}]({png.name})", ""]
     except ImportError:
         pass
+    return lines, choice
+
+
+def report(a):
+    """`sweep.md` (one section per screened seed) and `chosen.json`: the ILRec choice from the first seed that
+    screened ILRec settings, DPO's from the first seed that screened DPO (each records which seed it came from)."""
+    seeds = sorted(int(p.name.removeprefix("seed")) for p in sweep_dir(a.out, a.dataset, 0).parent.glob("seed*"))
+    if not seeds:
+        raise SystemExit(f"No sweep cells under {sweep_dir(a.out, a.dataset, 0).parent}.")
+    lines, result = [], {"valid_ndcg@10": {}}
+    for seed in seeds:
+        section, choice = seed_section(a, seed)
+        lines += section
+        result["valid_ndcg@10"][f"seed{seed}"] = {c["method"]: c["metrics"]["ndcg@10"]
+                                                  for c in sweep_cells(a.out, a.dataset, seed).values()}
+        for key, value in choice.items():
+            result.setdefault(key, value)
+    result.setdefault("dpo_lr", None)
+    result.setdefault("dpo_beta", None)
+    (sweep_dir(a.out, a.dataset, 0).parent / "chosen.json").write_text(json.dumps(result, indent=2))
     text = "\n".join(lines)
-    (sweep_dir(a.out, a.dataset, a.seed).parent / "sweep.md").write_text(text)
+    (sweep_dir(a.out, a.dataset, 0).parent / "sweep.md").write_text(text)
     print(text)
 
 

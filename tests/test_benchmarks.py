@@ -277,3 +277,30 @@ def test_depth_report_reads_the_first_logit_lens_log_and_the_paired_difference(t
     assert (tmp_path / "d6" / "toy" / "depth.json").exists()
     with pytest.raises(SystemExit, match="LAYERS=FOLDER"):
         depth.main(["--dataset", "toy", "--runs", str(tmp_path / "d6")])
+
+
+def test_sweep_report_takes_ilrec_and_dpo_choices_from_the_seeds_that_screened_them(tmp_path):
+    import numpy as np
+
+    from benchmarks import ilrec_sweep
+    from benchmarks.accuracy.cells import cell_path, save_cell
+
+    rng = np.random.default_rng(0)
+    ranks = lambda: rng.integers(0, 21, 50)  # noqa: E731
+    cfg = {"negative_scope": "trie", "cpo_alpha": 0.3, "cpd_weight": 0.0, "crr_weight": 0.0}
+    for seed, variants in ((0, {"cpo_scaled_a0.3": {"config": cfg, "stage": "cpo"}}),
+                           (2, {"dpo_lr=3e-05_beta=0.5": {"lr": 3e-5, "beta": 0.5, "stage": "dpo"},
+                                "dpo_lr=1e-05_beta=0.1": {"lr": 1e-5, "beta": 0.1, "stage": "dpo"}})):
+        save_cell(cell_path(tmp_path, "toy/sweep", seed, "sft_more"), "sft_more", ranks(), 1.0, {"split": "valid"})
+        for name, extra in variants.items():
+            save_cell(cell_path(tmp_path, "toy/sweep", seed, name), name, ranks(), 1.0, extra)
+    dpo = ilrec_sweep.sweep_cells(tmp_path, "toy", 2)
+    best = max(("dpo_lr=3e-05_beta=0.5", "dpo_lr=1e-05_beta=0.1"), key=lambda n: dpo[n]["metrics"]["ndcg@10"])
+    a = ilrec_sweep.build_parser().parse_args(["--out", str(tmp_path), "--report"])
+    a.dataset = "toy"
+    ilrec_sweep.report(a)
+    chosen = json.loads((tmp_path / "toy" / "sweep" / "chosen.json").read_text())
+    assert chosen["ilrec_variant"] == "cpo_scaled_a0.3" and chosen["ilrec"] == cfg and chosen["ilrec_seed"] == 0
+    assert (chosen["dpo_lr"], chosen["dpo_beta"]) == (dpo[best]["lr"], dpo[best]["beta"]) and chosen["dpo_seed"] == 2
+    text = (tmp_path / "toy" / "sweep" / "sweep.md").read_text()
+    assert "seed 0," in text and "seed 2," in text and "lr=3e-05, beta=0.5" in text
