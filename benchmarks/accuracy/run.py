@@ -111,9 +111,9 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
                 sft_dir.rename(aside)
                 raise SystemExit(
                     f"SFT retrained for seed {seed} does not reproduce the stored sft cell's ranks (moved to {aside}): "
-                    "the cells of this seed would start from another model. Training is reproducible only with the "
-                    "same library versions (torch, transformers, accelerate, ...); install the ones the cells were "
-                    "made with, or use a new --out.")
+                    "the cells of this seed would start from another model. Training reproduces only with the same "
+                    "code and library versions (each cell records its `versions`): restore those, compute the seed's "
+                    "remaining methods on another seed, or use a new --out.")
         else:
             save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks, train_seconds,
                       {**extra, "eval_seconds": round(time.time() - t, 1)})
