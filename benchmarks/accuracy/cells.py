@@ -12,10 +12,18 @@ def cell_path(out, dataset, seed, method) -> Path:
 
 
 def library_versions() -> dict:
-    """The versions training numerics depend on: a checkpoint retrained elsewhere reproduces a cell only with these."""
+    """What training numerics depend on besides the code: the libraries' versions and the processor (its vector
+    instructions change float rounding). A seed's SFT retrained where any of these differ does not reproduce."""
+    import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {}
+    found = {"machine": platform.machine()}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = cpuinfo.read_text().splitlines()
+        found["cpu"] = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+        found["cpu_simd"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
     for name in ("torch", "transformers", "accelerate", "trl", "peft", "datasets", "tokenizers", "numpy"):
         try:
             found[name] = version(name)

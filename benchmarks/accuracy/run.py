@@ -112,8 +112,8 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
                 raise SystemExit(
                     f"SFT retrained for seed {seed} does not reproduce the stored sft cell's ranks (moved to {aside}): "
                     "the cells of this seed would start from another model. Training reproduces only with the same "
-                    "code and library versions (each cell records its `versions`): restore those, compute the seed's "
-                    "remaining methods on another seed, or use a new --out.")
+                    "code, library versions and processor (each cell records its `versions`): compute the missing "
+                    "methods on a new seed (all of a seed's cells in one go), or use a new --out.")
         else:
             save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks, train_seconds,
                       {**extra, "eval_seconds": round(time.time() - t, 1)})
