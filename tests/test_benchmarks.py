@@ -304,3 +304,12 @@ def test_sweep_report_takes_ilrec_and_dpo_choices_from_the_seeds_that_screened_t
     assert (chosen["dpo_lr"], chosen["dpo_beta"]) == (dpo[best]["lr"], dpo[best]["beta"]) and chosen["dpo_seed"] == 2
     text = (tmp_path / "toy" / "sweep" / "sweep.md").read_text()
     assert "seed 0," in text and "seed 2," in text and "lr=3e-05, beta=0.5" in text
+
+
+def test_report_says_where_each_seeds_cells_were_computed():
+    from benchmarks.accuracy.report import environment_lines
+
+    env = {"cpu": "Xeon", "cpu_simd": ["avx2"], "torch": "2.13.0"}
+    cells = {"sft": {"seed0": {}, "seed2": {"versions": env}}, "ilrec": {"seed2": {"versions": env}}}
+    assert environment_lines(cells) == ["- seed0: not recorded for sft", "- seed2: cpu Xeon, cpu_simd avx2, torch 2.13.0"]
+    assert environment_lines({"sft": {"seed0": {}}}) == []  # nothing recorded anywhere: no section

@@ -85,6 +85,21 @@ def sft_lines(cells):
     return lines
 
 
+def environment_lines(cells):
+    """Per seed, the processor and library versions its cells record (cells from before they were recorded: said)."""
+    seeds = sorted({s for c in cells.values() for s in c})
+    lines = []
+    for s in seeds:
+        envs = {json.dumps(c[s]["versions"], sort_keys=True) for c in cells.values() if s in c and "versions" in c[s]}
+        missing = sorted(m for m, c in cells.items() if s in c and "versions" not in c[s])
+        parts = [", ".join(f"{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in json.loads(e).items())
+                 for e in sorted(envs)]
+        if missing:
+            parts.append(f"not recorded for {', '.join(missing)}")
+        lines.append(f"- {s}: " + "; ".join(parts))
+    return lines if any("not recorded" not in line for line in lines) else []
+
+
 def dataset_report(ds_dir: Path, docs: Path):
     cells = load_cells(ds_dir)
     if not cells:
@@ -116,6 +131,10 @@ def dataset_report(ds_dir: Path, docs: Path):
     sft = sft_lines(cells)
     if sft:
         lines += ["SFT until validation NDCG@10 stops improving:", "", *sft, ""]
+    env = environment_lines(cells)
+    if env:
+        lines += ["Where each seed's cells were computed (a seed's cells all continue from its one SFT checkpoint; a "
+                  "retrain elsewhere does not reproduce it, so a seed's cells are made in one go):", "", *env, ""]
     diff_lines, results = difference_lines(cells, comparisons(cells))
     if results:
         lines += ["Paired differences in NDCG@10 (each seed: paired user bootstrap; last column: hierarchical "
