@@ -313,3 +313,15 @@ def test_report_says_where_each_seeds_cells_were_computed():
     cells = {"sft": {"seed0": {}, "seed2": {"versions": env}}, "ilrec": {"seed2": {"versions": env}}}
     assert environment_lines(cells) == ["- seed0: not recorded for sft", "- seed2: cpu Xeon, cpu_simd avx2, torch 2.13.0"]
     assert environment_lines({"sft": {"seed0": {}}}) == []  # nothing recorded anywhere: no section
+
+
+def test_report_command_line_reruns_the_folder_with_its_methods_and_no_unset_flags():
+    from benchmarks.accuracy.config import build_parser
+    from benchmarks.accuracy.report import command_line
+
+    run_args = {"dataset": "instruments", "seeds": [3, 4], "methods": ["sft", "dpo"], "dpo_lr": None,
+                "dpo_beta": 0.5, "out": "/somewhere", "eval_batch": 64}
+    cmd = command_line(run_args)
+    assert cmd == "python -m benchmarks.accuracy --dataset instruments --seeds 3 4 --methods sft dpo --dpo_beta 0.5"
+    a = build_parser().parse_args(cmd.split()[3:])  # what the report prints is a command the harness accepts
+    assert (a.seeds, a.methods, a.dpo_lr, a.dpo_beta) == ([3, 4], ["sft", "dpo"], None, 0.5)

@@ -13,7 +13,7 @@ from .stats import compare
 ORDER = (*CLASSIC_METHODS, "sft", "sft_more", "dpo", *ABLATIONS, *SCRATCH_METHODS)
 RUN_FLAGS = ("dataset", "seeds", "eval_users", "valid_users", "sft_epochs", "sft_eval_every", "sft_patience",
              "extra_epochs", "dpo_pairs", "batch", "lr", "lr2", "layers", "hidden", "max_history", "cpo_alpha",
-             "cpd_weight", "crr_weight", "scratch_sft_epochs")
+             "cpd_weight", "crr_weight", "scratch_sft_epochs", "dpo_lr", "dpo_beta", "methods")
 
 
 def comparisons(methods):
@@ -100,6 +100,13 @@ def environment_lines(cells):
     return lines if any("not recorded" not in line for line in lines) else []
 
 
+def command_line(run_args) -> str:
+    """The harness command that makes (or resumes) a results folder, from its `run_args.json` (unset flags left out)."""
+    flags = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in run_args.items()
+                     if k in RUN_FLAGS and v is not None)
+    return f"python -m benchmarks.accuracy {flags}"
+
+
 def dataset_report(ds_dir: Path, docs: Path):
     cells = load_cells(ds_dir)
     if not cells:
@@ -107,10 +114,7 @@ def dataset_report(ds_dir: Path, docs: Path):
     lines = []
     args_file = ds_dir / "run_args.json"
     if args_file.exists():
-        run_args = json.loads(args_file.read_text())
-        flags = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in run_args.items()
-                         if k in RUN_FLAGS)
-        lines += [f"Command: `python -m benchmarks.accuracy {flags}`", ""]
+        lines += [f"Command: `{command_line(json.loads(args_file.read_text()))}`", ""]
     order = [m for m in ORDER if m in cells] + sorted(m for m in cells if m not in ORDER)
     lines += [f"## {ds_dir.name}", "", "| method | seeds | users | Hit@5 | NDCG@5 | Hit@10 | NDCG@10 | valid NDCG@10 | "
               "train s |", "|---|---|---|---|---|---|---|---|---|"]
@@ -164,7 +168,7 @@ def report(out: Path, docs: Path):
                 "hierarchical bootstrap). Round 2: benchmarks_accuracy.md.", ""]
     else:
         head = ["# Accuracy benchmark, round 2 (issue 12)", "",
-                "Reproduce: `python -m benchmarks.accuracy --dataset instruments --seeds 0 1 2` (resumable), then "
+                "Reproduce: each dataset's command below (resumable; a seed's cells in one go, see below), then "
                 "`python -m benchmarks.accuracy --report`. See the package's docstring for the protocol. Round 1 "
                 "(SFT for one fixed epoch, another tokenizer, 1,000 test users): benchmarks_accuracy_round1.md.", ""]
     lines = list(head)
