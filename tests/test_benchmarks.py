@@ -48,6 +48,7 @@ def test_accuracy_harness_cells_resume_and_refuse_changed_flags(tmp_path):
         hits10 = sum(1 for r in c["ranks"] if 0 < r <= 10) / 24
         assert abs(hits10 - m["hit@10"]) < 1e-9  # metrics agree with the stored ranks
     assert cells["ilrec"]["config"]["cpo_alpha"] == 0.1 and cells["ilrec"]["lr"] == 1e-3
+    assert cells["sft"]["lm_head_positions"] == cells["sft_more"]["lm_head_positions"] == "completion"
     for method in ("sft_more", "ilrec", "ilrec_sasrec_reward"):  # also scored on the validation users
         c = cells[method]
         assert c["valid_users"] == len(c["valid_ranks"]) == 24
@@ -126,6 +127,42 @@ def test_ilrec_scratch_trains_like_sft_with_ilrec_after_its_start_step(tmp_path)
         "ilrec_scratch", "--out", str(out))
     rebuilt = json.loads(cell.read_text())
     assert rebuilt["reused_checkpoint"] and rebuilt["ranks"] == scratch["ranks"]
+
+
+def test_completion_positions_only_gives_sfts_loss_and_gradients_from_fewer_projected_rows(tmp_path, monkeypatch):
+    import trl.trainer.utils as trl_utils
+    from trl import SFTConfig, SFTTrainer
+
+    a = acc_config.build_parser().parse_args(["--dataset", "synthetic", "--data_dir", str(tmp_path)])
+    data, tok = acc_config.prepare(a)
+    model = acc_methods.new_model(a, tok, seed=0)
+    trainer = SFTTrainer(model=model, args=acc_methods.train_args(SFTConfig, tmp_path / "t", 0, 1, 1e-3, 8),
+                         train_dataset=data.train.select(range(8)), processing_class=tok)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    rows = []
+    original_apply = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *rest: rows.append(hidden.shape[0]) or original_apply(hidden, *rest))
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    original_switch = trl_utils._use_triton
+    every_loss, every_grads = loss_and_grads()
+    with acc_methods.completion_positions_only() as head:
+        compact_loss, compact_grads = loss_and_grads()
+    assert head == "completion" and trl_utils._use_triton is original_switch  # restored
+    completion = int((batch["labels"][:, 1:] != -100).sum())
+    assert rows == [batch["labels"][:, 1:].numel(), completion] and completion < rows[0]
+    torch.testing.assert_close(compact_loss, every_loss, rtol=1e-6, atol=1e-6)
+    for g_compact, g_every in zip(compact_grads, every_grads):
+        torch.testing.assert_close(g_compact, g_every, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError), acc_methods.completion_positions_only():
+        raise RuntimeError("a failed training run")
+    assert trl_utils._use_triton is original_switch  # restored after an error too
 
 
 def test_overhead_profile_counts_each_marked_region_once():

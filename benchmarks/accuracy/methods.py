@@ -2,6 +2,7 @@
 from that SFT model for the same extra budget (`sft_more`, `dpo`, ILRec and its ablations); classic baselines
 (`popular`, `mf`, `sasrec`) are fitted on the same training split."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +48,30 @@ def ranks_from_item_scores(scores, split):
 
     ranks = ranks_from_scores(scores, torch.tensor(list(split["item_id"]))).numpy()
     return np.where(ranks <= 20, ranks, 0)  # same top-20 cut-off as the beam search
+
+
+@contextlib.contextmanager
+def completion_positions_only():
+    """Make TRL's fused LM head (SFTTrainer, DPOTrainer, and ILRecTrainer before `ilrec_start_step`) project only the
+    completion positions on a CPU too, as it does on CUDA/XPU. TRL decides through `trl.trainer.utils._use_triton`, a
+    private name; without it (another TRL) nothing changes. The loss and its gradients are the same either way (both
+    are masked to the completion); only the cost differs. Measured at one thread on MovieLens-100K titles (batch 256,
+    105 tokens padded, 8% of them completion): forward + backward 2.0 s instead of 6.7-9.6 s, the same loss, gradients
+    within 6e-8. Yields what the head projected, for the cell's record."""
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:
+        yield "all positions"
+        return
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield "all positions"
+        return
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield "completion"
+    finally:
+        trl_utils._use_triton = original
 
 
 def train_args(cls, out_dir, seed, epochs, lr, batch, logging_steps=100, bf16=False, **kw):
@@ -194,9 +219,11 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
         if resume:
             print(f"Resuming SFT from {resume}", flush=True)
             callback.restore(int(resume.rsplit("-", 1)[1]))
-    trainer.train(resume_from_checkpoint=resume)
+    with completion_positions_only() as head:
+        trainer.train(resume_from_checkpoint=resume)
     model = trainer.model
-    extra = {"sft_epochs_max": a.sft_epochs, "steps_run": trainer.state.global_step, **scratch}
+    extra = {"sft_epochs_max": a.sft_epochs, "steps_run": trainer.state.global_step, "lm_head_positions": head,
+             **scratch}
     if scratch:
         extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-30:]
     if callback is not None:
@@ -349,8 +376,10 @@ def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, 
                                reward_fn=reward_fn, peft_config=lora_config(a))
         extra["config"] = cfg
         extra["reward"] = source if reward_fn is not None else None
-    trainer.train()
+    with completion_positions_only() as head:
+        trainer.train()
     model = trainer.model
+    extra["lm_head_positions"] = head
     extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-30:]
     shutil.rmtree(work, ignore_errors=True)
     return model, extra
