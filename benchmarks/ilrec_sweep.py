@@ -10,7 +10,11 @@ the test split). Stages, each starting from the best validation setting of the s
 - `crr`: L_CRR added, λ ∈ {0.01, 0.03, 0.1}, with the MF reward and with the seed's SASRec;
 - `dpo`: DPO's learning rate × β, on as many pairs as the examples the others see (`--dpo_pairs 0`);
 - `shipped`: the run's ILRec flags as they are (by default the product's defaults: the reference the screening's
-  choice is compared with). `dpo` and `shipped` do not build on the earlier stages.
+  choice is compared with);
+- `lr`: the continuation's learning rate (the harness's `--lr2`, default 1e-3) lowered to 3e-4 and 1e-4 for SFT
+  continued and for the shipped ILRec alike; the report pairs each ILRec with the SFT continued of its own learning
+  rate. `dpo`, `shipped` and `lr` do not build on the earlier stages, and no ILRec choice is taken from `lr` (the
+  harness continues at `--lr2`).
 
 Cells go to `<out>/<dataset>/sweep/seed<k>/<variant>.json` and are skipped on rerun (`--variants` splits a stage
 between jobs side by side); `--report` writes the table,
@@ -42,8 +46,9 @@ STAGES = {  # stage -> [(variant name, method, overrides on top of the earlier s
     "dpo": [(f"dpo_lr={lr:g}_beta={beta:g}", "dpo", {"lr": lr, "beta": beta})
             for beta in (0.1, 0.5) for lr in (1e-4, 3e-5, 1e-5)],  # round 1: 1e-3 collapsed, 3e-5 was best
     "shipped": [("ilrec_shipped", "ilrec", {})],  # the run's ILRec flags (by default the product's defaults)
+    "lr": [(f"{m}_lr={lr:g}", m, {"lr": lr}) for lr in (3e-4, 1e-4) for m in ("sft_more", "ilrec")],
 }
-INDEPENDENT = ("dpo", "shipped")  # stages not built on the earlier stages' choice
+INDEPENDENT = ("dpo", "shipped", "lr")  # stages not built on the earlier stages' choice
 BASELINE = "sft_more"
 
 
@@ -59,7 +64,18 @@ ORDER = [name for variants in STAGES.values() for name, _, _ in variants]
 
 
 def ilrec_valid(cells) -> dict:
-    return {n: c["metrics"]["ndcg@10"] for n, c in cells.items() if c.get("config") is not None}
+    """Validation NDCG@10 of the ILRec variants the choice is made among: those at the harness's learning rate."""
+    return {n: c["metrics"]["ndcg@10"] for n, c in cells.items()
+            if c.get("config") is not None and c.get("stage") != "lr"}
+
+
+def same_lr_pairs(cells) -> list:
+    """(ILRec variant, SFT continued) pairs trained at the same learning rate: the baseline with the shipped ILRec,
+    and each learning rate of the `lr` stage with its own SFT continued."""
+    pairs = [("ilrec_shipped", BASELINE)]
+    for lr in sorted({c.get("lr") for c in cells.values() if c.get("stage") == "lr"}, reverse=True):
+        pairs.append((f"ilrec_lr={lr:g}", f"sft_more_lr={lr:g}"))
+    return [(i, s) for i, s in pairs if i in cells and s in cells]
 
 
 def best_of(scores: dict) -> str:
@@ -82,19 +98,22 @@ def chosen_so_far(cells, stage) -> dict:
     return {**best["config"], "reward": best.get("reward") or "mf"}
 
 
-def adopt_baseline(a, n_valid, same_budget):
+def adopt_baseline(a, n_valid, same_budget, name=BASELINE, test_method=BASELINE, stage=None):
     """The test protocol's `sft_more` cell of the seed already holds what the sweep's baseline would retrain (the same
     model, scored on the same seeded validation users when `--valid_users` equals `--sweep_users`): take its
-    validation ranks instead of training it again."""
-    path = cell_path(Path(a.out), f"{a.dataset}/sweep", a.seed, BASELINE)
-    test_cell = cell_path(Path(a.out), a.dataset, a.seed, BASELINE)
+    validation ranks instead of training it again. The same goes for the `ilrec` cell and the `shipped` variant when
+    only the `lr` stage needs it as its reference (the `shipped` stage itself retrains it: a test checks that the two
+    agree exactly)."""
+    path = cell_path(Path(a.out), f"{a.dataset}/sweep", a.seed, name)
+    test_cell = cell_path(Path(a.out), a.dataset, a.seed, test_method)
     if path.exists() or not same_budget or not test_cell.exists():
         return
     cell = json.loads(test_cell.read_text())
     if len(cell.get("valid_ranks", [])) != n_valid or cell.get("valid_users") != n_valid:
         return
-    save_cell(path, BASELINE, cell["valid_ranks"], cell["seconds"],
-              {"lr": cell.get("lr"), "split": "valid", "stage": None, "sweep_epochs": a.extra_epochs,
+    save_cell(path, name, cell["valid_ranks"], cell["seconds"],
+              {**{k: cell[k] for k in ("config", "reward", "train_logs") if k in cell}, "lr": cell.get("lr"),
+               "split": "valid", "stage": stage, "sweep_epochs": a.extra_epochs,
                "adopted_from": str(test_cell.relative_to(a.out))})
 
 
@@ -111,6 +130,8 @@ def run(a):
     same_budget = a.sweep_epochs in (None, a.extra_epochs)
     a.extra_epochs = a.sweep_epochs or a.extra_epochs
     adopt_baseline(a, len(valid), same_budget)
+    if "lr" in a.stages and "shipped" not in a.stages:
+        adopt_baseline(a, len(valid), same_budget, "ilrec_shipped", "ilrec", stage="shipped")
     reward_models = {}
     for stage in [None, *a.stages]:  # the baseline, then each stage on the best setting of the ones before it
         if stage is None:
@@ -186,8 +207,18 @@ def seed_section(a, seed):
             short += f", reward={c['reward']}"
         if c.get("stage") == "dpo":
             short = f"lr={c.get('lr')}, beta={c.get('beta')}"
+        elif c.get("stage") == "lr":
+            short = f"lr={c.get('lr')}" + (", the run's ILRec flags" if cfg else "")
         lines.append(f"| {c.get('stage') or ''} | {n} | {short} | {c['metrics']['hit@10']:.4f} | {ndcg[n]:.4f} | "
                      f"{diffs.get(n, '')} | {gradient_ratio(c)} | {c['seconds']:.0f} |")
+    same_lr = same_lr_pairs(cells)
+    if len(same_lr) > 1:
+        lines += ["", "ILRec − SFT continued at the same continuation learning rate (NDCG@10, paired users):", ""]
+        for i, s in same_lr:
+            iv = paired_bootstrap(per_user_metrics(cells[i]["ranks"], (10,))["ndcg@10"],
+                                  per_user_metrics(cells[s]["ranks"], (10,))["ndcg@10"])
+            lines.append(f"- lr {cells[s].get('lr')}: SFT continued {ndcg[s]:.4f}, ILRec {ndcg[i]:.4f}, "
+                         f"difference {iv}")
     if ilrec:
         lines += ["", f"Best ILRec setting on validation so far: `{choice['ilrec_variant']}` ({choice['ilrec']}, "
                       f"reward {choice['reward']})."]

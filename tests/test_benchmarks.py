@@ -343,6 +343,55 @@ def test_sweep_report_takes_ilrec_and_dpo_choices_from_the_seeds_that_screened_t
     assert "seed 0," in text and "seed 2," in text and "lr=3e-05, beta=0.5" in text
 
 
+def test_sweep_lr_stage_pairs_each_ilrec_with_sft_continued_at_its_own_learning_rate(tmp_path):
+    import argparse
+
+    import numpy as np
+
+    from benchmarks import ilrec_sweep
+    from benchmarks.accuracy.cells import cell_path, save_cell
+    from benchmarks.accuracy.stats import paired_bootstrap
+    from ilrec_trl.evaluation import per_user_metrics
+
+    assert [n for n, _, _ in ilrec_sweep.STAGES["lr"]] == ["sft_more_lr=0.0003", "ilrec_lr=0.0003",
+                                                           "sft_more_lr=0.0001", "ilrec_lr=0.0001"]
+    assert "lr" in ilrec_sweep.INDEPENDENT
+    rng = np.random.default_rng(1)
+    shipped = {"negative_scope": "trie", "cpo_alpha": 0.1, "cpd_weight": 0.1, "crr_weight": 0.1}
+    # the test protocol's cells of seed 0, scored on the 40 validation users too
+    for method, extra in (("sft_more", {}), ("ilrec", {"config": shipped, "reward": "mf"})):
+        save_cell(cell_path(tmp_path, "toy", 0, method), method, rng.integers(0, 21, 40), 5.0,
+                  {**extra, "lr": 1e-3, "valid_users": 40, "valid_ranks": rng.integers(0, 21, 40).tolist()})
+    a = argparse.Namespace(out=str(tmp_path), dataset="toy", seed=0, extra_epochs=0.5)
+    ilrec_sweep.adopt_baseline(a, 40, True)
+    ilrec_sweep.adopt_baseline(a, 40, True, "ilrec_shipped", "ilrec", stage="shipped")
+    cells = ilrec_sweep.sweep_cells(tmp_path, "toy", 0)
+    test_ilrec = json.loads(cell_path(tmp_path, "toy", 0, "ilrec").read_text())
+    assert cells["ilrec_shipped"]["ranks"] == test_ilrec["valid_ranks"]
+    assert cells["ilrec_shipped"]["config"] == shipped and cells["ilrec_shipped"]["stage"] == "shipped"
+    # the lr stage: the ILRec at 3e-4 scores best of all, yet the ILRec choice stays at the harness's learning rate
+    for lr in (3e-4, 1e-4):
+        save_cell(cell_path(tmp_path, "toy/sweep", 0, f"sft_more_lr={lr:g}"), f"sft_more_lr={lr:g}",
+                  rng.integers(0, 21, 40), 1.0, {"lr": lr, "stage": "lr", "split": "valid"})
+        save_cell(cell_path(tmp_path, "toy/sweep", 0, f"ilrec_lr={lr:g}"), f"ilrec_lr={lr:g}",
+                  np.zeros(40, dtype=int) if lr == 3e-4 else rng.integers(0, 21, 40), 1.0,
+                  {"lr": lr, "stage": "lr", "split": "valid", "config": shipped, "reward": "mf"})
+    cells = ilrec_sweep.sweep_cells(tmp_path, "toy", 0)
+    assert ilrec_sweep.same_lr_pairs(cells) == [("ilrec_shipped", "sft_more"), ("ilrec_lr=0.0003", "sft_more_lr=0.0003"),
+                                                ("ilrec_lr=0.0001", "sft_more_lr=0.0001")]
+    r = ilrec_sweep.build_parser().parse_args(["--out", str(tmp_path), "--report"])
+    r.dataset = "toy"
+    ilrec_sweep.report(r)
+    chosen = json.loads((tmp_path / "toy" / "sweep" / "chosen.json").read_text())
+    assert chosen["ilrec_variant"] == "ilrec_shipped"
+    text = (tmp_path / "toy" / "sweep" / "sweep.md").read_text()
+    ndcg = lambda n: per_user_metrics(cells[n]["ranks"], (10,))["ndcg@10"]  # noqa: E731
+    for lr, i, s in ((0.001, "ilrec_shipped", "sft_more"), (0.0003, "ilrec_lr=0.0003", "sft_more_lr=0.0003")):
+        iv = paired_bootstrap(ndcg(i), ndcg(s))
+        assert f"- lr {lr}: SFT continued {ndcg(s).mean():.4f}, ILRec {ndcg(i).mean():.4f}, difference {iv}" in text
+    assert "| lr | ilrec_lr=0.0003 | lr=0.0003, the run's ILRec flags |" in text
+
+
 def test_report_says_where_each_seeds_cells_were_computed():
     from benchmarks.accuracy.report import environment_lines
 
