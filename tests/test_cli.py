@@ -1,6 +1,7 @@
 """`ilrec-train` / `ilrec-eval`: the embedded default end to end (shortened), the options doing what `--help` says,
 and bad input failing before anything trains."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -359,3 +360,24 @@ def test_readme_train_commands_parse(tmp_path):
             assert Path(accelerate_config_path(args[i + 1])).is_file()
             del args[i:i + 2]
         train_cli.parse(args)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_process_group_teardown_destroys_the_group_after_success_and_failure(tmp_path, fails):
+    import torch.distributed as dist
+
+    from ilrec_trl.scripts.common import process_group_teardown
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="boom") if fails else contextlib.nullcontext():
+            with process_group_teardown():
+                assert dist.is_initialized()
+                if fails:
+                    raise RuntimeError("boom")
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    with process_group_teardown():  # no group: nothing to do
+        pass

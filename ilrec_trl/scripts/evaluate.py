@@ -15,7 +15,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from ..evaluation import evaluate_recommendations, process_rank_and_count
-from .common import DataArguments, load_data, results_table
+from .common import DataArguments, load_data, process_group_teardown, results_table
 from .saved_data import check_data_catalog, data_arguments_for
 
 logger = logging.getLogger("ilrec_trl.eval")
@@ -73,7 +73,8 @@ def run(argv=None) -> dict:
 
 def main(argv=None) -> None:
     """Console entry point."""
-    run(argv)
+    with process_group_teardown():
+        run(argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from ..layers import find_decoder_layers, resolve_layer_indices, unwrap_model
 from ..models import ModelArguments, load_model, quantization_config
 from ..rewards import build_reward
 from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
-from .common import DataArguments, load_data, results_table
+from .common import DataArguments, load_data, process_group_teardown, results_table
 from .launch import launch_with_accelerate
 from .model_card import write_model_card
 from .run_record import check_output_dir, resolved_config, run_signature
@@ -365,7 +365,8 @@ def main(argv=None) -> None:
     if "--accelerate_config" in argv:
         launch_with_accelerate(argv, "ilrec_trl.scripts.train")
     else:
-        run(argv)
+        with process_group_teardown():
+            run(argv)
 
 
 if __name__ == "__main__":
