@@ -29,7 +29,7 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.accuracy.cells import cell_path, save_cell
+from benchmarks.accuracy.cells import cell_path, restore_sft, save_cell
 from benchmarks.accuracy.config import build_parser, docs_dir, models_dir, prepare
 from benchmarks.accuracy.methods import continue_from_sft, ranks_of, sasrec_model
 from benchmarks.accuracy.stats import paired_bootstrap
@@ -124,6 +124,7 @@ def run(a):
 
     valid = sample_users(data.valid, a.sweep_users, seed=1234)
     sft_dir = models_dir(a, a.dataset, a.seed) / "sft"
+    restore_sft(Path(a.out), a.dataset, a.seed, sft_dir)  # kept beside the test cells by `--store_sft`
     if not (sft_dir / "config.json").exists():
         raise SystemExit(f"No SFT model at {sft_dir}: run `python -m benchmarks.accuracy --methods sft` for seed "
                          f"{a.seed} with the same flags first.")

@@ -411,3 +411,30 @@ def test_report_command_line_reruns_the_folder_with_its_methods_and_no_unset_fla
     assert cmd == "python -m benchmarks.accuracy --dataset instruments --seeds 3 4 --methods sft dpo --dpo_beta 0.5"
     a = build_parser().parse_args(cmd.split()[3:])  # what the report prints is a command the harness accepts
     assert (a.seeds, a.methods, a.dpo_lr, a.dpo_beta) == ([3, 4], ["sft", "dpo"], None, 0.5)
+
+
+def test_store_sft_keeps_the_checkpoint_beside_the_cells_and_a_later_run_continues_from_it(tmp_path):
+    from benchmarks.accuracy.cells import weights_digest
+
+    out, models = tmp_path / "acc", tmp_path / "models"
+    small = [*SMALL, "--seeds", "0", "--out", str(out)]
+    run("benchmarks.accuracy", *small, "--methods", "sft", "--store_sft", "--models_dir", str(models))
+    seed_dir = out / "synthetic" / "seed0"
+    stored, local = seed_dir / "sft_model", models / "synthetic" / "seed0" / "sft"
+    sft = json.loads((seed_dir / "sft.json").read_text())
+    assert sft["checkpoint_sha256"] == weights_digest(local) == weights_digest(stored)
+    assert (stored / "selection.json").exists() and (stored / "config.json").exists()
+    assert [p.name for p in seed_dir.glob("*.json")] == ["sft.json"]  # the stored model is no cell
+    # another session: no local checkpoint; the seed continues from the stored weights, the SFT is not retrained
+    proc = run("benchmarks.accuracy", *small, "--methods", "sft_more", "--models_dir", str(tmp_path / "elsewhere"))
+    assert "restored from" in proc.stdout and "Resuming SFT" not in proc.stdout
+    assert (tmp_path / "elsewhere" / "synthetic" / "seed0" / "sft" / "selection.json").exists()
+    assert json.loads((seed_dir / "sft.json").read_text()) == sft  # untouched
+    assert (seed_dir / "sft_more.json").exists()
+    # weights that are not the ones the sft cell was made with are refused, naming the folder; nothing is trained
+    weights = next(stored.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    bad = run("benchmarks.accuracy", *small, "--methods", "ilrec", "--models_dir", str(tmp_path / "third"),
+              expect_ok=False)
+    assert bad.returncode != 0 and "sft_model" in bad.stderr and "not the seed's SFT checkpoint" in bad.stderr
+    assert not (seed_dir / "ilrec.json").exists() and not (tmp_path / "third" / "synthetic" / "seed0" / "sft").exists()

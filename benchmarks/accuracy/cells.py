@@ -11,6 +11,75 @@ def cell_path(out, dataset, seed, method) -> Path:
     return Path(out) / dataset / f"seed{seed}" / f"{method}.json"
 
 
+def stored_sft_dir(out, dataset, seed) -> Path:
+    """Where `--store_sft` keeps a seed's selected SFT weights, beside its cells (committed with them)."""
+    return Path(out) / dataset / f"seed{seed}" / "sft_model"
+
+
+def weights_digest(model_dir) -> str:
+    """SHA-256 of a saved model's weights (every `*.safetensors` file, in name order): what identifies the SFT
+    checkpoint a seed's cells continued from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {model_dir}")
+    for f in files:
+        digest.update(f.name.encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def restore_sft(out, dataset, seed, sft_dir: Path) -> bool:
+    """Copy a seed's stored SFT weights (`stored_sft_dir`) into `sft_dir` when that has no checkpoint, after checking
+    that they are the weights its sft cell was made with (`checkpoint_sha256`). True if restored."""
+    import shutil
+
+    stored, cell_file = stored_sft_dir(out, dataset, seed), cell_path(out, dataset, seed, "sft")
+    if (Path(sft_dir) / "config.json").exists() or not (stored / "selection.json").exists() or not cell_file.exists():
+        return False
+    expected, found = json.loads(cell_file.read_text()).get("checkpoint_sha256"), weights_digest(stored)
+    if expected != found:
+        raise SystemExit(f"{stored} holds weights with SHA-256 {found[:12]}…, but {cell_file} was made with "
+                         f"{(expected or 'no recorded digest')[:12]}…: they are not the seed's SFT checkpoint. Remove "
+                         f"{stored} (the seed's remaining methods then need a new seed or the original checkpoint).")
+    shutil.rmtree(sft_dir, ignore_errors=True)  # a partial copy from an interrupted restore
+    tmp = Path(f"{sft_dir}.restoring")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(stored, tmp)
+    tmp.rename(sft_dir)
+    print(f"[seed{seed}] SFT checkpoint restored from {stored}", flush=True)
+    return True
+
+
+def store_sft(out, dataset, seed, sft_dir: Path):
+    """Keep the seed's selected SFT weights beside its cells (`--store_sft`), once: the sft cell records their
+    SHA-256 (added to an older cell that lacks it: `sft_dir` is then the checkpoint it was made from or reproduced)."""
+    import shutil
+
+    stored, cell_file = stored_sft_dir(out, dataset, seed), cell_path(out, dataset, seed, "sft")
+    cell = json.loads(cell_file.read_text())
+    digest = weights_digest(sft_dir)
+    if cell.get("checkpoint_sha256") not in (None, digest):
+        raise SystemExit(f"The SFT checkpoint in {sft_dir} is not the one {cell_file} was made with (SHA-256 "
+                         f"differs): not stored.")
+    if "checkpoint_sha256" not in cell:
+        tmp = cell_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**cell, "checkpoint_sha256": digest}))
+        tmp.replace(cell_file)
+    if (stored / "selection.json").exists() and weights_digest(stored) == digest:
+        return
+    tmp = stored.with_name("sft_model.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(sft_dir, tmp, ignore=shutil.ignore_patterns("dpo_pairs*"))
+    shutil.rmtree(stored, ignore_errors=True)
+    tmp.rename(stored)
+    print(f"[seed{seed}] SFT checkpoint stored in {stored}", flush=True)
+
+
 def library_versions() -> dict:
     """What training numerics depend on besides the code: the libraries' versions and the processor (its vector
     instructions change float rounding). A seed's SFT retrained where any of these differ does not reproduce."""

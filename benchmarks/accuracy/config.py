@@ -66,7 +66,7 @@ def write_run_args(path: Path, a):
         old = json.loads(path.read_text())
         per_cell = ("seeds", "methods", "out", "data_dir", "eval_batch", "dpo_lr", "dpo_beta", "dpo_pairs",
                     "sasrec_loss", "sasrec_epochs", "seed", "sweep_users", "sweep_epochs", "stages", "curve_epochs",
-                    "curve_every", "curve_users", "log_every")
+                    "curve_every", "curve_users", "log_every", "store_sft")
         changed = [k for k in args if k not in per_cell and k in old and old[k] != args[k]]
         if changed:
             raise SystemExit(f"{path} was written with different {changed}: the cells there would not be comparable. "
@@ -130,5 +130,11 @@ def build_parser(description=None):
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--models_dir", default=None,
                    help="Checkpoints (default: outputs/accuracy_models/<name of --out>, git-ignored).")
+    p.add_argument("--store_sft", action="store_true",
+                   help="Also keep each seed's selected SFT weights beside its cells (<out>/<dataset>/seed<k>/"
+                        "sft_model/: a few MB for the tiny Llama; commit them with the cells), so that the seed's "
+                        "other methods can be computed in a later session or on another machine. With or without "
+                        "this flag, a seed whose checkpoint is missing from --models_dir is restored from there "
+                        "(its weights' SHA-256 checked against the sft cell's) instead of retrained.")
     p.add_argument("--report", action="store_true")
     return p

@@ -4,7 +4,7 @@ import json
 import time
 from pathlib import Path
 
-from .cells import cell_path, save_cell
+from .cells import cell_path, restore_sft, save_cell, store_sft, weights_digest
 from .config import models_dir
 from .methods import (
     ABLATIONS,
@@ -97,6 +97,8 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
                                         "best_valid_hit@10": sas.best_valid_hit10})
     sft_dir = models_dir(a, dataset, seed) / "sft"
     llm = [m for m in a.methods if m not in (*CLASSIC_METHODS, "sft", *SCRATCH_METHODS) and not done(m)]
+    if "sft" in a.methods or llm or a.store_sft:  # a checkpoint kept beside the cells (another session or machine)
+        restore_sft(out, dataset, seed, sft_dir)
     if ("sft" in a.methods or llm) and not (done("sft") and (sft_dir / "config.json").exists()):
         # no cell: train, resuming an interrupted run, or take the finished checkpoint; a cell without its checkpoint
         # (another machine): retrain, which must reproduce the cell's ranks exactly
@@ -113,10 +115,14 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
                     f"SFT retrained for seed {seed} does not reproduce the stored sft cell's ranks (moved to {aside}): "
                     "the cells of this seed would start from another model. Training reproduces only with the same "
                     "code, library versions and processor (each cell records its `versions`): compute the missing "
-                    "methods on a new seed (all of a seed's cells in one go), or use a new --out.")
+                    "methods on a new seed (all of a seed's cells in one go, or with --store_sft, which keeps the "
+                    "checkpoint beside the cells for later sessions), or use a new --out.")
         else:
             save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks, train_seconds,
-                      {**extra, "eval_seconds": round(time.time() - t, 1)})
+                      {**extra, "eval_seconds": round(time.time() - t, 1),
+                       "checkpoint_sha256": weights_digest(sft_dir)})
+    if a.store_sft and done("sft") and (sft_dir / "config.json").exists():
+        store_sft(out, dataset, seed, sft_dir)
 
     for method in llm:
         overrides, source = plan.get(method, (None, None))
