@@ -11,6 +11,24 @@ def cell_path(out, dataset, seed, method) -> Path:
     return Path(out) / dataset / f"seed{seed}" / f"{method}.json"
 
 
+def write_json(path: Path, obj):
+    """Write beside, then rename: a reader (or a concurrent run) never sees a half-written file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
+def copy_dir(src: Path, dst: Path, ignore=None):
+    """Replace `dst` by a copy of `src`, copied beside first: an interrupted copy never leaves a partial `dst`."""
+    import shutil
+
+    tmp = dst.with_name(f"{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=ignore)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
 def stored_sft_dir(out, dataset, seed) -> Path:
     """Where `--store_sft` keeps a seed's selected SFT weights, beside its cells (committed with them)."""
     return Path(out) / dataset / f"seed{seed}" / "sft_model"
@@ -36,8 +54,6 @@ def weights_digest(model_dir) -> str:
 def restore_sft(out, dataset, seed, sft_dir: Path) -> bool:
     """Copy a seed's stored SFT weights (`stored_sft_dir`) into `sft_dir` when that has no checkpoint, after checking
     that they are the weights its sft cell was made with (`checkpoint_sha256`). True if restored."""
-    import shutil
-
     stored, cell_file = stored_sft_dir(out, dataset, seed), cell_path(out, dataset, seed, "sft")
     if (Path(sft_dir) / "config.json").exists() or not (stored / "selection.json").exists() or not cell_file.exists():
         return False
@@ -46,11 +62,7 @@ def restore_sft(out, dataset, seed, sft_dir: Path) -> bool:
         raise SystemExit(f"{stored} holds weights with SHA-256 {found[:12]}…, but {cell_file} was made with "
                          f"{(expected or 'no recorded digest')[:12]}…: they are not the seed's SFT checkpoint. Remove "
                          f"{stored} (the seed's remaining methods then need a new seed or the original checkpoint).")
-    shutil.rmtree(sft_dir, ignore_errors=True)  # a partial copy from an interrupted restore
-    tmp = Path(f"{sft_dir}.restoring")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(stored, tmp)
-    tmp.rename(sft_dir)
+    copy_dir(stored, Path(sft_dir))
     print(f"[seed{seed}] SFT checkpoint restored from {stored}", flush=True)
     return True
 
@@ -67,16 +79,10 @@ def store_sft(out, dataset, seed, sft_dir: Path):
         raise SystemExit(f"The SFT checkpoint in {sft_dir} is not the one {cell_file} was made with (SHA-256 "
                          f"differs): not stored.")
     if "checkpoint_sha256" not in cell:
-        tmp = cell_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**cell, "checkpoint_sha256": digest}))
-        tmp.replace(cell_file)
+        write_json(cell_file, {**cell, "checkpoint_sha256": digest})
     if (stored / "selection.json").exists() and weights_digest(stored) == digest:
         return
-    tmp = stored.with_name("sft_model.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(sft_dir, tmp, ignore=shutil.ignore_patterns("dpo_pairs*"))
-    shutil.rmtree(stored, ignore_errors=True)
-    tmp.rename(stored)
+    copy_dir(Path(sft_dir), stored, ignore=shutil.ignore_patterns("dpo_pairs*"))  # the pairs' cache is no weights
     print(f"[seed{seed}] SFT checkpoint stored in {stored}", flush=True)
 
 
@@ -107,9 +113,7 @@ def save_cell(path: Path, method, ranks, seconds, extra=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     cell = {"method": method, "seconds": round(seconds, 1), "metrics": metrics_from_ranks(ranks, KS),
             "ranks": [int(r) for r in ranks], "versions": library_versions(), **(extra or {})}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell))
-    tmp.replace(path)
+    write_json(path, cell)
     print(f"[{path.parent.name}] {method}: {cell['metrics']} ({seconds:.0f}s)", flush=True)
     return cell
 
