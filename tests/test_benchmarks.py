@@ -438,3 +438,24 @@ def test_store_sft_keeps_the_checkpoint_beside_the_cells_and_a_later_run_continu
               expect_ok=False)
     assert bad.returncode != 0 and "sft_model" in bad.stderr and "not the seed's SFT checkpoint" in bad.stderr
     assert not (seed_dir / "ilrec.json").exists() and not (tmp_path / "third" / "synthetic" / "seed0" / "sft").exists()
+
+
+def test_report_flags_a_second_protocol_seed_whose_arms_stopped_at_different_steps():
+    from benchmarks.accuracy.report import scratch_lines
+
+    def cell(curve, steps_run, best_epoch, **extra):
+        return {"valid_curve": [{"step": k, "rec_valid_ndcg@10": v} for k, v in curve.items()],
+                "steps_run": steps_run, "best_epoch": best_epoch, **extra}
+
+    sft = {"seed7": cell({10: 0.02, 20: 0.05, 30: 0.04}, 30, 1.0),
+           "seed8": cell({10: 0.02, 20: 0.05, 30: 0.06}, 30, 1.5)}
+    scratch = {"seed7": cell({10: 0.02, 20: 0.04, 30: 0.045, 40: 0.07}, 40, 2.0, ilrec_start_step=10),
+               "seed8": cell({10: 0.02, 20: 0.06, 30: 0.05}, 30, 1.0, ilrec_start_step=10)}
+    seed7, seed8 = scratch_lines({"sft": sft, "ilrec_scratch": scratch})
+    # seed 7: evaluations 20 and 30 are after the start step and shared: -0.010 and +0.005, mean -0.0025, one below
+    assert "trained 40 steps and kept epoch 2.0, sft 30 steps and kept epoch 1.0" in seed7
+    assert "at the 2 evaluations both made after step 10: mean -0.0025, below sft at 1" in seed7
+    assert "confounded with training length" in seed7
+    # seed 8: same length, so no warning; +0.010 and -0.010
+    assert "mean +0.0000, below sft at 1" in seed8 and "confounded" not in seed8
+    assert scratch_lines({"sft": sft}) == []

@@ -85,6 +85,33 @@ def sft_lines(cells):
     return lines
 
 
+def scratch_lines(cells, arm="ilrec_scratch", base="sft"):
+    """The second protocol, per seed: how long each arm trained and which epoch it kept, and the arms' validation
+    difference at the evaluations both made after ILRec's losses started. With early stopping the two arms can stop
+    at different epochs; the test difference of such a seed measures training length as much as the method, and
+    the report says so instead of leaving it to the reader."""
+    lines = []
+    for s in sorted(set(cells.get(arm, {})) & set(cells.get(base, {}))):
+        a, b = cells[arm][s], cells[base][s]
+        if "valid_curve" not in a or "valid_curve" not in b:
+            continue
+        curve_a, curve_b = ({h["step"]: h["rec_valid_ndcg@10"] for h in c["valid_curve"]} for c in (a, b))
+        start = a.get("ilrec_start_step", 0)
+        steps = sorted(k for k in curve_a.keys() & curve_b.keys() if k > start)
+        line = (f"- {s}: {arm} trained {a['steps_run']} steps and kept epoch {a['best_epoch']}, {base} "
+                f"{b['steps_run']} steps and kept epoch {b['best_epoch']}")
+        if steps:
+            diffs = np.array([curve_a[k] - curve_b[k] for k in steps])
+            line += (f"; validation NDCG@10 {arm} − {base} at the {len(steps)} evaluations both made after step "
+                     f"{start}: mean {diffs.mean():+.4f}, below {base} at {int((diffs < 0).sum())}")
+        if a["steps_run"] != b["steps_run"]:
+            line += (". **Early stopping ended the arms at different steps: this seed's test difference is "
+                     "confounded with training length** (run both for the whole schedule: a --sft_patience larger "
+                     "than the number of evaluations)")
+        lines.append(line)
+    return lines
+
+
 def environment_lines(cells):
     """Per seed, the processor and library versions its cells record (cells from before they were recorded: said)."""
     seeds = sorted({s for c in cells.values() for s in c})
@@ -135,6 +162,9 @@ def dataset_report(ds_dir: Path, docs: Path):
     sft = sft_lines(cells)
     if sft:
         lines += ["SFT until validation NDCG@10 stops improving:", "", *sft, ""]
+    scratch = scratch_lines(cells)
+    if scratch:
+        lines += ["The second protocol (ILRec over the whole run against SFT), per seed:", "", *scratch, ""]
     env = environment_lines(cells)
     if env:
         lines += ["Where each seed's cells were computed (a seed's cells all continue from its one SFT checkpoint; a "
