@@ -11,7 +11,7 @@ flag needs its own `--out`). Two things are read from the cells, nothing is retr
 - **ILRec − SFT continued** (NDCG@10 on the test users): per-seed paired intervals and the hierarchical one.
 
     python -m benchmarks.depth --dataset instruments \\
-        --runs 6=benchmarks/results/accuracy_v2 12=benchmarks/results/accuracy_v2_depth12
+        --runs 6=benchmarks/results/accuracy 12=benchmarks/results/accuracy_depth12
 
 writes `<first run>/<dataset>/depth.json`, prints a table and plots both against depth in docs/.
 """
@@ -113,7 +113,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="instruments")
     p.add_argument("--runs", nargs="+", required=True, metavar="LAYERS=FOLDER",
-                   help="One results folder of benchmarks.accuracy per depth, e.g. 6=benchmarks/results/accuracy_v2.")
+                   help="One results folder of benchmarks.accuracy per depth, e.g. 6=benchmarks/results/accuracy.")
     p.add_argument("--png", default=None, help="Default: docs/depth_<dataset>.png.")
     a = p.parse_args(argv)
     runs = {}

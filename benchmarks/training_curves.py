@@ -109,7 +109,7 @@ def report(a):
                          + " | ".join(f"{e[k]:.3f}" for k in sorted(e) if k.startswith("top1_layer_"))
                          + f" | {e.get('negatives_cf_endorsed', float('nan')):.3f} |")
     fig.tight_layout()
-    png = docs_dir(a) / f"accuracy_curves_{a.dataset}.png"
+    png = docs_dir(a) / f"{Path(a.out).name}_curves_{a.dataset}.png"  # per results folder, like the sweep's
     fig.savefig(png, dpi=110)
     plt.close(fig)
     lines += ["", f"![curves]({png.name})", ""]

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# round 2 (issue 12): converged SFT start, the library's tokenizer. The round-1 cells (benchmarks/results/accuracy,
+# round 2 (issue 12): converged SFT start, the library's tokenizer. The round-1 cells (benchmarks/results/accuracy_round1,
 # another vocabulary, SFT for a fixed epoch) stay for the record; their checkpoints are not reusable here.
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "accuracy_v2"
-ROUND1_OUT = ROOT / "benchmarks" / "results" / "accuracy"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "accuracy"
+ROUND1_OUT = ROOT / "benchmarks" / "results" / "accuracy_round1"
 MODELS = ROOT / "outputs" / "accuracy_models"  # checkpoints (git-ignored)
 REPORTS = {DEFAULT_OUT: "benchmarks_accuracy.md", ROUND1_OUT: "benchmarks_accuracy_round1.md"}  # reported in docs/
 DATASETS = {  # harness name -> the library's DataArguments

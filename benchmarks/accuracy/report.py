@@ -194,7 +194,7 @@ def report(out: Path, docs: Path):
                 "SFT for one fixed epoch, then 0.5 epoch more for every method; 1,000 seeded test users (Instruments), "
                 "all 943 (MovieLens). Produced by the round-1 script (`git show ad46d30:benchmarks/accuracy.py`); "
                 "this report is rebuilt from its cells by `python -m benchmarks.accuracy --report --out "
-                "benchmarks/results/accuracy`, with the round-2 statistics (per-seed paired differences and the "
+                "benchmarks/results/accuracy_round1`, with the round-2 statistics (per-seed paired differences and the "
                 "hierarchical bootstrap). Round 2: benchmarks_accuracy.md.", ""]
     else:
         head = ["# Accuracy benchmark, round 2 (issue 12)", "",

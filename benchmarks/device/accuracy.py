@@ -8,7 +8,7 @@ Protocol (one cell per method, evaluated on the same seeded subset of test users
   the identifier tokens are new; bf16 autocast, `--sft_epochs`; then merged into the model.
 - from that merged SFT model, each with a fresh LoRA adapter (embeddings frozen) and the same extra budget
   (`--extra_epochs` of the training examples): `sft_more` (TRL SFTTrainer), `ilrec` (ILRecTrainer with the
-  configuration the CPU validation sweep chose, `benchmarks/results/accuracy/instruments/sweep/chosen.json`, and the MF reward for L_CRR) and `dpo`
+  configuration the CPU validation sweep chose, `benchmarks/results/accuracy_round1/instruments/sweep/chosen.json`, and the MF reward for L_CRR) and `dpo`
   (TRL DPOTrainer, reference = the SFT model; as many pairs as examples in the extra budget: chosen = the target,
   rejected = a random item or, for half of the pairs, the SFT model's best wrong beam).
 - metrics: Hit@K and NDCG@K from constrained beam search over the catalogue trie (20 beams), per-user ranks kept;
@@ -37,7 +37,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ("sft", "sft_more", "ilrec", "dpo")
-SWEEP_CHOICE = REPO / "benchmarks" / "results" / "accuracy" / "instruments" / "sweep" / "chosen.json"
+SWEEP_CHOICE = REPO / "benchmarks" / "results" / "accuracy_round1" / "instruments" / "sweep" / "chosen.json"
 DEFAULT_ILREC = {"negative_scope": "trie", "ilrec_layers": [-2], "cpo_alpha": 0.1, "cpd_weight": 0.1,
                  "crr_weight": 0.1}
 KS = (5, 10, 20)

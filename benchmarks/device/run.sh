@@ -7,11 +7,11 @@
 #   overhead  bf16 step time and peak CUDA memory, SFTTrainer vs ILRecTrainer, SmolLM2-135M shape, batch 16 and 64
 #   accuracy  SmolLM2-135M LoRA SFT on the Instruments slice, then sft_more / ilrec / dpo (resumable)
 #   round2    the CPU accuracy harness's round-2 protocol (tiny Llama, converged SFT, 0.5-epoch continuations) on
-#             the GPU, carrying .device_kit/c (whole data, no model): cells into benchmarks/results/accuracy_v2_gpu,
+#             the GPU, carrying .device_kit/c (whole data, no model): cells into benchmarks/results/accuracy_gpu,
 #             resumed from the committed cells and, within a session, from carried SFT checkpoints
-#             (outputs/accuracy_models/accuracy_v2_gpu); $OUT/round2.tar.gz brings both back. ILREC_ROUND2_ARGS
+#             (outputs/accuracy_models/accuracy_gpu); $OUT/round2.tar.gz brings both back. ILREC_ROUND2_ARGS
 #             replaces the default arguments (MovieLens-100K, seeds 0 1 2: see the stage below), ILREC_ROUND2_NAME
-#             the results folder's name (default accuracy_v2_gpu; e.g. accuracy_v2_gpu_depth12 with --layers 12)
+#             the results folder's name (default accuracy_gpu; e.g. accuracy_gpu_depth12 with --layers 12)
 #   stage     only stage the carried half of the model and install the wheels
 #   --smoke   on a CPU, tiny budgets (benchmarks/device/simulate.sh)
 #
@@ -105,10 +105,10 @@ case "$stage" in
       args="--dataset synthetic --seeds 0 --eval_users 24 --valid_users 24 --sft_epochs 2 --sft_eval_every 1
             --extra_epochs 0.2 --dpo_pairs 32 --methods popular mf sft sft_more dpo ilrec"
     else
-      name=${ILREC_ROUND2_NAME:-accuracy_v2_gpu}  # another name for another shared flag (e.g. --layers 12)
+      name=${ILREC_ROUND2_NAME:-accuracy_gpu}  # another name for another shared flag (e.g. --layers 12)
       base="$repo"; rel_out=benchmarks/results/$name; rel_models=outputs/accuracy_models/$name
       # DPO at Instruments' validation choice (MovieLens is not re-tuned), once the sweep has made it
-      dpo=$("$py" benchmarks/device/kit.py dpo-choice --chosen benchmarks/results/accuracy_v2/instruments/sweep/chosen.json)
+      dpo=$("$py" benchmarks/device/kit.py dpo-choice --chosen benchmarks/results/accuracy/instruments/sweep/chosen.json)
       args=${ILREC_ROUND2_ARGS:-"--dataset ml100k --seeds 0 1 2 --eval_users 0 --valid_users 2000 --sft_epochs 4
             --sft_eval_every 0.5 --sft_patience 2 --eval_batch 256 $dpo
             --methods popular mf sft sft_more dpo ilrec ilrec_no_crr ilrec_no_cpo ilrec_no_cpd"}
