@@ -64,3 +64,33 @@ def test_compare_pairs_users_per_seed_and_refuses_unpaired_cells():
     with pytest.raises(ValueError, match="same users"):
         compare({"seed0": {"ranks": [1, 2]}}, {"seed0": {"ranks": [1, 2, 3]}})
     assert compare({"seed5": {"ranks": [1]}}, b) is None
+
+
+def test_summary_reads_each_folders_cells_and_says_which_rows_it_left_out(tmp_path):
+    import json
+
+    from benchmarks.accuracy.summary import summarise, table
+
+    rng = np.random.default_rng(1)
+    ranks = {}  # (folder, seed, method) -> per-user ranks (0 = not in the top 10)
+    for folder, seeds in (("main", ("seed0", "seed1")), ("deep", ("seed5",))):
+        for seed in seeds:
+            for method in ("sft_more", "ilrec"):
+                r = rng.integers(0, 12, size=40).tolist()
+                ranks[folder, seed, method] = r
+                path = tmp_path / folder / "toy" / seed / f"{method}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"method": method, "ranks": r}))
+    rows = [("six", "main", "toy", "ilrec", "sft_more"), ("twelve", "deep", "toy", "ilrec", "sft_more"),
+            ("six", "main", "toy", "dpo", "sft_more"), ("none", "absent", "toy", "ilrec", "sft_more")]
+    records, missing = summarise(rows, tmp_path, n_boot=500)
+    assert [r["group"] for r in records] == ["six", "twelve"]
+    assert missing == ["six: dpo − sft_more (main/toy)", "none: ilrec − sft_more (absent/toy)"]
+    # each row is `compare` on that folder's cells: same seeds, same point estimate and interval
+    cells = {m: {s: {"ranks": ranks["main", s, m]} for s in ("seed0", "seed1")} for m in ("sft_more", "ilrec")}
+    per_seed, pooled = compare(cells["ilrec"], cells["sft_more"], n_boot=500)
+    six = records[0]
+    assert six["seeds"] == 2 and six["users"] == 40 and list(six["per_seed"]) == ["seed0", "seed1"]
+    assert (six["mean"], six["lo"], six["hi"]) == pytest.approx((pooled.mean, pooled.lo, pooled.hi))
+    assert records[1]["seeds"] == 1
+    assert table(records)[2].startswith("| six | ilrec − sft_more | ")

@@ -43,15 +43,17 @@ def difference_lines(cells, pairs, metric="ndcg@10"):
     return lines, results
 
 
-def plot_differences(results, title, png: Path, metric: str = "NDCG@10"):
-    """Forest plot: each comparison's per-seed paired intervals (small) and the hierarchical one (large), with 0."""
+def plot_differences(results, title, png: Path, metric: str = "NDCG@10", labels=None):
+    """Forest plot: each comparison's per-seed paired intervals (small) and the hierarchical one (large), with 0.
+    `results`: {key: (per-seed intervals, hierarchical interval)}; a key is (method, baseline) unless `labels`
+    (key -> text) says how to name it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results)
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 1.2))
+    fig, ax = plt.subplots(figsize=(7.5 if labels is None else 9.5, 0.45 * len(names) + 1.2))
     for row, key in enumerate(names):
         per_seed, pooled = results[key]
         y = len(names) - 1 - row
@@ -63,7 +65,8 @@ def plot_differences(results, title, png: Path, metric: str = "NDCG@10"):
         ax.errorbar(pooled.mean, y, xerr=[[pooled.mean - pooled.lo], [pooled.hi - pooled.mean]], fmt="s", ms=5,
                     lw=2, color=color)
     ax.axvline(0, color="grey", ls="--", lw=1)
-    ax.set_yticks(range(len(names)), [f"{m} − {b}" for m, b in reversed(names)], fontsize=8)
+    labels = labels or (lambda key: f"{key[0]} − {key[1]}")
+    ax.set_yticks(range(len(names)), [labels(key) for key in reversed(names)], fontsize=8)
     ax.set_xlabel(f"paired {metric} difference")
     ax.set_title(f"{title}\nsquares: hierarchical 95% CI (seeds, then users); dots: each seed's paired CI", fontsize=8)
     fig.tight_layout()

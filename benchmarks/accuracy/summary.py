@@ -1,0 +1,95 @@
+"""Issue 12's answer on one page: the headline paired differences of every round-2 results folder, each with its
+hierarchical 95% interval (seeds, then users within a seed), in one table, one JSON and one forest plot.
+
+Each results folder holds one configuration (a shared flag changed means a folder of its own: the continuation's
+learning rate, the depth, the second protocol's stopping rule), so no single folder's report shows the whole answer.
+Nothing is recomputed from models: the rows read the cells' per-user ranks through `compare` (the same statistics
+as each folder's report). A row whose cells are missing is left out, and said.
+
+    python -m benchmarks.accuracy.summary
+
+writes `benchmarks/results/accuracy/summary.json` and `docs/accuracy_summary.png` and prints the table.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from .cells import load_cells
+from .config import ROOT
+from .report import plot_differences
+from .stats import compare
+
+RESULTS = ROOT / "benchmarks" / "results"
+# (group: the configuration, folder under RESULTS, dataset, method, baseline)
+ROWS = [
+    ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec", "sft_more"),
+    ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec", "dpo"),
+    ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec", "sft"),
+    ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_no_cpo", "ilrec"),
+    ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_no_cpd", "ilrec"),
+    ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_no_crr", "ilrec"),
+    ("MovieLens, 6 layers, lr2 1e-3", "accuracy", "ml100k", "ilrec", "sft_more"),
+    ("MovieLens, 6 layers, lr2 1e-3", "accuracy", "ml100k", "ilrec", "dpo"),
+    ("MovieLens, 6 layers, lr2 1e-3", "accuracy", "ml100k", "ilrec_no_crr", "ilrec"),
+    ("MovieLens, 6 layers, lr2 3e-4", "accuracy_ml100k_lr3e-4", "ml100k", "ilrec", "sft_more"),
+    ("MovieLens, 6 layers, lr2 3e-4", "accuracy_ml100k_lr3e-4", "ml100k", "ilrec_no_crr", "ilrec"),
+    ("MovieLens, 12 layers, lr2 1e-3", "accuracy_depth12", "ml100k", "ilrec", "sft_more"),
+    ("MovieLens, whole run, no early stop", "accuracy_scratch_full", "ml100k", "ilrec_scratch", "sft"),
+]
+
+
+def summarise(rows=ROWS, results=RESULTS, n_boot: int = 2000):
+    """One record per row whose two methods share at least one seed: the per-seed paired intervals and the
+    hierarchical one; and the rows left out (no cells)."""
+    records, missing, loaded = [], [], {}
+    for group, folder, dataset, method, baseline in rows:
+        key = (folder, dataset)
+        if key not in loaded:
+            loaded[key] = load_cells(Path(results) / folder / dataset)
+        cells = loaded[key]
+        got = compare(cells[method], cells[baseline], n_boot=n_boot) if method in cells and baseline in cells else None
+        if got is None:
+            missing.append(f"{group}: {method} − {baseline} ({folder}/{dataset})")
+            continue
+        per_seed, pooled = got
+        records.append({"group": group, "folder": folder, "dataset": dataset, "method": method,
+                        "baseline": baseline, "per_seed": {s: vars(iv) for s, iv in per_seed.items()},
+                        "mean": pooled.mean, "lo": pooled.lo, "hi": pooled.hi, "seeds": pooled.seeds,
+                        "users": pooled.users, "_intervals": (per_seed, pooled)})
+    return records, missing
+
+
+def table(records) -> list[str]:
+    lines = ["| configuration | NDCG@10: method − baseline | per seed | hierarchical 95% CI | seeds × users |",
+             "|---|---|---|---|---|"]
+    for r in records:
+        per_seed = ", ".join(f"{iv['mean']:+.4f}" for iv in r["per_seed"].values())
+        verdict = " (above 0)" if r["lo"] > 0 else " (below 0)" if r["hi"] < 0 else ""
+        lines.append(f"| {r['group']} | {r['method']} − {r['baseline']} | {per_seed} | "
+                     f"**{r['mean']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]**{verdict} | {r['seeds']} × {r['users']} |")
+    return lines
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=str(RESULTS), help="The folder holding the results folders.")
+    p.add_argument("--json", default=str(RESULTS / "accuracy" / "summary.json"))
+    p.add_argument("--png", default=str(ROOT / "docs" / "accuracy_summary.png"))
+    a = p.parse_args(argv)
+    records, missing = summarise(results=a.results)
+    if not records:
+        raise SystemExit(f"No results under {a.results}: run benchmarks.accuracy first.")
+    print("\n".join(table(records)))
+    if missing:
+        print("\nLeft out (no cells): " + "; ".join(missing))
+    plot_differences({(r["group"], r["method"], r["baseline"]): r["_intervals"] for r in records},
+                     "ILRec round 2: paired NDCG@10 differences on test", Path(a.png),
+                     labels=lambda k: f"{k[0]}: {k[1]} − {k[2]}")
+    Path(a.json).write_text(json.dumps({"rows": [{k: v for k, v in r.items() if k != "_intervals"} for r in records],
+                                        "left_out": missing}, indent=2))
+    print(f"\nwrote {a.json} and {a.png}")
+
+
+if __name__ == "__main__":
+    main()
