@@ -94,3 +94,24 @@ def test_summary_reads_each_folders_cells_and_says_which_rows_it_left_out(tmp_pa
     assert (six["mean"], six["lo"], six["hi"]) == pytest.approx((pooled.mean, pooled.lo, pooled.hi))
     assert records[1]["seeds"] == 1
     assert table(records)[2].startswith("| six | ilrec − sft_more | ")
+
+
+def test_summary_row_over_several_folders_keeps_only_the_named_seeds(tmp_path):
+    import json
+
+    from benchmarks.accuracy.summary import summarise
+
+    def write(folder, seed, method, ranks):
+        path = tmp_path / folder / "toy" / seed / f"{method}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"method": method, "ranks": ranks}))
+
+    write("a", "seed1", "x", [1, 0, 0, 0]), write("a", "seed1", "y", [0, 0, 0, 0])  # x − y: NDCG@10 +1/4
+    write("b", "seed2", "x", [1, 1, 0, 0]), write("b", "seed2", "y", [0, 0, 0, 0])  # +1/2
+    write("b", "seed3", "x", [0, 0, 0, 0]), write("b", "seed3", "y", [1, 1, 1, 1])  # −1: a seed left out
+    (row,), _ = summarise([("ab", ("a", "b"), "toy", "x", "y", ("seed1", "seed2"))], tmp_path, n_boot=200)
+    assert row["seeds"] == 2 and sorted(row["per_seed"]) == ["seed1", "seed2"] and row["folder"] == ["a", "b"]
+    assert row["mean"] == pytest.approx((0.25 + 0.5) / 2)
+    write("b", "seed1", "x", [0, 0, 0, 0]), write("b", "seed1", "y", [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        summarise([("ab", ("a", "b"), "toy", "x", "y", ("seed1", "seed2"))], tmp_path, n_boot=200)
