@@ -77,7 +77,8 @@ def summarise(rows=ROWS, results=RESULTS, n_boot: int = 2000):
             continue
         per_seed, pooled = got
         records.append({"group": group, "folder": folder if isinstance(folder, str) else list(folder),
-                        "dataset": dataset, "method": method, "baseline": baseline, "per_seed": {s: vars(iv) for s, iv in per_seed.items()},
+                        "dataset": dataset, "method": method, "baseline": baseline,
+                        "per_seed": {s: vars(iv) for s, iv in per_seed.items()},
                         "mean": pooled.mean, "lo": pooled.lo, "hi": pooled.hi, "seeds": pooled.seeds,
                         "users": pooled.users, "_intervals": (per_seed, pooled)})
     return records, missing
