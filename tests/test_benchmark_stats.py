@@ -66,9 +66,16 @@ def test_compare_pairs_users_per_seed_and_refuses_unpaired_cells():
     assert compare({"seed5": {"ranks": [1]}}, b) is None
 
 
-def test_summary_reads_each_folders_cells_and_says_which_rows_it_left_out(tmp_path):
+def write_cell(root, folder, seed, method, ranks):
+    """A results cell with only what the summary reads: `<root>/<folder>/toy/<seed>/<method>.json`."""
     import json
 
+    path = root / folder / "toy" / seed / f"{method}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"method": method, "ranks": ranks}))
+
+
+def test_summary_reads_each_folders_cells_and_says_which_rows_it_left_out(tmp_path):
     from benchmarks.accuracy.summary import summarise, table
 
     rng = np.random.default_rng(1)
@@ -78,9 +85,7 @@ def test_summary_reads_each_folders_cells_and_says_which_rows_it_left_out(tmp_pa
             for method in ("sft_more", "ilrec"):
                 r = rng.integers(0, 12, size=40).tolist()
                 ranks[folder, seed, method] = r
-                path = tmp_path / folder / "toy" / seed / f"{method}.json"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({"method": method, "ranks": r}))
+                write_cell(tmp_path, folder, seed, method, r)
     rows = [("six", "main", "toy", "ilrec", "sft_more"), ("twelve", "deep", "toy", "ilrec", "sft_more"),
             ("six", "main", "toy", "dpo", "sft_more"), ("none", "absent", "toy", "ilrec", "sft_more")]
     records, missing = summarise(rows, tmp_path, n_boot=500)
@@ -97,14 +102,11 @@ def test_summary_reads_each_folders_cells_and_says_which_rows_it_left_out(tmp_pa
 
 
 def test_summary_row_over_several_folders_keeps_only_the_named_seeds(tmp_path):
-    import json
+    from functools import partial
 
     from benchmarks.accuracy.summary import summarise
 
-    def write(folder, seed, method, ranks):
-        path = tmp_path / folder / "toy" / seed / f"{method}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"method": method, "ranks": ranks}))
+    write = partial(write_cell, tmp_path)
 
     write("a", "seed1", "x", [1, 0, 0, 0]), write("a", "seed1", "y", [0, 0, 0, 0])  # x − y: NDCG@10 +1/4
     write("b", "seed2", "x", [1, 1, 0, 0]), write("b", "seed2", "y", [0, 0, 0, 0])  # +1/2

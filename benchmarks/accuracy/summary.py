@@ -45,11 +45,11 @@ ROWS = [
 ]
 
 
-def folder_cells(results, folders, dataset, seeds=None) -> dict:
+def folder_cells(results, folders: tuple, dataset, seeds=None) -> dict:
     """{method: {seed: cell}} of one folder, or of several whose seeds are distinct (the same protocol run in more
     than one folder), kept to `seeds` if given."""
     merged = {}
-    for folder in [folders] if isinstance(folders, str) else folders:
+    for folder in folders:
         for method, by_seed in load_cells(Path(results) / folder / dataset).items():
             for seed, cell in by_seed.items():
                 if seeds is not None and seed not in seeds:
@@ -65,18 +65,18 @@ def summarise(rows=ROWS, results=RESULTS, n_boot: int = 2000):
     hierarchical one; and the rows left out (no cells)."""
     records, missing, loaded = [], [], {}
     for group, folder, dataset, method, baseline, *keep in rows:
+        folders = (folder,) if isinstance(folder, str) else tuple(folder)
         seeds = tuple(keep[0]) if keep else None
-        key = (folder, dataset, seeds)
+        key = (folders, dataset, seeds)
         if key not in loaded:
-            loaded[key] = folder_cells(results, folder, dataset, seeds)
+            loaded[key] = folder_cells(results, folders, dataset, seeds)
         cells = loaded[key]
         got = compare(cells[method], cells[baseline], n_boot=n_boot) if method in cells and baseline in cells else None
         if got is None:
-            where = folder if isinstance(folder, str) else " + ".join(folder)
-            missing.append(f"{group}: {method} − {baseline} ({where}/{dataset})")
+            missing.append(f"{group}: {method} − {baseline} ({' + '.join(folders)}/{dataset})")
             continue
         per_seed, pooled = got
-        records.append({"group": group, "folder": folder if isinstance(folder, str) else list(folder),
+        records.append({"group": group, "folder": folder if isinstance(folder, str) else list(folders),
                         "dataset": dataset, "method": method, "baseline": baseline,
                         "per_seed": {s: vars(iv) for s, iv in per_seed.items()},
                         "mean": pooled.mean, "lo": pooled.lo, "hi": pooled.hi, "seeds": pooled.seeds,
@@ -88,10 +88,11 @@ def table(records) -> list[str]:
     lines = ["| configuration | NDCG@10: method − baseline | per seed | hierarchical 95% CI | seeds × users |",
              "|---|---|---|---|---|"]
     for r in records:
-        per_seed = ", ".join(f"{iv['mean']:+.4f}" for iv in r["per_seed"].values())
-        verdict = " (above 0)" if r["lo"] > 0 else " (below 0)" if r["hi"] < 0 else ""
-        lines.append(f"| {r['group']} | {r['method']} − {r['baseline']} | {per_seed} | "
-                     f"**{r['mean']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]**{verdict} | {r['seeds']} × {r['users']} |")
+        per_seed, pooled = r["_intervals"]
+        seeds = ", ".join(f"{iv.mean:+.4f}" for iv in per_seed.values())
+        verdict = " (above 0)" if pooled.lo > 0 else " (below 0)" if pooled.hi < 0 else ""
+        lines.append(f"| {r['group']} | {r['method']} − {r['baseline']} | {seeds} | **{pooled}**{verdict} | "
+                     f"{pooled.seeds} × {pooled.users} |")
     return lines
 
 
