@@ -154,3 +154,19 @@ def test_dpo_choice_prints_the_sweeps_flags_or_nothing(tmp_path):
     assert kit_cli("dpo-choice", "--chosen", str(chosen)).stdout == ""
     chosen.write_text(json.dumps({"dpo_lr": 3e-05, "dpo_beta": 0.5}))
     assert kit_cli("dpo-choice", "--chosen", str(chosen)).stdout.split() == ["--dpo_lr", "3e-05", "--dpo_beta", "0.5"]
+
+
+def test_working_tree_leaves_room_for_the_largest_kit_folder():
+    """Every transfer carries the working tree: with the largest kit folder it must stay within the device's
+    transfer limit. Committed model weights or large binaries break this (keep them git-ignored)."""
+    tree = kit.tree_size(ROOT)
+    assert tree + kit.KIT_FOLDER_MAX <= kit.LIMIT, (
+        f"working tree {tree / 2**20:.1f} MiB + largest kit folder {kit.KIT_FOLDER_MAX / 2**20:.0f} MiB is over the "
+        f"{kit.LIMIT / 2**20:.0f} MiB transfer limit; the largest tracked files: "
+        + ", ".join(f"{p} ({s / 2**20:.1f} MiB)" for s, p in largest_tracked(5)))
+
+
+def largest_tracked(n):
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    sizes = [((ROOT / p.decode()).stat().st_size, p.decode()) for p in listed if p and (ROOT / p.decode()).is_file()]
+    return sorted(sizes, reverse=True)[:n]

@@ -132,7 +132,7 @@ def build_parser(description=None):
                    help="Checkpoints (default: outputs/accuracy_models/<name of --out>, git-ignored).")
     p.add_argument("--store_sft", action="store_true",
                    help="Also keep each seed's selected SFT weights beside its cells (<out>/<dataset>/seed<k>/"
-                        "sft_model/: a few MB for the tiny Llama; commit them with the cells), so that the seed's "
+                        "sft_model/: a few MB for the tiny Llama, git-ignored: copy them to the other machine yourself), so that the seed's "
                         "other methods can be computed in a later session or on another machine. With or without "
                         "this flag, a seed whose checkpoint is missing from --models_dir is restored from there "
                         "(its weights' SHA-256 checked against the sft cell's) instead of retrained.")
