@@ -43,8 +43,10 @@ STAGES = {  # stage -> [(variant name, method, overrides on top of the earlier s
     "cpd": [(f"cpd_{w:g}", "ilrec", {"cpd_weight": w}) for w in (0.01, 0.03, 0.1)],
     "crr": [(f"crr_{src}_{w:g}", "ilrec", {"crr_weight": w, "reward": src})
             for src in ("mf", "sasrec") for w in (0.01, 0.03, 0.1)],
+    # DPO's lr x beta. 1e-3 collapsed on validation; the first grid's optimum (1e-5, 0.5) lay at its edge (lowest lr,
+    # highest beta), so the grid reaches down to 1e-6 and up to beta 2; `--variants` runs a part of it.
     "dpo": [(f"dpo_lr={lr:g}_beta={beta:g}", "dpo", {"lr": lr, "beta": beta})
-            for beta in (0.1, 0.5) for lr in (1e-4, 3e-5, 1e-5)],  # round 1: 1e-3 collapsed, 3e-5 was best
+            for beta in (0.1, 0.5, 1.0, 2.0) for lr in (1e-4, 3e-5, 1e-5, 3e-6, 1e-6)],
     "shipped": [("ilrec_shipped", "ilrec", {})],  # the run's ILRec flags (by default the product's defaults)
     "lr": [(f"{m}_lr={lr:g}", m, {"lr": lr}) for lr in (3e-4, 1e-4) for m in ("sft_more", "ilrec")],
 }
