@@ -291,14 +291,34 @@ class ItemCatalog:
         return self._require_bound().token_mask(vocab_size, exclude=self.eos_token_id)
 
     def prefix_nodes(self, shift_labels: torch.Tensor) -> torch.Tensor:
-        """[`TokenTrie.prefix_nodes`]: the trie node of the ground-truth prefix at every labelled position
-        (row-major), `-1` outside an identifier; raises [`CatalogError`] naming a row whose completion does not
-        start with an item identifier."""
+        """The trie node of the ground-truth prefix at every labelled position (`shift_labels != -100`, row-major),
+        `-1` outside an identifier.
+
+        Each row's completion (its labelled tokens, in order) must start with a complete item identifier; tokens
+        after it (end-of-turn markers) get `-1`. Raises [`CatalogError`] naming the row otherwise."""
         trie = self._require_bound()
-        try:
-            return trie.prefix_nodes(shift_labels, decode=getattr(self.tokenizer, "decode", None))
-        except TrieError as e:
-            raise CatalogError(str(e)) from None
+        mask = shift_labels != -100
+        offsets = mask.long().cumsum(1) - 1  # index of each labelled token inside its row's completion
+        width = min(int(mask.sum(1).max().item()) if mask.numel() else 0, trie.max_length)
+        completion = torch.full((shift_labels.shape[0], width), -1, dtype=torch.long, device=shift_labels.device)
+        keep = mask & (offsets < width)
+        rows = keep.nonzero(as_tuple=True)[0]
+        completion[rows, offsets[keep]] = shift_labels[keep]
+        prefix, complete = trie.prefix_path(completion)
+        bad = mask.any(1) & ~complete
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            tokens = shift_labels[row][mask[row]].tolist()
+            decode = getattr(self.tokenizer, "decode", None)
+            raise CatalogError(
+                f"The completion of batch row {row} ({decode(tokens) if decode else tokens!r}) does not start with "
+                f"an item identifier of the catalogue. Completions must be the target item's identifier (as "
+                f"catalog.identifier(item_id)), tokenized the same way as alone; check the prompt/completion "
+                f"boundary and the tokenizer."
+            )
+        out = torch.full_like(shift_labels, -1)
+        out[keep] = prefix[rows, offsets[keep]]
+        return out[mask]
 
     # The trie lookups, on the catalogue for convenience (see [`TokenTrie`]).
     def child(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -321,5 +341,5 @@ class ItemCatalog:
 # read through `catalog.<name>` from its trie once bound
 _TRIE_ATTRIBUTES = frozenset({
     "vocab_size", "num_nodes", "max_length", "item_tokens", "item_lengths", "item_nodes", "leaf_nodes", "node_item",
-    "node_parent", "node_token", "node_depth", "edge_keys", "edge_child", "edge_token", "child_ptr",
+    "edge_keys", "edge_child", "edge_token", "child_ptr",
 })

@@ -6,15 +6,19 @@ tokenized identifiers. A whole batch of prefixes is handled at once:
 - items are sorted by their token sequence, so every trie node covers a contiguous range of sorted items;
 - `item_nodes[i, d]` is the node reached by the first `d` tokens of item `i` (column 0 is the root, node 0);
 - the edges `(parent, token) -> child` are sorted by `parent * V + token`, so a lookup is one `searchsorted`, and
-  the children of a node are a contiguous slice (CSR, `child_ptr`).
+  the children of a node are a contiguous slice (CSR, `child_ptr`);
+- nodes are numbered depth by depth, and in sorted-item order within a depth, so the items below a node are one range
+  of the sorted items (`node_first`, `node_count`) and its children split that range in token order.
 
 The public interface used by the generation, the negative scopes and the token rewards: [`~TokenTrie.child`],
-[`~TokenTrie.walk`], [`~TokenTrie.prefix_nodes`], [`~TokenTrie.continuation_mask`], [`~TokenTrie.children`],
-[`~TokenTrie.item_at`] and [`~TokenTrie.subtree_pairs`]. Every method takes and returns tensors on the caller's
-device; the trie keeps one copy of its lookup tables per device.
+[`~TokenTrie.walk`], [`~TokenTrie.prefix_path`], [`~TokenTrie.continuation_mask`], [`~TokenTrie.children`],
+[`~TokenTrie.item_at`], [`~TokenTrie.subtree_ranges`], [`~TokenTrie.sorted_item`] and
+[`~TokenTrie.depth_nodes`]. Every method takes and returns tensors on the caller's device; the trie keeps one copy of
+its lookup tables per device. Building one is O(items x depth) (one sort, then vectorised over items per depth).
 """
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -38,43 +42,49 @@ class TokenTrie:
         name = (lambda i: repr(names[i])) if names is not None else (lambda i: f"item {i}")
         if len(sequences) == 0:
             raise TrieError("A trie needs at least one item sequence.")
-        if any(len(s) == 0 for s in sequences):
-            raise TrieError("An identifier tokenizes to no tokens; identifiers must be non-empty.")
         num_items = len(sequences)
-        max_len = max(len(s) for s in sequences)
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=num_items)
+        if (lengths == 0).any():
+            raise TrieError("An identifier tokenizes to no tokens; identifiers must be non-empty.")
+        max_len = int(lengths.max())
         tokens = np.full((num_items, max_len), -1, dtype=np.int64)
-        for i, seq in enumerate(sequences):
-            tokens[i, : len(seq)] = seq
+        tokens[np.arange(max_len) < lengths[:, None]] = np.fromiter(
+            itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum()))
         if tokens.max() >= vocab_size:
             raise TrieError(f"Identifier token ids reach {tokens.max()} but the vocabulary has {vocab_size} tokens.")
-        order = np.lexsort(tokens.T[::-1])  # sort items by token sequence
+        order = np.lexsort(tokens.T[::-1])  # sort items by token sequence (shorter first on a shared prefix)
         sorted_tokens = tokens[order]
-        same_as_prev = np.all(sorted_tokens[1:] == sorted_tokens[:-1], axis=1)
+        differs = sorted_tokens[1:] != sorted_tokens[:-1]
+        same_as_prev = ~differs.any(1)
         if same_as_prev.any():
             i = int(np.nonzero(same_as_prev)[0][0])
             raise TrieError(f"Identifiers {name(order[i])} and {name(order[i + 1])} tokenize to the same token ids; "
                             f"make them distinguishable.")
-        lengths = (tokens >= 0).sum(1)
-
-        # Node ids, depth by depth: a node is a distinct prefix. Node 0 is the root.
-        item_nodes = np.zeros((num_items, max_len + 1), dtype=np.int64)
-        item_nodes[:, 1:] = -1
-        parents, node_tokens, node_depth = [-1], [-1], [0]
-        next_id = 1
+        # Length of the prefix each sorted item shares with the one before it: it starts a new node at every depth
+        # beyond that. Node ids go depth by depth, and in sorted-item order within a depth.
+        shared = np.concatenate([[0], differs.argmax(1)])
+        sorted_lengths = lengths[order]
+        sorted_nodes = np.full((num_items, max_len + 1), -1, dtype=np.int64)
+        sorted_nodes[:, 0] = 0
+        level_ptr, parents, node_tokens, node_first = [0, 1], [-1], [-1], [0]
         for depth in range(1, max_len + 1):
-            rows = np.nonzero(lengths >= depth)[0]
-            keys = np.stack([item_nodes[rows, depth - 1], tokens[rows, depth - 1]], axis=1)
-            uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-            item_nodes[rows, depth] = next_id + inverse.reshape(-1)
-            parents.extend(uniq[:, 0].tolist())
-            node_tokens.extend(uniq[:, 1].tolist())
-            node_depth.extend([depth] * len(uniq))
-            next_id += len(uniq)
-        parents = np.asarray(parents)
-        node_tokens = np.asarray(node_tokens)
+            valid = sorted_lengths >= depth
+            starts = valid & (shared < depth)
+            ids = level_ptr[-1] + np.cumsum(starts) - 1
+            sorted_nodes[valid, depth] = ids[valid]
+            first = np.nonzero(starts)[0]
+            parents.append(sorted_nodes[first, depth - 1])
+            node_tokens.append(sorted_tokens[first, depth - 1])
+            node_first.append(first)
+            level_ptr.append(level_ptr[-1] + len(first))
+        parents = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1) for p in parents])
+        node_tokens = np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t in node_tokens])
+        num_nodes = level_ptr[-1]
+        item_nodes = np.empty_like(sorted_nodes)
+        item_nodes[order] = sorted_nodes
         leaf_of_item = item_nodes[np.arange(num_items), lengths]
         # A sequence that is a strict prefix of another would make an item end inside another's path.
-        has_children = np.zeros(next_id, dtype=bool)
+        has_children = np.zeros(num_nodes, dtype=bool)
         has_children[parents[1:]] = True
         if has_children[leaf_of_item].any():
             i = int(np.nonzero(has_children[leaf_of_item])[0][0])
@@ -84,24 +94,28 @@ class TokenTrie:
         # Edges sorted by (parent, token): lookup by searchsorted, children of a node contiguous.
         edge_keys = parents[1:] * vocab_size + node_tokens[1:]
         edge_order = np.argsort(edge_keys, kind="stable")
-        node_item = np.full(next_id, -1, dtype=np.int64)
+        node_item = np.full(num_nodes, -1, dtype=np.int64)
         node_item[leaf_of_item] = np.arange(num_items)
         self.vocab_size = vocab_size
         self.num_items = num_items
-        self.num_nodes = next_id
+        self.num_nodes = num_nodes
         self.max_length = max_len
         self.item_tokens = torch.as_tensor(tokens)  #: [I, L] token ids of each item, -1 padded
         self.item_lengths = torch.as_tensor(lengths)  #: [I]
         self.item_nodes = torch.as_tensor(item_nodes)  #: [I, L+1] node after d tokens, -1 past the end
         self.leaf_nodes = torch.as_tensor(leaf_of_item)  #: [I] the node where each item ends
         self.node_item = torch.as_tensor(node_item)  #: [num_nodes] item ending at a leaf, -1 elsewhere
-        self.node_parent = torch.as_tensor(parents)
-        self.node_token = torch.as_tensor(node_tokens)
-        self.node_depth = torch.as_tensor(np.asarray(node_depth))
+        self.sorted_items = torch.as_tensor(order)  #: [I] item ids in token-sequence order
+        #: [num_nodes] the items below node n are sorted_items[node_first[n] : node_first[n] + node_count[n]]
+        self.node_first = torch.as_tensor(np.concatenate([np.asarray(f, dtype=np.int64).reshape(-1)
+                                                          for f in node_first]))
+        self.node_count = torch.as_tensor(np.bincount(sorted_nodes[sorted_nodes >= 0], minlength=num_nodes))
+        self.level_ptr = torch.as_tensor(level_ptr)  #: [L+2] the nodes at depth d are level_ptr[d]..level_ptr[d+1]-1
         self.edge_keys = torch.as_tensor(edge_keys[edge_order])
-        self.edge_child = torch.as_tensor(np.arange(1, next_id)[edge_order])
+        self.edge_child = torch.as_tensor(np.arange(1, num_nodes)[edge_order])
         self.edge_token = torch.as_tensor(node_tokens[1:][edge_order])
-        self.child_ptr = torch.as_tensor(np.concatenate([[0], np.cumsum(np.bincount(parents[1:], minlength=next_id))]))
+        self.child_ptr = torch.as_tensor(np.concatenate([[0], np.cumsum(np.bincount(parents[1:],
+                                                                                    minlength=num_nodes))]))
         self._device_cache: dict = {}
 
     def __repr__(self) -> str:
@@ -111,13 +125,10 @@ class TokenTrie:
         """The lookup tables on `device` (copied once per device)."""
         device = torch.device(device)
         if device not in self._device_cache:
-            tables = {name: getattr(self, name).to(device)
-                      for name in ("edge_keys", "edge_child", "edge_token", "child_ptr", "node_item")}
-            nodes = self.item_nodes[:, 1:]  # column 0 is the root, which is below no edge
-            valid = nodes >= 0
-            tables["pair_items"] = torch.arange(self.num_items).unsqueeze(1).expand_as(nodes)[valid].to(device)
-            tables["pair_nodes"] = nodes[valid].to(device)
-            self._device_cache[device] = tables
+            self._device_cache[device] = {
+                name: getattr(self, name).to(device)
+                for name in ("edge_keys", "edge_child", "edge_token", "child_ptr", "node_item", "sorted_items",
+                             "node_first", "node_count", "item_nodes")}
         return self._device_cache[device]
 
     # -- lookups -------------------------------------------------------------------------------------------------
@@ -170,11 +181,26 @@ class TokenTrie:
         mask[rows, self._on(nodes.device)["edge_token"][edges]] = True
         return mask
 
-    def subtree_pairs(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(items [M], nodes [M])`: every `(item, node)` with `node` a non-root node on the item's path (leaf
-        included), i.e. the items below each node; aggregate item values per node with one `scatter_reduce`."""
-        t = self._on(device)
-        return t["pair_items"], t["pair_nodes"]
+    def subtree_ranges(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(first [N], count [N])`: the items below each node (the item ending there for a leaf) are
+        `sorted_item(first + k)` for `k < count`, one contiguous range; the children of a node, tokens ascending,
+        split its range into consecutive ranges. Node `-1` has none (`count` 0)."""
+        t = self._on(nodes.device)
+        safe = nodes.clamp(min=0)
+        count = torch.where(nodes >= 0, t["node_count"][safe], torch.zeros_like(safe))
+        return t["node_first"][safe], count
+
+    def sorted_item(self, positions: torch.Tensor) -> torch.Tensor:
+        """The item at each position of the token-sequence order (`0..I-1`, see [`subtree_ranges`])."""
+        return self._on(positions.device)["sorted_items"][positions]
+
+    def depth_nodes(self, depth: int, device) -> tuple[torch.Tensor, int, int]:
+        """`(nodes [I], first, count)`: the node of every item at `depth` (`-1` for items with fewer tokens); the
+        nodes at a depth are the ids `first..first+count-1`, numbered in token-sequence order."""
+        if not 0 <= depth <= self.max_length:
+            raise ValueError(f"depth={depth} is outside 0..{self.max_length}.")
+        first, end = int(self.level_ptr[depth]), int(self.level_ptr[depth + 1])
+        return self._on(device)["item_nodes"][:, depth], first, end - first
 
     def token_mask(self, vocab_size: int | None = None, exclude: int | None = None) -> torch.Tensor:
         """`[V]` bool: the tokens that appear in some sequence, except `exclude` (e.g. the end token)."""
@@ -184,40 +210,16 @@ class TokenTrie:
             mask[exclude] = False
         return mask
 
-    def prefix_nodes(self, shift_labels: torch.Tensor, decode: Callable[[list[int]], str] | None = None
-                     ) -> torch.Tensor:
-        """Trie node of the ground-truth prefix at every labelled position (`shift_labels != -100`, row-major),
-        `-1` outside an identifier.
-
-        Each row's completion (its labelled tokens, in order) must start with a complete item sequence; tokens
-        after it (end-of-turn markers) get `-1`. Raises [`TrieError`] naming the row (its tokens shown through
-        `decode` when given) otherwise.
-        """
-        mask = shift_labels != -100
-        offsets = mask.long().cumsum(1) - 1  # index of each labelled token inside its row's completion
-        width = min(int(mask.sum(1).max().item()) if mask.numel() else 0, self.max_length)
-        rows = shift_labels.shape[0]
-        completion = torch.full((rows, max(width, 1)), -1, dtype=torch.long, device=shift_labels.device)
-        keep = mask & (offsets < width)
-        completion[keep.nonzero(as_tuple=True)[0], offsets[keep]] = shift_labels[keep]
-        nodes = self.walk(completion[:, :width])  # [R, width+1]
-        reached_item = self.item_at(nodes) >= 0  # a row is valid when its walk reaches a leaf
-        bad = mask.any(1) & ~reached_item.any(1)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            tokens = shift_labels[row][mask[row]].tolist()
-            raise TrieError(
-                f"The completion of batch row {row} ({decode(tokens) if decode else tokens!r}) does not start with "
-                f"an item identifier of the catalogue. Completions must be the target item's identifier (as "
-                f"catalog.identifier(item_id)), tokenized the same way as alone; check the prompt/completion "
-                f"boundary and the tokenizer."
-            )
-        # The prefix before token d is nodes[:, d]; once a leaf is reached, later positions get -1.
-        past_leaf = torch.cumsum(reached_item.long(), 1) > 0
-        prefix = torch.where(past_leaf, torch.full_like(nodes, -1), nodes)[:, :width]
-        out = torch.full_like(shift_labels, -1)
-        out[keep] = prefix[keep.nonzero(as_tuple=True)[0], offsets[keep]]
-        return out[mask]
+    def prefix_path(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(nodes [R, T], complete [R])` for rows of token ids `[R, T]` (`-1` padded) that should each start with
+        one item's sequence: `nodes[r, d]` is the node of the prefix before token `d` (the first `d` tokens), `-1`
+        at padding, once the row has completed an item (tokens after it) and off the trie; `complete[r]` says
+        whether the row's tokens complete an item at all. Loops over the depth only (see [`walk`])."""
+        nodes = self.walk(token_ids)  # [R, T+1]
+        at_leaf = self.item_at(nodes) >= 0
+        past_leaf = torch.cumsum(at_leaf.long(), 1) > 0
+        prefix = torch.where(past_leaf, torch.full_like(nodes, -1), nodes)[:, : token_ids.shape[1]]
+        return torch.where(token_ids >= 0, prefix, torch.full_like(prefix, -1)), at_leaf.any(1)
 
 
 __all__ = ["TokenTrie", "TrieError"]

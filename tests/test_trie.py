@@ -3,6 +3,7 @@ variable-length sequences, and the catalogue's delegation to it."""
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,18 +84,62 @@ def test_child_continuations_and_items_match_brute_force(case):
     assert torch.equal(child, children[pos, tok])
 
 
-def test_subtree_pairs_are_the_items_below_each_node(case):
+def test_subtree_ranges_are_the_items_below_each_node(case):
     seqs, _, trie = case
-    items, nodes = trie.subtree_pairs("cpu")
-    got = {(int(i), int(n)) for i, n in zip(items, nodes)}
-    assert len(got) == len(items)  # no pair twice
-    want = {(i, node_of(trie, s[:d])) for i, s in enumerate(seqs) for d in range(1, len(s) + 1)}
-    assert got == want
+    prefixes = all_prefixes(seqs)
+    nodes = torch.tensor([node_of(trie, p) for p in prefixes] + [-1])
+    first, count = trie.subtree_ranges(nodes)
+    assert int(count[-1]) == 0
+    order = [trie.sorted_item(torch.arange(int(f), int(f + c))).tolist() for f, c in zip(first[:-1], count[:-1])]
+    for prefix, items in zip(prefixes, order):
+        assert sorted(items) == [i for i, s in enumerate(seqs) if s[: len(prefix)] == prefix]
+    # the sorted items are the items in token-sequence order; children split their parent's range in token order
+    assert [seqs[i] for i in trie.sorted_item(torch.arange(len(seqs))).tolist()] == sorted(seqs)
+    pos, _, child = trie.children(nodes)
+    child_first, child_count = trie.subtree_ranges(child)
+    for row in range(len(prefixes)):
+        mine = pos == row
+        if mine.any():
+            ends = (child_first[mine] + child_count[mine]).tolist()
+            assert child_first[mine].tolist() == [int(first[row])] + ends[:-1] and ends[-1] == int(first[row] + count[row])
 
 
-def test_prefix_nodes_match_brute_force(case):
-    """Completions of random items, at random offsets with random padding and trailing tokens."""
+def test_nodes_are_numbered_by_depth_in_sorted_order(case):
+    seqs, _, trie = case
+    for depth in range(trie.max_length + 1):
+        nodes, first, count = trie.depth_nodes(depth, "cpu")
+        want = sorted({s[:depth] for s in seqs if len(s) >= depth})
+        assert count == len(want) and [node_of(trie, p) for p in want] == list(range(first, first + count))
+        assert nodes.tolist() == [node_of(trie, s[:depth]) if len(s) >= depth else -1 for s in seqs]
+
+
+def test_prefix_path_matches_brute_force(case):
+    """Rows that start with random items, -1 padded, some with trailing tokens, and rows that complete no item."""
     seqs, vocab, trie = case
+    rng = random.Random(1)
+    rows, want, complete = [], [], []
+    for _ in range(9):
+        s = seqs[rng.randrange(len(seqs))]
+        trail = [rng.randrange(vocab) for _ in range(rng.randint(0, 2))]
+        rows.append(list(s) + trail)
+        want.append([node_of(trie, s[:d]) for d in range(len(s))] + [-1] * len(trail))
+        complete.append(True)
+    short = list(seqs[0][:-1])  # an item without its end token: a prefix, never complete
+    rows.append(short)
+    want.append([node_of(trie, short[:d]) for d in range(len(short))])
+    complete.append(False)
+    width = max(map(len, rows))
+    nodes, done = trie.prefix_path(torch.tensor([r + [-1] * (width - len(r)) for r in rows]))
+    assert done.tolist() == complete
+    for r, w in enumerate(want):
+        assert nodes[r, : len(w)].tolist() == w and (nodes[r, len(w) :] == -1).all()
+
+
+def test_catalog_prefix_nodes_match_brute_force(case):
+    """Labels: completions of random items at random offsets with padding and trailing tokens; errors name the
+    row whose completion is no item."""
+    seqs, vocab, trie = case
+    cat = ItemCatalog([f"item{i}" for i in range(len(seqs))]).bind_token_ids([list(s) for s in seqs], vocab)
     rng = random.Random(1)
     rows, want = [], []
     for _ in range(9):
@@ -105,18 +150,13 @@ def test_prefix_nodes_match_brute_force(case):
         want += [node_of(trie, s[:d]) for d in range(len(s))] + [-1] * trail
     width = max(map(len, rows))
     batch = torch.tensor([r + [-100] * (width - len(r)) for r in rows])
-    assert trie.prefix_nodes(batch).tolist() == want
-    assert trie.prefix_nodes(torch.full((2, 3), -100)).numel() == 0
-
-
-def test_prefix_nodes_reject_a_completion_that_is_no_item(case):
-    seqs, vocab, trie = case
+    assert cat.prefix_nodes(batch).tolist() == want
+    assert cat.prefix_nodes(torch.full((2, 3), -100)).numel() == 0
     short = list(seqs[0][:-1]) + [vocab - 1] * 2  # the EOS replaced by tokens that end no item
-    rows = [list(seqs[-1]), short]
-    width = max(map(len, rows))
-    batch = torch.tensor([r + [-100] * (width - len(r)) for r in rows])
-    with pytest.raises(TrieError, match="batch row 1 .*does not start with an item identifier"):
-        trie.prefix_nodes(batch, decode=lambda t: f"<{len(t)} tokens>")
+    bad = [list(seqs[-1]), short]
+    width = max(map(len, bad))
+    with pytest.raises(CatalogError, match="batch row 1 .*does not start with an item identifier"):
+        cat.prefix_nodes(torch.tensor([r + [-100] * (width - len(r)) for r in bad]))
 
 
 def test_token_mask():
@@ -162,3 +202,43 @@ def test_catalog_delegates_to_its_trie():
     # re-binding builds a new trie
     cat.bind_token_ids([[1, 2, 0]] + [list(s) for s in seqs[1:]], vocab_size=7)
     assert cat.trie is not trie
+
+
+def reference_tables(seqs, vocab):
+    """The trie's tables as built before the build was vectorised (one `np.unique` over (parent, token) per depth),
+    kept to check that the node numbering and edges are unchanged."""
+    num_items, max_len = len(seqs), max(map(len, seqs))
+    tokens = np.full((num_items, max_len), -1, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = s
+    lengths = (tokens >= 0).sum(1)
+    item_nodes = np.zeros((num_items, max_len + 1), dtype=np.int64)
+    item_nodes[:, 1:] = -1
+    parents, node_tokens, next_id = [-1], [-1], 1
+    for depth in range(1, max_len + 1):
+        rows = np.nonzero(lengths >= depth)[0]
+        keys = np.stack([item_nodes[rows, depth - 1], tokens[rows, depth - 1]], axis=1)
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        item_nodes[rows, depth] = next_id + inverse.reshape(-1)
+        parents.extend(uniq[:, 0].tolist())
+        node_tokens.extend(uniq[:, 1].tolist())
+        next_id += len(uniq)
+    parents, node_tokens = np.asarray(parents), np.asarray(node_tokens)
+    edge_keys = parents[1:] * vocab + node_tokens[1:]
+    edge_order = np.argsort(edge_keys, kind="stable")
+    return {
+        "item_nodes": item_nodes,
+        "leaf_nodes": item_nodes[np.arange(num_items), lengths],
+        "edge_keys": edge_keys[edge_order],
+        "edge_child": np.arange(1, next_id)[edge_order],
+        "edge_token": node_tokens[1:][edge_order],
+        "child_ptr": np.concatenate([[0], np.cumsum(np.bincount(parents[1:], minlength=next_id))]),
+    }
+
+
+@pytest.mark.parametrize("seed, num_items, vocab, max_len", [(11, 300, 5, 6), (12, 500, 40, 3), (13, 64, 3, 9)])
+def test_build_matches_the_reference_numbering(seed, num_items, vocab, max_len):
+    seqs = random_sequences(seed, num_items, vocab, max_len)
+    trie = TokenTrie([list(s) for s in seqs], vocab)
+    for name, want in reference_tables(seqs, vocab).items():
+        assert getattr(trie, name).tolist() == want.tolist(), name

@@ -76,7 +76,7 @@ class CatalogRewardFn:
                 "target positions can be mapped to trie nodes."
             )
         other = ctx.catalog
-        if other is not None and other is not catalog and getattr(other, "num_nodes", None) != catalog.num_nodes:
+        if other is not None and other is not catalog and _num_nodes(other) != _num_nodes(catalog):
             raise ValueError(
                 f"The reward function's catalogue ({catalog!r}) differs from the trainer's ({other!r}): the trie "
                 f"node ids would not match. Use the same ItemCatalog for both."
@@ -100,6 +100,12 @@ class CatalogRewardFn:
 
     def __repr__(self) -> str:
         return f"CatalogRewardFn(score_fn={self.score_fn!r}, aggregate={self.aggregate!r})"
+
+
+def _num_nodes(catalog) -> int | None:
+    """The size of a catalogue's trie (`None` when unbound)."""
+    trie = getattr(catalog, "trie", None)
+    return None if trie is None else trie.num_nodes
 
 
 def load_score_matrix(path) -> torch.Tensor:
