@@ -1,0 +1,133 @@
+"""`python -m benchmarks.scale`: the cost of every stage a user runs, at catalogue sizes 10^4, 10^5, 10^6.
+
+For each size (up to `--max_items`) a seeded synthetic log is generated (see `synthetic.py`: power-law popularity,
+drifting histories, item texts; `--interactions_per_item` interactions per item, 10 by default), then each stage is
+measured in this process: CPU time (all threads) and the peak resident memory it added. Writes the JSON to
+`benchmarks/results/scale.json` (atomically; with `--smoke`, to a temporary folder unless `--out` is given), prints
+a table, and draws cost against size on log-log axes with a linear-slope reference (`docs/scale.png`).
+
+    python -m benchmarks.scale                      # 10^4 and 10^5 items
+    python -m benchmarks.scale --max_items 1000000  # also 10^6 items (about 10^7 interactions)
+    python -m benchmarks.scale --smoke              # every stage on 2,000 items, a few seconds
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from . import catalog_stages, model_stages
+from .report import plot, table
+from .synthetic import synthetic_log
+
+SIZES = (10_000, 100_000, 1_000_000)
+SMOKE_SIZE = 2_000
+RESULTS = Path("benchmarks/results/scale.json")
+PLOT = Path("docs/scale.png")
+
+
+def stages(smoke: bool, mf_epochs: int) -> list[tuple[str, object, tuple[str, ...]]]:
+    """`(name, function(state) -> dict, what it needs in state)`, in order."""
+    users = 4 if smoke else 64
+    return [
+        ("catalogue bind + trie", catalog_stages.bind_catalog, ()),
+        ("catalog.json load", catalog_stages.catalog_json, ("catalog",)),
+        ("token_rewards (max)", lambda s: catalog_stages.token_rewards_stage(s, "max"), ("catalog",)),
+        ("token_rewards (logsumexp)", lambda s: catalog_stages.token_rewards_stage(s, "logsumexp"), ("catalog",)),
+        ("MF fit (ALS)", lambda s: catalog_stages.mf_fit(s, 1 if smoke else mf_epochs), ()),
+        ("MF score_items (64 users)", catalog_stages.mf_scores, ("mf",)),
+        ("beam search (20 beams)", lambda s: model_stages.beam_search(s, users), ("catalog",)),
+        ("Recommender.recommend", lambda s: model_stages.recommend_latency(s, 3 if smoke else 20), ("catalog",)),
+        ("training step (ILRec vs SFT)",
+         lambda s: model_stages.training_step(s, 1, 4 if smoke else model_stages.TRAIN_BATCH), ("catalog", "mf")),
+    ]
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` to `path` atomically (a temporary file in the same folder, then `os.replace`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def quiet() -> None:
+    """No progress bars or library warnings between the table lines."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max_items", type=int, default=100_000, help="largest catalogue size measured")
+    parser.add_argument("--smoke", action="store_true", help="every stage once on a tiny catalogue (a test)")
+    parser.add_argument("--interactions_per_item", type=float, default=10.0)
+    parser.add_argument("--mf_epochs", type=int, default=8, help="ALS epochs (the library's default is 8)")
+    parser.add_argument("--stages", nargs="*", default=None, help="names (or unique prefixes) of the stages to run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable on a shared machine)")
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON output (default {RESULTS})")
+    parser.add_argument("--plot", type=Path, default=None, help=f"log-log plot (default {PLOT}; none in smoke mode)")
+    parser.add_argument("--note", default="", help="what else was running on the machine (saved in the JSON)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    quiet()
+    sizes = [SMOKE_SIZE] if args.smoke else [n for n in SIZES if n <= args.max_items]
+    out_path = args.out or (Path(tempfile.mkdtemp(prefix="ilrec-scale-")) / "scale.json" if args.smoke else RESULTS)
+    plot_path = args.plot or (None if args.smoke else PLOT)
+    selected = stages(args.smoke, args.mf_epochs)
+    if args.stages:
+        selected = [s for s in selected if any(s[0].startswith(p) for p in args.stages)]
+    result = {
+        "meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "argv": sys.argv[1:] if argv is None else list(argv), "python": platform.python_version(),
+                 "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                 "load_average_start": os.getloadavg(), "note": args.note,
+                 "interactions_per_item": args.interactions_per_item},
+        "sizes": {},
+    }
+    for size in sizes:
+        record: dict = {}
+        result["sizes"][str(size)] = record
+        start = time.process_time()
+        state = {"log": synthetic_log(size, args.interactions_per_item, seed=0)}
+        record["generate"] = {"cpu_s": time.process_time() - start, "users": state["log"].num_users,
+                              "interactions": int(len(state["log"].items))}
+        for name, run, needs in selected:
+            missing = [k for k in needs if k not in state]
+            if missing:
+                record[name] = {"error": f"not measured: needs {', '.join(missing)}"}
+                continue
+            print(f"[{size:,} items] {name} ...", flush=True)
+            try:
+                record[name] = run(state)
+            except Exception as e:  # a stage that fails is reported, the others still run
+                record[name] = {"error": f"{type(e).__name__}: {e}"}
+            write_json(out_path, result)
+        del state
+    result["meta"]["load_average_end"] = os.getloadavg()
+    write_json(out_path, result)
+    print(table(result, [s[0] for s in selected]))
+    print(f"JSON: {out_path}")
+    if plot_path is not None:
+        plot(result, [s[0] for s in selected], plot_path)
+        print(f"plot: {plot_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
