@@ -39,6 +39,7 @@ SEMANTIC_TOKEN = re.compile(r"<[A-Za-z]+_\d+>")
 SCHEMES = ("semantic_id", "title")
 CATALOG_FORMAT = "ilrec-catalog"
 CATALOG_VERSION = 1
+BIND_CHUNK = 16384  # identifiers tokenized at once by `bind`
 
 
 def infer_scheme(identifiers: list[str]) -> str:
@@ -252,8 +253,12 @@ class ItemCatalog:
         eos = tokenizer.eos_token_id if add_eos else None
         if add_eos and eos is None:
             raise CatalogError("The tokenizer has no eos_token; set one or bind with add_eos=False.")
-        encoded = tokenizer([completion_prefix + ident for ident in self._identifiers], add_special_tokens=False)
-        sequences = [list(ids) + ([eos] if add_eos else []) for ids in encoded["input_ids"]]
+        texts = [completion_prefix + ident for ident in self._identifiers]
+        sequences = []
+        for start in range(0, len(texts), BIND_CHUNK):  # in chunks: the tokenizer's per-text objects stay bounded
+            encoded = tokenizer(texts[start : start + BIND_CHUNK], add_special_tokens=False,
+                                return_attention_mask=False, return_token_type_ids=False)
+            sequences.extend(list(ids) + ([eos] if add_eos else []) for ids in encoded["input_ids"])
         trie = self._build_trie(sequences, vocab_size=len(tokenizer))
         unk = getattr(tokenizer, "unk_token_id", None)
         if unk is not None and bool((trie.item_tokens == unk).any()):

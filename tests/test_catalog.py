@@ -186,3 +186,17 @@ def test_source_ids_map_both_ways():
         ItemCatalog(["a", "b"], source_ids=[1])
     with pytest.raises(CatalogError, match="strings or integers"):
         ItemCatalog(["a", "b"], source_ids=[1.5, 2])
+
+
+def test_bind_tokenizes_in_chunks_as_in_one_call(monkeypatch):
+    import ilrec_trl.catalog as catalog_module
+    from ilrec_trl.data import build_word_tokenizer
+
+    identifiers = [f"<a_{i % 3}><b_{i}>" for i in range(10)]
+    tok = build_word_tokenizer(["a prompt"], [f"<a_{i}>" for i in range(3)] + [f"<b_{i}>" for i in range(10)])
+    whole = ItemCatalog(identifiers).bind(tok)
+    monkeypatch.setattr(catalog_module, "BIND_CHUNK", 3)
+    chunked = ItemCatalog(identifiers).bind(tok)
+    assert torch.equal(whole.trie.item_tokens, chunked.trie.item_tokens)
+    plain = tok(identifiers, add_special_tokens=False)["input_ids"]
+    assert [whole.item_token_ids(i) for i in range(10)] == [ids + [tok.eos_token_id] for ids in plain]

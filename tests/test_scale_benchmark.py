@@ -48,5 +48,5 @@ def test_smoke_run_measures_every_stage(tmp_path):
         assert record[name]["cpu_s"] > 0
     assert record["token_rewards (max)"]["positions"] == 64 * 5
     assert record["beam search (20 beams)"]["users"] == 4
-    assert record["training step (ILRec vs SFT)"]["ratio_to_sft"] > 0
+    assert record["training step (ILRec vs SFT)"]["ratio_to_sft_loss"] > 0
     assert "| catalogue bind + trie |" in table(result, stages)

@@ -101,7 +101,8 @@ def test_subtree_ranges_are_the_items_below_each_node(case):
         mine = pos == row
         if mine.any():
             ends = (child_first[mine] + child_count[mine]).tolist()
-            assert child_first[mine].tolist() == [int(first[row])] + ends[:-1] and ends[-1] == int(first[row] + count[row])
+            assert child_first[mine].tolist() == [int(first[row])] + ends[:-1]
+            assert ends[-1] == int(first[row] + count[row])
 
 
 def test_nodes_are_numbered_by_depth_in_sorted_order(case):

@@ -46,7 +46,8 @@ def stages(smoke: bool, mf_epochs: int) -> list[tuple[str, object, tuple[str, ..
         ("beam search (20 beams)", lambda s: model_stages.beam_search(s, users), ("catalog",)),
         ("Recommender.recommend", lambda s: model_stages.recommend_latency(s, 3 if smoke else 20), ("catalog",)),
         ("training step (ILRec vs SFT)",
-         lambda s: model_stages.training_step(s, 1, 4 if smoke else model_stages.TRAIN_BATCH), ("catalog", "mf")),
+         lambda s: model_stages.training_step(s, 1 if smoke else 2, 4 if smoke else model_stages.TRAIN_BATCH),
+         ("catalog", "mf")),
     ]
 
 
@@ -79,6 +80,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=None, help=f"JSON output (default {RESULTS})")
     parser.add_argument("--plot", type=Path, default=None, help=f"log-log plot (default {PLOT}; none in smoke mode)")
     parser.add_argument("--note", default="", help="what else was running on the machine (saved in the JSON)")
+    parser.add_argument("--report_only", action="store_true", help="print the table and draw the plot of --out")
     return parser.parse_args(argv)
 
 
@@ -92,6 +94,9 @@ def main(argv=None) -> dict:
     selected = stages(args.smoke, args.mf_epochs)
     if args.stages:
         selected = [s for s in selected if any(s[0].startswith(p) for p in args.stages)]
+    if args.report_only:
+        return report(json.loads(out_path.read_text()), [s[0] for s in selected], out_path, plot_path)
+    previous = json.loads(out_path.read_text()) if args.stages and out_path.exists() else None
     result = {
         "meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  "argv": sys.argv[1:] if argv is None else list(argv), "python": platform.python_version(),
@@ -100,9 +105,11 @@ def main(argv=None) -> dict:
                  "interactions_per_item": args.interactions_per_item},
         "sizes": {},
     }
+    if previous is not None:  # a subset of the stages: keep the others' figures
+        result["sizes"] = previous["sizes"]
+        result["meta"]["previous"] = previous["meta"]
     for size in sizes:
-        record: dict = {}
-        result["sizes"][str(size)] = record
+        record = result["sizes"].setdefault(str(size), {})
         start = time.process_time()
         state = {"log": synthetic_log(size, args.interactions_per_item, seed=0)}
         record["generate"] = {"cpu_s": time.process_time() - start, "users": state["log"].num_users,
@@ -121,10 +128,14 @@ def main(argv=None) -> dict:
         del state
     result["meta"]["load_average_end"] = os.getloadavg()
     write_json(out_path, result)
-    print(table(result, [s[0] for s in selected]))
+    return report(result, [s[0] for s in selected], out_path, plot_path)
+
+
+def report(result: dict, names: list[str], out_path: Path, plot_path: Path | None) -> dict:
+    print(table(result, names))
     print(f"JSON: {out_path}")
     if plot_path is not None:
-        plot(result, [s[0] for s in selected], plot_path)
+        plot(result, names, plot_path)
         print(f"plot: {plot_path}")
     return result
 
