@@ -47,7 +47,7 @@ def stages(smoke: bool, mf_epochs: int) -> list[tuple[str, object, tuple[str, ..
         ("Recommender.recommend", lambda s: model_stages.recommend_latency(s, 3 if smoke else 20), ("catalog",)),
         ("training step (ILRec vs SFT)",
          lambda s: model_stages.training_step(s, 1 if smoke else 2, 4 if smoke else model_stages.TRAIN_BATCH),
-         ("catalog", "mf")),
+         ("catalog",)),
     ]
 
 
@@ -72,6 +72,7 @@ def quiet() -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--max_items", type=int, default=100_000, help="largest catalogue size measured")
+    parser.add_argument("--sizes", type=int, nargs="*", default=None, help="these catalogue sizes instead")
     parser.add_argument("--smoke", action="store_true", help="every stage once on a tiny catalogue (a test)")
     parser.add_argument("--interactions_per_item", type=float, default=10.0)
     parser.add_argument("--mf_epochs", type=int, default=8, help="ALS epochs (the library's default is 8)")
@@ -88,7 +89,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     quiet()
-    sizes = [SMOKE_SIZE] if args.smoke else [n for n in SIZES if n <= args.max_items]
+    sizes = [SMOKE_SIZE] if args.smoke else args.sizes or [n for n in SIZES if n <= args.max_items]
     out_path = args.out or (Path(tempfile.mkdtemp(prefix="ilrec-scale-")) / "scale.json" if args.smoke else RESULTS)
     plot_path = args.plot or (None if args.smoke else PLOT)
     selected = stages(args.smoke, args.mf_epochs)

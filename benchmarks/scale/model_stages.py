@@ -107,6 +107,10 @@ def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH) -> dict:
     """
     from datasets import Dataset
 
+    from .catalog_stages import mf_fit
+
+    if "mf" not in state:  # run alone: a one-epoch fit (the reward's quality does not change a step's cost)
+        mf_fit(state, epochs=1)
     catalog, tokenizer, mf = state["catalog"], state["tokenizer"], state["mf"]
     dataset = Dataset.from_list(_examples(state, batch * (WARMUP_STEPS + steps)))
     base = _model(state)

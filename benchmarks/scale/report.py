@@ -25,6 +25,11 @@ DETAILS = {  # stage -> [(label, path in its record, format)]
 }
 
 
+LEGEND = {"beam search (20 beams)": "beam search, 20 beams, 64 users",
+          "Recommender.recommend": "Recommender.recommend, batch 1 (p50)",
+          "training step (ILRec vs SFT)": "ILRec training step, batch 64"}
+
+
 def _get(record: dict, path: tuple):
     for key in path:
         if not isinstance(record, dict) or key not in record:
@@ -96,7 +101,7 @@ def plot(result: dict, stage_names: list[str], path: Path) -> None:
         points = [(n, (result["sizes"][str(n)].get(name) or {}).get("cpu_s")) for n in sizes]
         points = [(n, c) for n, c in points if c and c > 0]
         if points:
-            ax.plot(*zip(*points), marker="o", label=name)
+            ax.plot(*zip(*points), marker="o", label=LEGEND.get(name, name))
             anchor = anchor or points[0]
     if anchor is not None and len(sizes) > 1:
         xs = [sizes[0], sizes[-1]]
