@@ -12,6 +12,7 @@ from ilrec_trl.rewards import (
     CatalogRewardFn,
     MatrixFactorizationReward,
     RewardContext,
+    check_scores,
     most_popular_scores,
     node_scores,
     score_matrix_reward_fn,
@@ -374,6 +375,14 @@ def test_non_finite_scores_are_refused_with_the_count(toy_catalog, toy_scores, t
     with pytest.raises(ValueError, match=message):
         fn(toy_context(toy_catalog, ["a", "b", "c"], [[0], [1], [2]]))
     score_matrix_reward_fn(toy_scores, toy_catalog)  # -inf alone (excluded items) stays allowed
+
+
+def test_check_scores_fast_path_keeps_the_checks():
+    check_scores(torch.full((2, 3), 3e38), "huge")  # finite however large: accepted
+    check_scores(torch.tensor([[1.0, float("-inf")], [0.0, 2.0]]), "excluded")  # -inf excludes an item
+    mixed = torch.tensor([[float("inf"), float("-inf")], [0.0, 2.0]])  # +inf and -inf: the sum is NaN
+    with pytest.raises(ValueError, match=r"has 0 NaN and 1 \+inf scores"):
+        check_scores(mixed, "mixed")
 
 
 # -- end to end ------------------------------------------------------------------------------------------------------

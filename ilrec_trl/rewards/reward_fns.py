@@ -26,7 +26,11 @@ def check_scores(scores: torch.Tensor, what: str) -> None:
     """Refuse item scores that would silently zero L_CRR: any NaN or +inf, or a user row with no finite score.
 
     `-inf` alone is allowed: it excludes an item (see [`token_rewards`]). Raises `ValueError` with the counts.
+    A finite sum means every score is finite (a NaN or an infinity makes the sum non-finite), so the usual case costs
+    one pass over the scores; the counts are taken only otherwise (a sum that merely overflows takes that path too).
     """
+    if scores.numel() and bool(torch.isfinite(scores.sum())):
+        return
     nan, pos_inf = int(torch.isnan(scores).sum()), int(torch.isposinf(scores).sum())
     if nan or pos_inf:
         raise ValueError(
