@@ -29,6 +29,8 @@ ROWS = [
     ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_no_cpo", "ilrec"),
     ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_no_cpd", "ilrec"),
     ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_no_crr", "ilrec"),
+    ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_sasrec_reward", "sft_more"),
+    ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_sasrec_reward", "ilrec"),
     ("MovieLens, 6 layers, lr2 1e-3", "accuracy", "ml100k", "ilrec", "sft_more"),
     ("MovieLens, 6 layers, lr2 1e-3", "accuracy", "ml100k", "ilrec", "dpo"),
     ("MovieLens, 6 layers, lr2 1e-3", "accuracy", "ml100k", "ilrec_no_crr", "ilrec"),
@@ -37,11 +39,15 @@ ROWS = [
     ("MovieLens, 12 layers, lr2 1e-3", "accuracy_depth12", "ml100k", "ilrec", "sft_more"),
     ("MovieLens, lr2 3e-4, SFT all 4 epochs", "accuracy_scratch_full", "ml100k", "ilrec", "sft_more"),
     ("MovieLens, lr2 3e-4, SFT all 4 epochs", "accuracy_scratch_full", "ml100k", "ilrec_tuned", "sft_more"),
+    ("MovieLens, lr2 3e-4, SFT all 4 epochs", "accuracy_scratch_full", "ml100k", "ilrec", "dpo"),
     ("MovieLens, whole run, no early stop", "accuracy_scratch_full", "ml100k", "ilrec_scratch", "sft"),
     # seed 6 of the lr-3e-4 folder ran with patience 2 but neither arm stopped early (both 1,520 steps, the report's
     # second-protocol lines): the same protocol. Seed 7 is left out: early stopping gave its arms different lengths.
     ("MovieLens, whole run, both arms all epochs", ("accuracy_scratch_full", "accuracy_ml100k_lr3e-4"), "ml100k",
      "ilrec_scratch", "sft", ("seed6", "seed8", "seed9", "seed10")),
+    # the same with seed 7, whose SFT arm stopped 1.5 epochs before its ILRec arm: shown so the exclusion is visible
+    ("MovieLens, whole run, with seed 7 (arms of unequal length)", ("accuracy_scratch_full", "accuracy_ml100k_lr3e-4"),
+     "ml100k", "ilrec_scratch", "sft", ("seed6", "seed7", "seed8", "seed9", "seed10")),
 ]
 
 
