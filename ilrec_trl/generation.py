@@ -120,9 +120,9 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     cache_kw = _cache_keyword(model)
     dtype = unwrap_model(model).dtype
     window = getattr(unwrap_model(model).config, "sliding_window", None)
-    if window and width + num_beams * catalog.max_length > window:
+    if window and width + num_beams * trie.max_length > window:
         # a sliding-window cache would drop the oldest slots, which the beams' attention mask indexes
-        raise ValueError(f"Prompts of {width} tokens plus {num_beams} beams x {catalog.max_length} identifier tokens "
+        raise ValueError(f"Prompts of {width} tokens plus {num_beams} beams x {trie.max_length} identifier tokens "
                          f"exceed the model's sliding window ({window}); use shorter prompts or fewer beams.")
     attention_mask = attention_mask.long()
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -144,7 +144,7 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     prompt_length = attention_mask.sum(-1, keepdim=True)  # [B, 1]
     visible = attention_mask.bool()[:, None, :].expand(-1, num_beams, -1)  # [B, nb, slots]: what each beam attends to
     own_slot = torch.eye(num_beams, dtype=torch.bool, device=device).expand(batch, -1, -1)
-    for depth in range(1, catalog.max_length):
+    for depth in range(1, trie.max_length):
         done = (nodes < 0) | (trie.item_at(nodes) >= 0)
         if all_done(done):
             break
@@ -169,7 +169,7 @@ def _generate_beam_search(model, enc, catalog: ItemCatalog, num_beams: int, toke
     width = enc["input_ids"].shape[1]
     processor = TrieConstrainedLogitsProcessor(catalog, width, [tokenizer.eos_token_id, tokenizer.pad_token_id])
     out = model.generate(
-        **enc, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=catalog.max_length,
+        **enc, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=catalog.trie.max_length,
         do_sample=False, length_penalty=0.0, early_stopping=True, logits_processor=LogitsProcessorList([processor]),
         output_scores=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, synced_gpus=synced_gpus,
