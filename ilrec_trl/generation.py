@@ -1,4 +1,5 @@
-"""Constrained generation: beam search that only ever produces real catalogue items, and `recommend()`."""
+"""Constrained generation: beam search that only ever produces real catalogue items (recommending from histories is
+[`~ilrec_trl.Recommender.recommend`], built on [`constrained_beam_search`])."""
 
 import inspect
 from dataclasses import dataclass
@@ -9,7 +10,6 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from .catalog import ItemCatalog
 from .layers import unwrap_model
-from .data.prompts import DEFAULT_TEMPLATE, format_prompt
 
 
 class TrieConstrainedLogitsProcessor(LogitsProcessor):
@@ -245,30 +245,3 @@ def constrained_beam_search(
         model.train(was_training)
     return Recommendations(items=all_items, scores=all_scores)
 
-
-def recommend(
-    model,
-    tokenizer,
-    catalog: ItemCatalog,
-    history,
-    k: int = 10,
-    num_beams: int = 20,
-    template: str = DEFAULT_TEMPLATE,
-    max_history: int = 20,
-    batch_size: int = 16,
-) -> list[tuple[int, float]] | list[list[tuple[int, float]]]:
-    """Recommend `k` catalogue items for one history (a list of item ids, oldest first) or many (a list of such
-    lists). Returns `[(item_id, score), ...]` best first (or one such list per history). Use the same `template`
-    the model was trained with."""
-    single = len(history) == 0 or not isinstance(history[0], (list, tuple))
-    histories = [history] if single else list(history)
-    prompts = []
-    for h in histories:
-        if len(h) == 0:
-            raise ValueError("A history is empty: give at least one item id (oldest first).")
-        for item in h:
-            catalog.check_item(item)
-        prompts.append(format_prompt([catalog.identifier(i) for i in h[-max_history:]], template))
-    recs = constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=num_beams, k=k, batch_size=batch_size)
-    out = [list(zip(items, scores)) for items, scores in zip(recs.items, recs.scores)]
-    return out[0] if single else out

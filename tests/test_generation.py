@@ -18,7 +18,7 @@ from ilrec_trl.evaluation import (
     recommendation_ranks,
     sample_users,
 )
-from ilrec_trl.generation import constrained_beam_search, recommend
+from ilrec_trl.generation import constrained_beam_search
 from ilrec_trl.models import tiny_llama
 
 
@@ -148,15 +148,6 @@ def test_matches_prefix_allowed_tokens_fn(model, tokenizer, rec_data):
                                        method="generate")
     assert generate.items == reference
     assert tokenizer.padding_side == side  # neither search changes the tokenizer
-
-
-def test_recommend_single_and_many(model, tokenizer, rec_data):
-    one = recommend(model, tokenizer, rec_data.catalog, [1, 2, 3], k=5, template="sequence")
-    assert len(one) == 5 and all(isinstance(i, int) for i, _ in one)
-    many = recommend(model, tokenizer, rec_data.catalog, [[1, 2], [3]], k=3, template="sequence")
-    assert len(many) == 2 and all(len(r) == 3 for r in many)
-    with pytest.raises(Exception, match="not in the catalogue"):
-        recommend(model, tokenizer, rec_data.catalog, [10_000], k=3)
 
 
 def test_evaluate_writes_jsonl(model, tokenizer, rec_data, tmp_path):
