@@ -77,6 +77,6 @@ def test_crr_on_is_decided_once(weight, rewards, on):
     final, layers, targets, _, reward_tensor = inputs(3)
     params = ILRecLossParams(crr_weight=weight, negative_phi=0.2)
     given = reward_tensor if rewards == "tensor" else None
-    assert params.crr_on(given) is on and params.crr_on(lambda ctx: None) is (weight > 0)
+    assert params.crr_on(given) is on and params.crr_on(lambda ctx: None) is params.uses_rewards is (weight > 0)
     out = ilrec_losses(final, layers, targets, params, rewards=given)
     assert ("crr_target_entropy" in out.metrics) is on and (bool(out.crr_count > 0)) is on

@@ -73,7 +73,7 @@ def negative_gradient_mass(
             mass = (z + params.cpo_alpha * w - log_norm).exp().sum()
     else:
         mass = nll_mass
-    if crr_contributing is not None and params.crr_weight > 0:
+    if crr_contributing is not None and params.uses_rewards:
         on = crr_contributing[rows]
         mass = mass + params.crr_weight * ((p * on).sum() - crr_contributing.sum())
     if distillation is not None and params.cpd_weight > 0:

@@ -39,11 +39,16 @@ class ILRecLossParams:
             )
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
+    @property
+    def uses_rewards(self) -> bool:
+        """Whether L_CRR would use token rewards (`crr_weight > 0`): whether building a reward function is worth it."""
+        return self.crr_weight > 0
+
     def crr_on(self, rewards) -> bool:
         """Whether L_CRR runs: `rewards` (the token rewards, or the trainer's `reward_fn`) is given and
-        `crr_weight > 0`. The one place that decides it: the trainer (whether to call its `reward_fn`) and
+        [`uses_rewards`]. The one place that decides it: the trainer (whether to call its `reward_fn`) and
         [`ilrec_losses`] (whether to compute the term) both ask here."""
-        return rewards is not None and self.crr_weight > 0
+        return rewards is not None and self.uses_rewards
 
 
 @dataclass

@@ -95,7 +95,7 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
             catalog.bind(self.processing_class)
         if not crr_on and reward_fn is not None:
             logger.warning("ILRec: a reward_fn was given but crr_weight=0, so it is never called.")
-        elif not crr_on and args.crr_weight > 0:
+        elif not crr_on and loss_params.uses_rewards:
             logger.info("ILRec: no reward_fn given, so collaborative reward regularisation (L_CRR) is off.")
 
         base = unwrap_model(self.model)
