@@ -13,8 +13,8 @@ from ..losses import ILRecLossParams, ilrec_loss, metric_values
 from ..scopes import NegativeScope, make_scope
 from .ilrec_config import ILRecConfig
 from .model_forward import ILRecForwardPatch
-from .request import ILRecRequest, build_request
 from .recommender_mixin import RecommenderTrainerMixin
+from .request import ILRecRequest, build_request
 
 logger = logging.getLogger(__name__)
 
