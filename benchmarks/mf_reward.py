@@ -112,7 +112,7 @@ def reward_cost(model, catalog, code_vocab, valid, repeats, seed=0) -> list[dict
     rows_data = valid.select(picked)
     users, histories, targets = rows_data["user_id"], rows_data["history"], torch.tensor(rows_data["item_id"])
     rows = torch.arange(8).repeat_interleave(5)
-    prefix_nodes = catalog.item_nodes[targets][:, :5].reshape(-1)
+    prefix_nodes = catalog.trie.item_nodes[targets][:, :5].reshape(-1)
     assert bool((prefix_nodes >= 0).all())
     scores = model.score_items(users, histories)
     results = []
@@ -278,7 +278,7 @@ def main():
         "num_items": num_items,
         "num_train_rows": len(train),
         "num_valid_users": len(valid),
-        "trie_nodes": catalog.num_nodes,
+        "trie_nodes": catalog.trie.num_nodes,
         "code_vocab_plus_eos": code_vocab,
         "models": rows,
         "token_reward_cost_8_users_x_5_positions": cost,

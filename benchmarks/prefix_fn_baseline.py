@@ -37,7 +37,7 @@ def prefix_fn_beam_search(model, tokenizer, catalog, prompts, num_beams=20, batc
             return list(node)
 
         out = model.generate(**enc, num_beams=num_beams, num_return_sequences=num_beams,
-                             max_new_tokens=catalog.max_length, do_sample=False, length_penalty=0.0,
+                             max_new_tokens=catalog.trie.max_length, do_sample=False, length_penalty=0.0,
                              early_stopping=True, prefix_allowed_tokens_fn=allowed, output_scores=True,
                              return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=tokenizer.eos_token_id)

@@ -176,9 +176,9 @@ class TrieMaxReward:
 
         gen = torch.Generator().manual_seed(seed)
         scores = torch.randn(num_users, len(catalog), generator=gen)
-        node_score = torch.full((num_users, catalog.num_nodes), float("-inf"))
-        for depth in range(1, catalog.item_nodes.shape[1]):
-            nodes = catalog.item_nodes[:, depth]
+        node_score = torch.full((num_users, catalog.trie.num_nodes), float("-inf"))
+        for depth in range(1, catalog.trie.item_nodes.shape[1]):
+            nodes = catalog.trie.item_nodes[:, depth]
             valid = nodes >= 0
             index = nodes[valid].expand(num_users, -1)
             node_score.scatter_reduce_(1, index, scores[:, valid], reduce="amax", include_self=True)
@@ -191,8 +191,8 @@ class TrieMaxReward:
         trainer's prefix nodes are, as the library's rewards do (building the `[N, V]` tensor on the CPU and copying
         it to the GPU was most of this benchmark's ILRec overhead on the first GPU run)."""
         if device not in self._tables:
-            self._tables[device] = (self.node_score.to(device), self.catalog.edge_token.to(device),
-                                    self.catalog.edge_child.to(device))
+            self._tables[device] = (self.node_score.to(device), self.catalog.trie.edge_token.to(device),
+                                    self.catalog.trie.edge_child.to(device))
         return self._tables[device]
 
     def token_rewards(self, users, nodes, vocab_size: int):
@@ -284,7 +284,7 @@ def make_reference_trainer_class():
                             crr_terms.append((q * (log_q - z.log_softmax(-1))).sum())
                     if node >= 0:
                         node = int(self.catalog.child(node_t, torch.tensor([y]))[0])
-                        if node >= 0 and int(self.catalog.node_item[node]) >= 0:
+                        if node >= 0 and int(self.catalog.trie.node_item[node]) >= 0:
                             node = -1  # identifier complete
             loss = torch.stack(cpo_terms).mean() + self.cpd_weight * torch.stack(cpd_terms).mean()
             if crr_terms:

@@ -56,19 +56,19 @@ def main(argv=None):
     torch.set_num_threads(1)
 
     catalog = semantic_id_catalog(args.num_items, args.levels, args.codes)
-    vocab = catalog.vocab_size + 7  # a model head a little wider than the identifier tokens
+    vocab = catalog.trie.vocab_size + 7  # a model head a little wider than the identifier tokens
     g = torch.Generator().manual_seed(0)
     targets = torch.randint(args.num_items, (args.batch,), generator=g)
     width = args.levels + 1
     labels = torch.full((args.batch, 30 + width + 1), -100)  # 30 prompt tokens, the identifier, one end-of-turn
     labels[:, 30 : 30 + width] = torch.stack([torch.tensor(catalog.item_token_ids(int(t))) for t in targets])
-    labels[:, -1] = catalog.vocab_size - 1
+    labels[:, -1] = catalog.trie.vocab_size - 1
     nodes = catalog.prefix_nodes(labels)
     rows = (labels != -100).nonzero()[:, 0]
     item_scores = torch.randn(args.batch, args.num_items, generator=g)
     beam_items = torch.randint(args.num_items, (args.batch * args.beams,), generator=g)
     beam_nodes = catalog.walk(torch.stack([torch.tensor(catalog.item_token_ids(int(i))[:2]) for i in beam_items]))[:, -1]
-    beam_tokens = torch.randint(catalog.vocab_size, beam_nodes.shape, generator=g)
+    beam_tokens = torch.randint(catalog.trie.vocab_size, beam_nodes.shape, generator=g)
 
     cases = {
         "training batch: prefix_nodes + continuation_mask": lambda: catalog.continuation_mask(
@@ -78,7 +78,7 @@ def main(argv=None):
         "token_rewards (max)": lambda: token_rewards(catalog, item_scores, rows, nodes, vocab),
     }
     results = {name: cpu_ms(fn, args.repeats, args.inner) for name, fn in cases.items()}
-    print(f"{args.num_items} items x {args.levels} levels + EOS (V={catalog.vocab_size}), {args.batch} rows, "
+    print(f"{args.num_items} items x {args.levels} levels + EOS (V={catalog.trie.vocab_size}), {args.batch} rows, "
           f"{args.beams} beams; CPU ms per call, median of {args.repeats}, 1 thread")
     print(f"{'operation':<52} {'ms':>8}")
     for name, ms in results.items():

@@ -196,7 +196,7 @@ def test_sasrec_reward_is_sasrec_scores_over_the_trie_and_reuses_the_checkpoint(
     from ilrec_trl.rewards import RewardContext
 
     # at the first identifier token (trie root), token v's reward = best SASRec score among items starting with v
-    vocab = data.catalog.vocab_size
+    vocab = data.catalog.trie.vocab_size
     ctx = RewardContext(context={"user_id": list(data.train["user_id"][:3]), "history": histories},
                         rows=torch.arange(3), targets=torch.zeros(3, dtype=torch.long),
                         prefix_nodes=torch.zeros(3, dtype=torch.long), catalog=data.catalog, vocab_size=vocab)
