@@ -1,4 +1,4 @@
-"""The offline GPU kit's bookkeeping (benchmarks/device/kit.py), on the CPU with small files: the model split across
+"""The offline GPU kit's bookkeeping (`benchmarks.device.kit`), on the CPU with small files: the model split across
 two transfers is staged, joined and verified on the device; a command that finds the other half missing stops at
 once with exit 3; damaged parts are refused; the data slice is deterministic; pytest's report is summarised."""
 
@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks" / "device"))
+from benchmarks.device import kit
 
-import kit  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -29,8 +28,8 @@ def small_kit(tmp_path):
 
 
 def kit_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device" / "kit.py"), *args],
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "benchmarks.device.kit", *args], cwd=ROOT, capture_output=True,
+                          text=True)
 
 
 def carried(staging, transfer, dest):

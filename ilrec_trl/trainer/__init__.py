@@ -1,5 +1,5 @@
 from .ilrec_config import ILRecConfig
-from .ilrec_trainer import ILRecTrainer
+from .ilrec_trainer import CONTEXT_KEY, ContextCollator, ILRecTrainer
 from .recommender_mixin import RecommenderTrainerMixin, RecSFTTrainer
 
-__all__ = ["ILRecConfig", "ILRecTrainer", "RecSFTTrainer", "RecommenderTrainerMixin"]
+__all__ = ["CONTEXT_KEY", "ContextCollator", "ILRecConfig", "ILRecTrainer", "RecSFTTrainer", "RecommenderTrainerMixin"]
