@@ -16,7 +16,7 @@ comes from the seed's SASRec instead of MF, the paper's choice) with its CPO abl
 Second protocol: `ilrec_scratch`, ILRec over the whole run from the same fresh model, schedule and validation
 selection as `sft` (plain SFT for its first `--scratch_sft_epochs`), compared with `sft`.
 Classic: `popular`, `mf`, `sasrec` (`ilrec_trl.rewards.SASRecReward`). GPU scale: `--base_model` (+ `--lora_r`, `--bf16`), see
-benchmarks/accuracy_gpu.sh. All methods are evaluated on the same seeded subset of test users (`--eval_users`) with
+benchmarks/device/accuracy_gpu.sh. All methods are evaluated on the same seeded subset of test users (`--eval_users`) with
 constrained beam search (20 beams); metrics are Hit@5/10 and NDCG@5/10.
 
     python -m benchmarks.accuracy --dataset instruments --seeds 0 1 2      # run (resumes), then report

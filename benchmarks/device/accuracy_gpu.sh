@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# GPU scale of the accuracy benchmark (issue 6), prepared for one lent GPU; each stage fits one 10-minute call and
-# resumes (cells already written are skipped), so a stage cut off by the limit continues on the next call.
+# GPU scale of the accuracy benchmark (`python -m benchmarks.accuracy`), prepared for one lent GPU; each stage fits
+# one 10-minute call and resumes (cells already written are skipped), so a stage cut off by the limit continues on the next call.
 #
-#   ILREC_DATA_DIR=/path/to/shared/data bash benchmarks/accuracy_gpu.sh tiny          # the CPU-scale table, 3 seeds
-#   ILREC_DATA_DIR=... BASE_MODEL=/path/to/SmolLM2-135M-Instruct bash benchmarks/accuracy_gpu.sh lora
-#   ILREC_DATA_DIR=... BASE_MODEL=... bash benchmarks/accuracy_gpu.sh full
+#   ILREC_DATA_DIR=/path/to/shared/data bash benchmarks/device/accuracy_gpu.sh tiny          # the CPU-scale table, 3 seeds
+#   ILREC_DATA_DIR=... BASE_MODEL=/path/to/SmolLM2-135M-Instruct bash benchmarks/device/accuracy_gpu.sh lora
+#   ILREC_DATA_DIR=... BASE_MODEL=... bash benchmarks/device/accuracy_gpu.sh full
 #   SMOKE=1 ... (any stage): a few steps on the synthetic data, to check the script on a CPU
 #
 # BASE_MODEL is a local folder (the device has no hub access): e.g. the HF folder benchmarks.smollm2.load_smollm2

@@ -189,7 +189,7 @@ def run_synthetic(args):
               **synthetic_scale(args),
               "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads,
                           "cpu_count": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
-              "command": "PYTHONPATH=. python benchmarks/mf_reward.py --synthetic", "args": vars(args)}
+              "command": "python -m benchmarks.speed.mf_reward --synthetic", "args": vars(args)}
     output = Path(args.output).with_name(Path(args.output).stem + "_synthetic.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2))
@@ -284,7 +284,7 @@ def main():
         "token_reward_cost_model": repr(cost_model),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "cpu_count": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
-        "command": "PYTHONPATH=. python benchmarks/mf_reward.py --data_dir ../shared/data",
+        "command": "python -m benchmarks.speed.mf_reward --data_dir ../shared/data",
         "args": vars(args),
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

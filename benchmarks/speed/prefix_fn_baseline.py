@@ -1,5 +1,5 @@
-"""The common constrained beam search (LC-Rec's), kept as the baseline of benchmarks/constrained_generation.py and as
-an independent reference in tests: `model.generate(prefix_allowed_tokens_fn=...)` walking a Python dict trie per beam
+"""The common constrained beam search (LC-Rec's), kept as the baseline of `benchmarks.speed.constrained_generation`
+and as an independent reference in tests: `model.generate(prefix_allowed_tokens_fn=...)` walking a Python dict trie per beam
 per step."""
 
 
