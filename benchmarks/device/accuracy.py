@@ -272,7 +272,7 @@ def ensure_model(model_dir: Path, gguf: str | None) -> None:
         raise SystemExit(f"accuracy: {model_dir} holds no model and no --gguf file was given")
     t = time.time()
     try:
-        from ilrec_trl.models.gguf import convert_gguf_to_hf
+        from ilrec_trl.models import convert_gguf_to_hf
     except ImportError:  # the converter moved: the same de-quantising load, then save_pretrained
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
