@@ -1,6 +1,7 @@
 """The package's helpers that code outside the command lines uses (benchmarks, notebooks): the data arguments and
-`load_data` (`ilrec_trl.data`), the reward-context collator (`ilrec_trl.trainer`) and the texts `ilrec-index` embeds
-(`ilrec_trl.indexing`). Public, so importable from their package; the command lines use the very same objects."""
+`load_data` (`ilrec_trl.data`), the reward-context collator (`ilrec_trl.trainer`), the texts `ilrec-index` embeds
+(`ilrec_trl.indexing`) and resuming an evaluation curve (`RecommendationEvalCallback.resume`). Public, so
+importable from their package; the command lines use the very same objects."""
 
 import pytest
 import torch
@@ -45,3 +46,20 @@ def test_item_texts_are_titles_with_their_item_text():
     Data.catalog.titles = None
     with pytest.raises(ValueError, match="no item titles"):
         item_texts(Data())
+
+
+def test_recommendation_eval_callback_resumes_an_interrupted_curve_without_evaluating_its_step_again():
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from ilrec_trl.evaluation import RecommendationEvalCallback
+
+    split = Dataset.from_list([{"prompt": "p", "completion": "c", "item_id": 0, "user_id": 0}])
+    callback = RecommendationEvalCallback(trainer=None, split=split, catalog=None, eval_steps=10, max_users=None)
+    curve = [{"step": 10, "rec_valid_ndcg@10": 0.1}, {"step": 20, "rec_valid_ndcg@10": 0.2},
+             {"step": 30, "rec_valid_ndcg@10": 0.3}]
+    callback.resume(curve, 20)
+    assert callback.history == curve[:2]
+    callback.on_step_end(None, SimpleNamespace(global_step=20), None)  # the checkpoint's step: not evaluated again
+    assert callback.history == curve[:2]

@@ -90,13 +90,11 @@ def best_on_validation_callback(trainer, valid, catalog, eval_steps, patience, b
         def restore(self, checkpoint_step):
             """Take up the curve of an interrupted run at its last trainer checkpoint (later evaluations are redone,
             and give the same values: training resumes exactly)."""
-            if state_file.exists():
-                self.history = [h for h in json.loads(state_file.read_text())["history"]
-                                if h["step"] <= checkpoint_step]
+            history = json.loads(state_file.read_text())["history"] if state_file.exists() else self.history
+            self.resume(history, checkpoint_step)
             self.best, self.best_step, self.bad = -1.0, None, 0
             for h in self.history:
                 self._update(h)
-            self._last_step = checkpoint_step
             # already counted (and the best weights already saved): the first new step must not count them again
             self._checked_step = self.history[-1]["step"] if self.history else None
 
