@@ -21,9 +21,9 @@ from .tokenizers import (
 __all__ = [
     "DataArguments",
     "DataFormatError",
+    "load_data",
     "load_index_file",
     "load_interactions",
-    "load_data",
     "load_lcrec_dataset",
     "load_movielens_100k",
     "load_prompt_completion_dataset",
