@@ -467,3 +467,21 @@ def test_step_overhead_reference_variant_computes_ilrec_trainers_loss_through_th
 
     ilrec_loss, reference_loss = check_reference("tiny")  # one batch, the same weights, the token-by-token loop
     assert reference_loss == pytest.approx(ilrec_loss, rel=1e-4)
+
+
+def test_best_on_validation_takes_up_an_interrupted_curve_and_its_best_from_the_state_file(tmp_path):
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    curve = [{"step": 6, "rec_valid_ndcg@10": 0.2}, {"step": 12, "rec_valid_ndcg@10": 0.1},
+             {"step": 18, "rec_valid_ndcg@10": 0.3}]
+    (tmp_path / "valid_state.json").write_text(json.dumps({"history": curve}))
+    split = Dataset.from_list([{"prompt": "p", "completion": "c", "item_id": 0, "user_id": 0}])
+    callback = acc_methods.best_on_validation_callback(None, split, None, eval_steps=6, patience=2, batch_size=8,
+                                                       state_dir=tmp_path)
+    callback.restore(12)  # the trainer's last checkpoint: step 18's evaluation is redone after the resume
+    assert callback.history == curve[:2] and (callback.best, callback.best_step, callback.bad) == (0.2, 6, 1)
+    control = SimpleNamespace(should_training_stop=False)
+    callback.on_step_end(None, SimpleNamespace(global_step=12), control)  # not evaluated, not counted again
+    assert callback.history == curve[:2] and callback.bad == 1 and not control.should_training_stop
