@@ -65,8 +65,7 @@ def item_texts(data) -> list[str]:
     titles = data.catalog.titles
     if titles is None:
         raise ValueError(
-            f"{data.name} has no item titles or texts to embed: use collaborative embeddings (--embedding cf), or "
-            f"give an item table with titles."
+            f"{data.name} has no item titles or texts to embed: use --embedding cf, or give an item table with titles."
         )
     extra = data.item_text or [""] * len(titles)
     return [f"{t}. {x}" if x else str(t) for t, x in zip(titles, extra)]
