@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
-from benchmarks.prefix_fn_baseline import prefix_fn_beam_search
+from benchmarks.speed.prefix_fn_baseline import prefix_fn_beam_search
 from ilrec_trl import ILRecTrainer, ItemCatalog
 from ilrec_trl.data import build_word_tokenizer
 from ilrec_trl.evaluation import (

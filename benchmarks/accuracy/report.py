@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from .cells import load_cells
-from .methods import ABLATIONS, CLASSIC_METHODS, SCRATCH_METHODS
+from .config import report_name
+from .names import ABLATIONS, CLASSIC_METHODS, SCRATCH_METHODS
 from .stats import compare
 
 ORDER = (*CLASSIC_METHODS, "sft", "sft_more", "dpo", *ABLATIONS, *SCRATCH_METHODS)
@@ -189,21 +190,11 @@ def dataset_report(ds_dir: Path, docs: Path):
 
 
 def report(out: Path, docs: Path):
-    from .config import report_name
-
     name = report_name(out)
-    if name.endswith("round1.md"):
-        head = ["# Accuracy benchmark, round 1 (issue 6)", "",
-                "SFT for one fixed epoch, then 0.5 epoch more for every method; 1,000 seeded test users (Instruments), "
-                "all 943 (MovieLens). Produced by the round-1 script (`git show ad46d30:benchmarks/accuracy.py`); "
-                "this report is rebuilt from its cells by `python -m benchmarks.accuracy --report --out "
-                "benchmarks/results/accuracy_round1`, with the round-2 statistics (per-seed paired differences and the "
-                "hierarchical bootstrap). Round 2: benchmarks_accuracy.md.", ""]
-    else:
-        head = ["# Accuracy benchmark, round 2 (issue 12)", "",
-                "Reproduce: each dataset's command below (resumable; a seed's cells in one go, see below), then "
-                "`python -m benchmarks.accuracy --report`. See the package's docstring for the protocol. Round 1 "
-                "(SFT for one fixed epoch, another tokenizer, 1,000 test users): benchmarks_accuracy_round1.md.", ""]
+    head = ["# Accuracy benchmark: per-folder report", "",
+            "Reproduce: each dataset's command below (resumable; a seed's cells in one go, see below), then "
+            "`python -m benchmarks.accuracy --report`. See the package's docstring for the protocol, "
+            "docs/benchmarks.md for the answer and docs/research_log.md for how it was reached.", ""]
     lines = list(head)
     if Path(out).exists():
         for ds_dir in sorted(p for p in Path(out).iterdir() if p.is_dir()):

@@ -1,4 +1,4 @@
-"""Issue 12's answer on one page: the headline paired differences of every round-2 results folder, each with its
+"""The accuracy answer on one page: the headline paired differences of every accuracy results folder, each with its
 hierarchical 95% interval (seeds, then users within a seed), in one table, one JSON and one forest plot.
 
 Each results folder holds one configuration (a shared flag changed means a folder of its own: the continuation's
@@ -115,7 +115,7 @@ def main(argv=None):
     if missing:
         print("\nLeft out (no cells): " + "; ".join(missing))
     plot_differences({(r["group"], r["method"], r["baseline"]): r["_intervals"] for r in records},
-                     "ILRec round 2: paired NDCG@10 differences on test", Path(a.png),
+                     "ILRec: paired NDCG@10 differences on test", Path(a.png),
                      labels=lambda k: f"{k[0]}: {k[1]} − {k[2]}")
     Path(a.json).write_text(json.dumps({"rows": [{k: v for k, v in r.items() if k != "_intervals"} for r in records],
                                         "left_out": missing}, indent=2))

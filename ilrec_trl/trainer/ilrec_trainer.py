@@ -22,8 +22,11 @@ CONTEXT_KEY = "ilrec_context"
 
 
 class ContextCollator:
-    """Wraps a collator: the batch also carries `ilrec_context`, the listed columns of each example (user context
-    for the `reward_fn`)."""
+    """Wraps a collator: the batch also carries `CONTEXT_KEY` (`"ilrec_context"`), `{column: [value per example]}` of
+    the listed columns present in the examples (the user context for the `reward_fn`), and the wrapped collator never
+    sees those columns. `ILRecTrainer` wraps its collator with it (`reward_context_columns`); a trainer of your own
+    that needs per-example context in `compute_loss` can do the same and pop `CONTEXT_KEY` from its inputs. Public:
+    `from ilrec_trl.trainer import CONTEXT_KEY, ContextCollator`."""
 
     def __init__(self, collator, columns: list[str]):
         self.collator = collator
