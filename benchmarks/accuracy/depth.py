@@ -8,7 +8,7 @@ flag needs its own `--out`). Two things are read from the cells, nothing is retr
   tokens minus that layer's logit-lens top-1, both logged by `ILRecTrainer` (`mean_token_accuracy`,
   `top1_layer_<id>`) on its training batches. The first log (the first 5% of the continuation, i.e. the SFT model
   barely moved) is used: later logs are pulled together by L_CPD, which distils the final layer into those layers;
-- **ILRec − SFT continued** (NDCG@10 on the test users): per-seed paired intervals and the hierarchical one.
+- **ILRec − SFT continued** (NDCG@10 on the test users): per-seed paired intervals and the one over seeds and users.
 
     python -m benchmarks.accuracy.depth --dataset instruments \\
         --runs 6=benchmarks/results/accuracy 12=benchmarks/results/accuracy_depth12
@@ -63,7 +63,7 @@ def depth_summary(runs: dict[int, Path], dataset: str) -> dict:
 def table(summary) -> list[str]:
     layers = sorted({layer for r in summary.values() for layer in r.get("gap", {})}, key=lambda x: -int(x))
     head = " | ".join(f"gap L{int(layer) + 1:+d}" if int(layer) < -1 else "gap L" for layer in layers)
-    lines = [f"| layers | {head} | {METHOD} − {BASELINE} NDCG@10, hierarchical 95% CI | seeds × users |",
+    lines = [f"| layers | {head} | {METHOD} − {BASELINE} NDCG@10, 95% CI (seeds × users) | seeds × users |",
              "|---|" + "---|" * len(layers) + "---|---|"]
     for depth, r in summary.items():
         gaps = " | ".join(f"{r['gap'][layer]:.3f}" if layer in r.get("gap", {}) else "" for layer in layers)
@@ -100,7 +100,7 @@ def plot(summary, title, png: Path):
     right.axhline(0, color="grey", ls="--", lw=1)
     right.set_xlabel("layers")
     right.set_ylabel(f"{METHOD} − {BASELINE}, NDCG@10")
-    right.set_title("squares: hierarchical 95% CI; dots: each seed's", fontsize=9)
+    right.set_title("squares: 95% CI over seeds and users; dots: each seed's", fontsize=9)
     for ax in (left, right):
         ax.set_xticks(depths)
     fig.suptitle(title, fontsize=10)

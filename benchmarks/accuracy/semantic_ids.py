@@ -9,8 +9,8 @@ Only the item identifiers differ:
 - `sid_cf`: `ilrec-index` codes of the MF item factors fit on the training split;
 - `sid_mix` (optional): both, concatenated.
 
-Cells are saved one by one (a rerun skips the finished ones); `--report` writes the table, paired hierarchical
-bootstrap CIs (seeds, then users; `benchmarks.accuracy.stats`) of NDCG@10 and Hit@20, and
+Cells are saved one by one (a rerun skips the finished ones); `--report` writes the table, paired
+bootstrap CIs (seeds and users; `benchmarks.accuracy.stats`) of NDCG@10 and Hit@20, and
 `benchmarks/results/semantic_ids.json`.
 
     python -m benchmarks.accuracy.semantic_ids --seeds 0 1 2 --epochs 0.5
@@ -127,7 +127,7 @@ def report(a) -> dict:
                 intervals.setdefault(metric, {})[(x, y)] = (per_seed, iv)
                 comparisons[f"{x} - {y}"][metric] = {"mean": iv.mean, "ci95": [iv.lo, iv.hi],
                                                      "per_seed": {str(k): v.mean for k, v in per_seed.items()}}
-                lines.append(f"\n- {x} − {y}, {metric} (paired hierarchical bootstrap, seeds {seeds}): {iv}; per "
+                lines.append(f"\n- {x} − {y}, {metric} (paired bootstrap over seeds and users, seeds {seeds}): {iv}; per "
                              f"seed " + ", ".join(f"{v.mean:+.4f}" for v in per_seed.values()))
     if a.plot:
         from benchmarks.accuracy.report import plot_differences

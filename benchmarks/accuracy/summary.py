@@ -1,5 +1,5 @@
 """The accuracy answer on one page: the headline paired differences of every accuracy results folder, each with its
-hierarchical 95% interval (seeds, then users within a seed), in one table, one JSON and one forest plot.
+95% interval over seeds and users (crossed: the same users in every seed), in one table, one JSON and one forest plot.
 
 Each results folder holds one configuration (a shared flag changed means a folder of its own: the continuation's
 learning rate, the depth, the second protocol's stopping rule), so no single folder's report shows the whole answer.
@@ -68,7 +68,7 @@ def folder_cells(results, folders: tuple, dataset, seeds=None) -> dict:
 
 def summarise(rows=ROWS, results=RESULTS, n_boot: int = 2000):
     """One record per row whose two methods share at least one seed: the per-seed paired intervals and the
-    hierarchical one; and the rows left out (no cells)."""
+    one over seeds and users; and the rows left out (no cells)."""
     records, missing, loaded = [], [], {}
     for group, folder, dataset, method, baseline, *keep in rows:
         folders = (folder,) if isinstance(folder, str) else tuple(folder)
@@ -91,7 +91,7 @@ def summarise(rows=ROWS, results=RESULTS, n_boot: int = 2000):
 
 
 def table(records) -> list[str]:
-    lines = ["| configuration | NDCG@10: method − baseline | per seed | hierarchical 95% CI | seeds × users |",
+    lines = ["| configuration | NDCG@10: method − baseline | per seed | 95% CI (seeds × users) | seeds × users |",
              "|---|---|---|---|---|"]
     for r in records:
         per_seed, pooled = r["_intervals"]
