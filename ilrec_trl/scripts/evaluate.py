@@ -52,7 +52,7 @@ def run(argv=None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(eval_args.model)
     model = AutoModelForCausalLM.from_pretrained(eval_args.model).to(state.device)
     data.bind(tokenizer)
-    if data.catalog.vocab_size > model.get_output_embeddings().out_features:
+    if data.catalog.trie.vocab_size > model.get_output_embeddings().out_features:
         raise ValueError("The model's vocabulary lacks the identifier tokens of this dataset's catalogue.")
     split = data.test if eval_args.split == "test" else data.valid
     out = Path(eval_args.output or Path(eval_args.model) / f"eval_{eval_args.split}.json")
