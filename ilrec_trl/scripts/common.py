@@ -1,13 +1,15 @@
-"""What `ilrec-train` and `ilrec-eval` share: the data arguments, loading the data they name, the results table, the
-end of a multi-process run."""
+"""What the command lines share: the data arguments, loading the data they name, the results table, the end of a
+multi-process run, and how an error reaches the user."""
 
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..catalog import CatalogError
 from ..data import (
     RecData,
     load_interactions,
@@ -17,6 +19,7 @@ from ..data import (
     load_recbole,
     load_synthetic,
 )
+from ..errors import UserError, UserFileError
 
 logger = logging.getLogger(__name__)
 DATASETS = ("synthetic", "lcrec", "movielens", "interactions", "recbole", "hf")
@@ -90,11 +93,15 @@ class DataArguments:
 def resolve_data_source(args: DataArguments) -> None:
     """Settle `dataset` and `lcrec_prefix` from the flags, in place: `--dataset_name` alone means a Hugging Face
     dataset; with `--dataset lcrec` it is the old spelling of `--lcrec_prefix` (deprecated, still honoured)."""
+    if args.dataset is None and not args.dataset_name:
+        check_files_name_a_dataset(args)
     if args.dataset is None:
         args.dataset = "hf" if args.dataset_name else "synthetic"
+    if args.dataset == "synthetic":
+        check_files_name_a_dataset(args)
     if args.dataset == "lcrec" and args.dataset_name is not None:
         if args.lcrec_prefix is not None and args.lcrec_prefix != args.dataset_name:
-            raise ValueError(
+            raise UserError(
                 f"--dataset_name {args.dataset_name!r} and --lcrec_prefix {args.lcrec_prefix!r} disagree: with "
                 f"--dataset lcrec give only --lcrec_prefix."
             )
@@ -107,22 +114,38 @@ def resolve_data_source(args: DataArguments) -> None:
     if args.dataset == "lcrec" and args.lcrec_prefix is None:
         args.lcrec_prefix = "Instruments"
     if args.dataset == "hf" and not args.dataset_name:
-        raise ValueError("--dataset hf needs --dataset_name (a hub id, a local folder or a file).")
+        raise UserError("--dataset hf needs --dataset_name (a hub id, a local folder or a file).")
     if args.dataset_config is not None and args.dataset != "hf":
-        raise ValueError("--dataset_config is the configuration of a --dataset_name hub dataset; drop it.")
+        raise UserError("--dataset_config is the configuration of a --dataset_name hub dataset; drop it.")
     if args.dataset_name is not None and args.dataset != "hf":
-        raise ValueError(
+        raise UserError(
             f"--dataset_name names a Hugging Face dataset, but --dataset is {args.dataset}; drop one of them."
         )
+
+
+# Flags that point at data files: without --dataset, the default is the embedded synthetic set, which reads none.
+FILE_FLAGS = ("data_dir", "interactions_file", "items_file", "index_file", "lcrec_prefix")
+
+
+def check_files_name_a_dataset(args: DataArguments) -> None:
+    """Refuse data files given without `--dataset` (or with `--dataset synthetic`): the run would train on the
+    embedded synthetic data and exit 0, the files unread."""
+    given = [f"--{name}" for name in FILE_FLAGS if getattr(args, name) is not None]
+    if not given:
+        return
+    guess = "interactions" if args.interactions_file else "movielens (ml-100k), lcrec, recbole"
+    dataset = "no --dataset" if args.dataset is None else f"--dataset {args.dataset}"
+    raise UserError(f"{' and '.join(given)} given with {dataset}: the data would be the embedded synthetic set and "
+                    f"the files would not be read. Name the source with --dataset (e.g. {guess}).")
 
 
 def resolve_data_dir(args: DataArguments) -> Path:
     path = args.data_dir or os.environ.get("ILREC_DATA_DIR")
     if path is None:
-        raise ValueError(f"--dataset {args.dataset} needs --data_dir (or the ILREC_DATA_DIR environment variable).")
+        raise UserError(f"--dataset {args.dataset} needs --data_dir (or the ILREC_DATA_DIR environment variable).")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"--data_dir {str(path)!r} does not exist.")
+        raise UserFileError(f"--data_dir {str(path)!r} does not exist.")
     return path
 
 
@@ -130,7 +153,7 @@ def load_data(args: DataArguments) -> RecData:
     """Load the [`RecData`] the arguments describe (clear errors before any training starts)."""
     common = dict(max_history=args.max_history, min_interactions=args.min_interactions, template=args.template)
     if args.index_file is not None and args.dataset not in ("movielens", "interactions", "recbole"):
-        raise ValueError(f"--index_file is for movielens, interactions or recbole, not --dataset {args.dataset}.")
+        raise UserError(f"--index_file is for movielens, interactions or recbole, not --dataset {args.dataset}.")
     if args.dataset == "synthetic":
         template = "sequence" if args.template == "lcrec" else args.template
         data = load_synthetic(num_users=args.synthetic_users, num_items=args.synthetic_items,
@@ -140,12 +163,12 @@ def load_data(args: DataArguments) -> RecData:
                                   **common)
     elif args.dataset == "movielens":
         if args.scheme == "semantic_id" and args.index_file is None:
-            raise ValueError("--dataset movielens --scheme semantic_id needs --index_file (build it with ilrec-index).")
+            raise UserError("--dataset movielens --scheme semantic_id needs --index_file (build it with ilrec-index).")
         data = load_movielens_100k(resolve_data_dir(args), index_file=args.index_file, **common,
                                    **({} if args.min_rating is None else {"min_rating": args.min_rating}))
     elif args.dataset in ("interactions", "recbole"):
         if not args.interactions_file:
-            raise ValueError(f"--dataset {args.dataset} needs --interactions_file.")
+            raise UserError(f"--dataset {args.dataset} needs --interactions_file.")
         loader = load_interactions if args.dataset == "interactions" else load_recbole
         title = args.title_column or ("title" if args.dataset == "interactions" else None)  # recbole: detected
         data = loader(args.interactions_file, args.items_file, user_column=args.user_column,
@@ -158,7 +181,7 @@ def load_data(args: DataArguments) -> RecData:
                                               identifier_column=args.title_column or "title",
                                               config_name=args.dataset_config)
     else:
-        raise ValueError(f"--dataset {args.dataset!r} is invalid: choose one of {list(DATASETS)}.")
+        raise UserError(f"--dataset {args.dataset!r} is invalid: choose one of {list(DATASETS)}.")
     check_columns(data)
     if args.max_train_examples is not None:
         data.train = data.train.select(range(min(args.max_train_examples, len(data.train))))
@@ -179,7 +202,7 @@ def check_columns(data: RecData) -> None:
         columns = dataset.column_names
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"The {split} split of {data.name} has no column {missing[0]!r} (columns: {columns}). ilrec-train needs "
                 f"TRL's prompt-completion format plus the recommendation columns {list(REQUIRED_COLUMNS)}: the "
                 f"completion is the target item's identifier; build the splits with ilrec_trl.data.leave_one_out."
@@ -222,3 +245,42 @@ def process_group_teardown():
     finally:
         if active():
             torch.distributed.destroy_process_group()
+
+
+def check_writable(path, flag: str) -> None:
+    """Refuse an output file that cannot be written, before the work that produces it: a folder, a path under a
+    file, or a folder this process may not write into (tried with a temporary file, as the atomic write will)."""
+    import tempfile
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a folder: give the path of a file.")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{flag} {str(path)!r} cannot be written: {str(folder)!r} is a file, not a folder.")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"{flag} {str(path)!r} cannot be written ({error.strerror} in {str(folder)!r}): choose a "
+                        f"writable location.") from None
+
+
+# Errors in what the user gave: printed as one line. A CatalogError is about the catalogue or the files given.
+USER_ERRORS = (UserError, CatalogError)
+
+
+def run_cli(prog: str, run, argv=None):
+    """Call `run(argv)` for the console script `prog`. An error in what the user gave ([`UserError`], a catalogue
+    error) is printed as one line, `prog: error: message`, with exit status 2, as argparse does for a bad flag;
+    `ILREC_DEBUG=1` re-raises it with its traceback. Any other exception keeps its traceback."""
+    try:
+        return run(argv)
+    except USER_ERRORS as error:
+        if os.environ.get("ILREC_DEBUG", "").lower() not in ("", "0", "false"):
+            raise
+        message = " ".join(str(error).split("\n"))
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None

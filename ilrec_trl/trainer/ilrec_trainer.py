@@ -8,6 +8,7 @@ from transformers.trainer_utils import IntervalStrategy
 from trl import SFTTrainer
 
 from ..catalog import CatalogProtocol
+from ..errors import UserError
 from ..layers import LayerCapture, find_decoder_layers, find_final_norm, resolve_layer_indices, unwrap_model
 from ..losses import ILRecLossParams, ilrec_loss, metric_values
 from ..rewards.protocol import RewardContext
@@ -41,6 +42,18 @@ class ContextCollator:
         if name == "collator":  # not set yet (e.g. while unpickling in a dataloader worker)
             raise AttributeError(name)
         return getattr(self.collator, name)
+
+
+def check_reward_values(rewards: torch.Tensor) -> None:
+    """Refuse NaN or +inf token rewards: L_CRR would be 0 (or NaN) at every step, silently. `-inf` is allowed: it
+    excludes a token."""
+    bad = torch.isnan(rewards) | torch.isposinf(rewards)
+    if bad.any():
+        raise UserError(
+            f"reward_fn returned {int(torch.isnan(rewards).sum())} NaN and {int(torch.isposinf(rewards).sum())} +inf "
+            f"values of {rewards.numel()} (first at row {int(bad.nonzero()[0, 0])}): L_CRR would be 0 or NaN at every "
+            f"step. Return finite rewards (-inf only to exclude a token)."
+        )
 
 
 class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
@@ -239,6 +252,7 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
                     f"reward_fn returned {shape}, expected a tensor of shape [N, V]={expected} (one row per target "
                     f"position, one column per vocabulary token)."
                 )
+            check_reward_values(rewards)
             request["rewards"] = rewards.to(labels.device)
         return request
 
