@@ -247,6 +247,15 @@ def process_group_teardown():
             torch.distributed.destroy_process_group()
 
 
+def parse_cli(parser, argv) -> tuple:
+    """`parser.parse_args_and_config(argv)` (TRL's parser), an unknown flag refused as argparse refuses one: usage,
+    `prog: error: unrecognized arguments: ...`, exit status 2."""
+    *parsed, remaining = parser.parse_args_and_config(argv, return_remaining_strings=True)
+    if remaining:
+        parser.error(f"unrecognized arguments: {' '.join(map(str, remaining))}")
+    return tuple(parsed)
+
+
 def check_writable(path, flag: str) -> None:
     """Refuse an output file that cannot be written, before the work that produces it: a folder, a path under a
     file, or a folder this process may not write into (tried with a temporary file, as the atomic write will)."""

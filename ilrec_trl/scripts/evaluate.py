@@ -17,7 +17,9 @@ from trl import TrlParser
 from ..artifact import CONFIG_FILE, write_text_atomic
 from ..errors import UserError, UserFileError
 from ..evaluation import DEFAULT_KS, evaluate_recommendations, process_rank_and_count
-from .common import DataArguments, check_writable, load_data, process_group_teardown, results_table, run_cli
+from .common import (
+    DataArguments, check_writable, load_data, parse_cli, process_group_teardown, results_table, run_cli,
+)
 from .saved_data import check_data_catalog, data_arguments_for
 
 logger = logging.getLogger("ilrec_trl.eval")
@@ -63,8 +65,8 @@ def run(argv=None) -> dict:
     """Run with these command-line arguments and return the results (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    eval_args, data_args = TrlParser((EvalArguments, DataArguments), prog="ilrec-eval",
-                                     allow_abbrev=False).parse_args_and_config(argv)
+    eval_args, data_args = parse_cli(TrlParser((EvalArguments, DataArguments), prog="ilrec-eval",
+                                     allow_abbrev=False), argv)
     check_eval_args(eval_args)
     out = Path(eval_args.output or Path(eval_args.model) / f"eval_{eval_args.split}.json")
     check_writable(out, "--output")

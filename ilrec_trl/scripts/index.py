@@ -20,7 +20,7 @@ from trl import TrlParser
 from ..artifact import write_text_atomic
 from ..errors import UserError
 from ..indexing import codes_to_index, collaborative_embeddings, mix_embeddings, residual_kmeans, text_embeddings
-from .common import DataArguments, check_writable, load_data, run_cli
+from .common import DataArguments, check_writable, load_data, parse_cli, run_cli
 
 logger = logging.getLogger("ilrec_trl.index")
 EMBEDDINGS = ("text", "cf", "mix")
@@ -107,8 +107,8 @@ def run(argv=None) -> dict:
     """Run with these command-line arguments; returns the report (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    index_args, data_args = TrlParser((IndexArguments, DataArguments), prog="ilrec-index",
-                                      allow_abbrev=False).parse_args_and_config(argv)
+    index_args, data_args = parse_cli(TrlParser((IndexArguments, DataArguments), prog="ilrec-index",
+                                      allow_abbrev=False), argv)
     if not index_args.output:
         raise UserError("--output is required: the index.json file to write.")
     if not 0 <= index_args.cf_weight <= 1:

@@ -20,7 +20,7 @@ from trl import TrlParser
 from ..artifact import load_recommender_artifacts, write_text_atomic
 from ..catalog import CatalogError
 from ..errors import UserError, UserFileError
-from .common import check_writable, run_cli
+from .common import check_writable, parse_cli, run_cli
 
 logger = logging.getLogger("ilrec_trl.recommend")
 
@@ -81,7 +81,7 @@ def run(argv=None) -> list[dict]:
     """Run with these command-line arguments and return the output rows (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    (args,) = TrlParser((RecommendArguments,), prog="ilrec-recommend", allow_abbrev=False).parse_args_and_config(argv)
+    (args,) = parse_cli(TrlParser((RecommendArguments,), prog="ilrec-recommend", allow_abbrev=False), argv)
     for name in ("model", "input", "output"):
         if getattr(args, name) is None:
             raise UserError(f"--{name} is required.")

@@ -31,7 +31,7 @@ from ..layers import find_decoder_layers, resolve_layer_indices, unwrap_model
 from ..models import ModelArguments, load_model, quantization_config
 from ..rewards import build_reward
 from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
-from .common import DataArguments, load_data, process_group_teardown, results_table, run_cli
+from .common import DataArguments, load_data, process_group_teardown, parse_cli, results_table, run_cli
 from .launch import launch_with_accelerate
 from .model_card import write_model_card
 from .run_record import check_output_dir, resolved_config, run_signature
@@ -160,7 +160,7 @@ def parse(argv=None):
                 parser.set_defaults_with_config(**yaml.safe_load(f))
         print(short_help(parser))
         raise SystemExit(0)
-    return parser.parse_args_and_config(argv)
+    return parse_cli(parser, argv)
 
 
 def is_main_process() -> bool:

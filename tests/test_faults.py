@@ -1,0 +1,335 @@
+"""Fault injection: every bad input a user has been seen to give, as one table of named cases. Each case gives the
+input and checks the careful-user behaviour: refused before any work (nothing trained, nothing of the user's
+overwritten) with a message naming the file, field or flag and the fix, or done sensibly with a warning that says
+so. A regression shows as the name of its case.
+
+Separately: how an error reaches a command-line user (one line, exit 2; the traceback with ILREC_DEBUG=1), and
+crash consistency (a writer killed with SIGKILL leaves the old file or the new one, never a torn one)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ilrec_trl.catalog import CatalogError
+from ilrec_trl.errors import UserError
+from ilrec_trl.scripts import evaluate as eval_cli
+from ilrec_trl.scripts import index as index_cli
+from ilrec_trl.scripts import recommend as recommend_cli
+from ilrec_trl.scripts import train as train_cli
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--max_steps", "2", "--synthetic_users", "40", "--synthetic_items", "16", "--eval_split", "none",
+        "--tiny_hidden_size", "16", "--per_device_train_batch_size", "8"]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any training is a failure: every refusal must come before it."""
+    from transformers import Trainer
+
+    monkeypatch.setattr(Trainer, "train", lambda self, *a, **k: pytest.fail("trained before refusing"))
+    monkeypatch.delenv("ILREC_DATA_DIR", raising=False)
+
+
+def refused(match: str, run, argv, error=UserError):
+    with pytest.raises(error, match=match):
+        run(argv)
+
+
+# --------------------------------------------------------------------------------------- output dir
+def output_dir_with_the_users_files(tmp):
+    out = tmp / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    refused(r"is not empty and holds no ilrec-train run \(README\.md\).*--overwrite_output_dir", train_cli.run,
+            [*TINY, "--output_dir", str(out)])
+    assert (out / "README.md").read_text() == "my notes" and sorted(p.name for p in out.iterdir()) == ["README.md"]
+
+
+def output_dir_with_the_users_files_and_overwrite_flag(tmp):
+    out = tmp / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    plan = train_cli.plan_run(*train_cli.parse([*TINY, "--output_dir", str(out), "--overwrite_output_dir"]))
+    assert plan.output_dir == out  # accepted: the user asked for it
+
+
+def finished_identical_run(tmp):
+    out = tmp / "run"
+    argv = [*TINY, "--output_dir", str(out)]
+    out.mkdir()
+    (out / "run_config.json").write_text(json.dumps(train_cli.resolved_config(*train_cli.parse(argv))))
+    (out / "results.json").write_text('{"results": []}')
+    refused(r"already holds this run, finished .*--overwrite_output_dir.*--resume_from_checkpoint true",
+            train_cli.run, argv)
+    assert (out / "results.json").read_text() == '{"results": []}'
+
+
+def output_dir_is_a_file(tmp):
+    (tmp / "out").write_text("x")
+    refused(r"--output_dir '.*out' is a file", train_cli.run, [*TINY, "--output_dir", str(tmp / "out")])
+
+
+# --------------------------------------------------------------------------------------- data
+def data_dir_without_dataset(tmp):
+    refused(r"--data_dir given with no --dataset: .*synthetic.*--dataset", train_cli.run,
+            [*TINY, "--data_dir", str(tmp), "--output_dir", str(tmp / "o")])
+
+
+def interactions_file_without_dataset(tmp):
+    refused(r"--interactions_file given with no --dataset.*--dataset \(e\.g\. interactions\)", train_cli.run,
+            [*TINY, "--interactions_file", str(tmp / "i.csv"), "--output_dir", str(tmp / "o")])
+
+
+def data_dir_with_dataset_synthetic(tmp):
+    refused(r"--data_dir given with --dataset synthetic", train_cli.run,
+            [*TINY, "--dataset", "synthetic", "--data_dir", str(tmp), "--output_dir", str(tmp / "o")])
+
+
+def movielens(tmp, data_lines):
+    folder = tmp / "ml-100k"
+    folder.mkdir()
+    (folder / "u.item").write_text("".join(f"{i}|Movie {i} (1995)|01-Jan-1995||url|0|1\n" for i in range(1, 6)),
+                                   encoding="latin-1")
+    (folder / "u.data").write_text("".join(line + "\n" for line in data_lines))
+    return folder
+
+
+def movielens_line_with_three_fields(tmp):
+    folder = movielens(tmp, ["1\t1\t5\t100", "1\t2\t5", "1\t3\t5\t102"])
+    refused(r"u\.data:2: expected 4 fields", train_cli.run,
+            [*TINY, "--dataset", "movielens", "--data_dir", str(folder), "--output_dir", str(tmp / "o")])
+
+
+def movielens_line_with_text_rating(tmp):
+    folder = movielens(tmp, ["1\t1\t5\t100", "1\t2\t5\t101", "1\t3\tfive\t102"])
+    refused(r"u\.data:3: the field rating is 'five'", train_cli.run,
+            [*TINY, "--dataset", "movielens", "--data_dir", str(folder), "--output_dir", str(tmp / "o")])
+
+
+def index_json_with_a_duplicate_key(tmp):
+    from ilrec_trl.data.loaders import load_index_file
+
+    path = tmp / "items.index.json"
+    path.write_text('{"0": ["<a_1>", "<b_1>"], "1": ["<a_1>", "<b_2>"], "1": ["<a_2>", "<b_2>"]}')
+    with pytest.raises(CatalogError, match=r"items\.index\.json'.*the key '1' appears twice"):
+        load_index_file(path)
+
+
+def prompts_longer_than_max_length_some(tmp):
+    from ilrec_trl.data import build_tokenizer
+    from ilrec_trl.scripts.common import DataArguments, load_data
+
+    data_args = DataArguments(synthetic_users=40, synthetic_items=16)
+    data = load_data(data_args)
+    tok = build_tokenizer(data, None)
+    prompts = tok(list(data.train["prompt"]))["input_ids"]
+    completions = tok(list(data.train["completion"]), add_special_tokens=False)["input_ids"]
+    lengths = sorted(len(p) + len(c) + 1 for p, c in zip(prompts, completions))
+    limit = lengths[len(lengths) // 2]  # about half of them are longer
+    too_long = sum(n > limit for n in lengths)
+    assert 0 < too_long < len(lengths)
+    refused(rf"{too_long} of {len(lengths)} training examples .* longer than --max_length {limit} .*Raise "
+            rf"--max_length to at least {lengths[-1]}", train_cli.run,
+            [*TINY, "--max_length", str(limit), "--output_dir", str(tmp / "o")])
+    assert not (tmp / "o" / "run_config.json").exists()
+
+
+def prompts_longer_than_max_length_all(tmp):
+    refused(r"all training examples .* longer than --max_length 8", train_cli.run,
+            [*TINY, "--max_length", "8", "--output_dir", str(tmp / "o")])
+
+
+# --------------------------------------------------------------------------------------- training options
+def ilrec_start_step_after_max_steps(tmp):
+    refused(r"ilrec_start_step=100 is invalid: it is at or after the last step \(max_steps=2\).*plain SFT",
+            train_cli.run, [*TINY, "--ilrec_start_step", "100", "--output_dir", str(tmp / "o")])
+
+
+def ilrec_start_step_after_the_last_epoch(tmp):
+    argv = [a for a in TINY if a not in ("--max_steps", "2")]
+    refused(r"--ilrec_start_step 1000 is at or after the last training step \(\d+\)", train_cli.run,
+            [*argv, "--num_train_epochs", "1", "--ilrec_start_step", "1000", "--output_dir", str(tmp / "o")])
+
+
+def packing_without_flash_attention(tmp):
+    # the route the trainer's packing refusal suggests; on the tiny model it asked for gigabytes and was killed
+    refused(r"--packing needs a flash-attention kernel.*quadratic", train_cli.run,
+            [*TINY, "--packing", "true", "--negative_scope", "full", "--crr_weight", "0",
+             "--output_dir", str(tmp / "o")])
+
+
+def reward_fn_returning_nan(tmp):
+    from ilrec_trl.trainer.ilrec_trainer import check_reward_values
+
+    with pytest.raises(UserError, match=r"reward_fn returned 12 NaN and 0 \+inf values of 12"):
+        check_reward_values(torch.full((3, 4), float("nan")))
+    check_reward_values(torch.tensor([[0.0, float("-inf")]]))  # -inf excludes a token: allowed
+
+
+def resume_path_to_an_incomplete_checkpoint(tmp):
+    checkpoint = tmp / "run" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    refused(r"checkpoint-4' is incomplete \(no trainer_state\.json", train_cli.run,
+            [*TINY, "--method", "sft", "--output_dir", str(tmp / "run"), "--resume_from_checkpoint",
+             str(checkpoint)])
+
+
+# --------------------------------------------------------------------------------------- ilrec-eval
+def eval_abbreviated_k(tmp):
+    (tmp / "m").mkdir()
+    (tmp / "m" / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:  # `--k` is no flag of ilrec-eval (no prefix matching `--ks`)
+        eval_cli.run(["--model", str(tmp / "m"), "--k", "0"])
+    assert exit_info.value.code == 2 and not (tmp / "m" / "eval_test.json").exists()
+
+
+def eval_k_zero(tmp):
+    (tmp / "m").mkdir()
+    (tmp / "m" / "config.json").write_text("{}")
+    refused(r"--ks \[0\] is invalid: every cut-off K must be between 1 and --num_beams 20", eval_cli.run,
+            ["--model", str(tmp / "m"), "--ks", "0"])
+    assert not (tmp / "m" / "eval_test.json").exists()
+
+
+def eval_model_is_a_compare_run_folder(tmp):
+    for arm in ("sft", "ilrec"):
+        (tmp / "run" / arm).mkdir(parents=True)
+        (tmp / "run" / arm / "recommender_config.json").write_text("{}")
+    refused(r"is an ilrec-train run holding 2 models.*--model .*run/ilrec", eval_cli.run,
+            ["--model", str(tmp / "run")])
+
+
+def eval_output_unwritable(tmp):
+    (tmp / "m").mkdir()
+    (tmp / "m" / "config.json").write_text("{}")
+    (tmp / "afile").write_text("x")
+    refused(r"--output '.*afile/eval\.json' cannot be written: '.*afile' is a file", eval_cli.run,
+            ["--model", str(tmp / "m"), "--output", str(tmp / "afile" / "eval.json")])
+
+
+# --------------------------------------------------------------------------------------- ilrec-recommend / Recommender
+def recommend_output_unwritable(tmp):
+    (tmp / "afile").write_text("x")
+    # refused before the model is looked for (it does not exist here): nothing loaded, nobody scored
+    refused(r"--output '.*afile/recs\.jsonl' cannot be written", recommend_cli.run,
+            ["--model", str(tmp / "no_model"), "--input", str(tmp / "users.jsonl"), "--output",
+             str(tmp / "afile" / "recs.jsonl")])
+
+
+def recommend_k_above_the_catalogue(tmp):
+    from ilrec_trl.recommender import checked_k
+
+    with pytest.warns(UserWarning, match=r"k=200 is larger than the catalogue \(128 items\)"):
+        assert checked_k(200, 128) == 128
+    with pytest.raises(ValueError, match="k=0 is invalid"):
+        checked_k(0, 128)
+
+
+# --------------------------------------------------------------------------------------- ilrec-index
+def index_one_item_catalogue(tmp):
+    (tmp / "inter.csv").write_text("user_id,item_id,timestamp\n" + "".join(f"u{u},i0,{t}\n" for u in range(3)
+                                                                           for t in range(3)))
+    (tmp / "items.csv").write_text("item_id,title\ni0,The only item\n")
+    refused(r"has 1 item\(s\) after filtering: semantic IDs need a catalogue of at least 2 items", index_cli.run,
+            ["--dataset", "interactions", "--interactions_file", str(tmp / "inter.csv"), "--items_file",
+             str(tmp / "items.csv"), "--output", str(tmp / "index.json")])
+    assert not (tmp / "index.json").exists()
+
+
+CASES = [
+    output_dir_with_the_users_files, output_dir_with_the_users_files_and_overwrite_flag, finished_identical_run,
+    output_dir_is_a_file, data_dir_without_dataset, interactions_file_without_dataset, data_dir_with_dataset_synthetic,
+    movielens_line_with_three_fields, movielens_line_with_text_rating, index_json_with_a_duplicate_key,
+    prompts_longer_than_max_length_some, prompts_longer_than_max_length_all, ilrec_start_step_after_max_steps,
+    ilrec_start_step_after_the_last_epoch, packing_without_flash_attention, reward_fn_returning_nan,
+    resume_path_to_an_incomplete_checkpoint, eval_abbreviated_k, eval_k_zero, eval_model_is_a_compare_run_folder,
+    eval_output_unwritable, recommend_output_unwritable, recommend_k_above_the_catalogue, index_one_item_catalogue,
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.__name__) for c in CASES])
+def test_bad_input(case, tmp_path, no_training):
+    case(tmp_path)
+
+
+# --------------------------------------------------------------------------------------- how errors are shown
+@pytest.mark.parametrize("main, prog, argv", [
+    (train_cli.main, "ilrec-train", ["--output_dir", "{tmp}/out", "--data_dir", "{tmp}"]),
+    (eval_cli.main, "ilrec-eval", ["--model", "{tmp}/missing"]),
+    (recommend_cli.main, "ilrec-recommend", ["--model", "m", "--input", "i", "--output", "{tmp}"]),
+    (index_cli.main, "ilrec-index", ["--output", "{tmp}"]),
+], ids=["ilrec-train", "ilrec-eval", "ilrec-recommend", "ilrec-index"])
+def test_user_error_is_one_line_and_exit_2(main, prog, argv, tmp_path, capsys, monkeypatch, no_training):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    monkeypatch.delenv("ILREC_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert err[-1].startswith(f"{prog}: error: ") and "Traceback" not in "\n".join(err)
+    monkeypatch.setenv("ILREC_DEBUG", "1")  # the traceback for debugging: the exception itself
+    with pytest.raises(UserError):
+        main(argv)
+
+
+def test_unexpected_errors_keep_their_traceback():
+    from ilrec_trl.scripts.common import run_cli
+
+    def broken(argv):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_cli("ilrec-train", broken, [])
+
+
+# --------------------------------------------------------------------------------------- resume
+def test_resume_true_skips_an_incomplete_checkpoint(tmp_path, caplog):
+    for step, complete in ((2, True), (4, True), (6, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    with caplog.at_level("WARNING"):
+        target = train_cli.resume_target("true", tmp_path, compare=False)
+    assert target == str(tmp_path / "checkpoint-4")
+    assert "checkpoint-6: it is incomplete" in caplog.text
+
+
+# --------------------------------------------------------------------------------------- crash consistency
+WRITER = textwrap.dedent("""
+    import sys
+    from ilrec_trl.artifact import write_text_atomic
+
+    path, size = sys.argv[1], int(sys.argv[2])
+    print("writing", flush=True)
+    for i in range(1000):
+        write_text_atomic(path, "AB"[i % 2] * size)
+""")
+
+
+def test_writer_killed_mid_write_leaves_the_old_or_the_new_file(tmp_path):
+    """SIGKILL a process that keeps rewriting a 40 MB file through the project's one atomic writer (used for
+    results.json, run_config.json, catalog.json, recommender_config.json, eval and ilrec-recommend output and the
+    index): whenever it dies, the file is whole, all old or all new."""
+    path, size = tmp_path / "results.json", 40_000_000
+    path.write_text("A" * size)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for delay in (0.05, 0.3, 0.7):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(size)], stdout=subprocess.PIPE,
+                                  env=env)
+        assert writer.stdout.readline().strip() == b"writing"
+        time.sleep(delay)
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        text = path.read_text()
+        assert len(text) == size and text in ("A" * size, "B" * size)
