@@ -307,29 +307,71 @@ def test_resume_true_skips_an_incomplete_checkpoint(tmp_path, caplog):
 
 # --------------------------------------------------------------------------------------- crash consistency
 WRITER = textwrap.dedent("""
-    import sys
-    from ilrec_trl.artifact import write_text_atomic
+    import importlib.util, sys
+    # only the writer's module (standard library only), not the package and its torch: a fast start
+    spec = importlib.util.spec_from_file_location("atomic", sys.argv[3])
+    atomic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(atomic)
 
     path, size = sys.argv[1], int(sys.argv[2])
     print("writing", flush=True)
     for i in range(1000):
-        write_text_atomic(path, "AB"[i % 2] * size)
+        atomic.write_text_atomic(path, "AB"[i % 2] * size)
 """)
 
 
 def test_writer_killed_mid_write_leaves_the_old_or_the_new_file(tmp_path):
-    """SIGKILL a process that keeps rewriting a 40 MB file through the project's one atomic writer (used for
-    results.json, run_config.json, catalog.json, recommender_config.json, eval and ilrec-recommend output and the
-    index): whenever it dies, the file is whole, all old or all new."""
+    """SIGKILL a process that keeps rewriting a 40 MB file through the project's one atomic writer
+    (`ilrec_trl.atomic`: results.json, run_config.json, catalog.json, recommender_config.json, the reward caches,
+    ilrec-eval's and ilrec-recommend's output, the index): whenever it dies, the file is whole, all old or all new."""
     path, size = tmp_path / "results.json", 40_000_000
     path.write_text("A" * size)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    module = REPO / "ilrec_trl" / "atomic.py"
     for delay in (0.05, 0.3, 0.7):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(size)], stdout=subprocess.PIPE,
-                                  env=env)
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(size), str(module)],
+                                  stdout=subprocess.PIPE)
         assert writer.stdout.readline().strip() == b"writing"
         time.sleep(delay)
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
         text = path.read_text()
         assert len(text) == size and text in ("A" * size, "B" * size)
+    # the kills landed mid-write: the temporary files they cut short are left beside it, the target whole
+    assert any(p.name.startswith(".results.json.") for p in tmp_path.iterdir())
+
+
+def test_atomic_writes_keep_permissions_and_leave_nothing_on_error(tmp_path):
+    from ilrec_trl.atomic import atomic_path, write_text_atomic
+
+    path = tmp_path / "catalog.json"
+    write_text_atomic(path, "old")
+    os.chmod(path, 0o640)
+    write_text_atomic(path, "new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o640
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["catalog.json"]
+
+
+def test_reward_cache_written_atomically(tmp_path, monkeypatch):
+    """The MF cache's weights and config go through the atomic writer: a failure while writing the weights leaves
+    the previous cache whole."""
+    from ilrec_trl.rewards import persistence
+
+    persistence.save_model(tmp_path / "mf", {"w": torch.ones(2)}, {"fingerprint": "a"}, "ilrec.mf", "w.safetensors",
+                           "mf.json")
+    import safetensors.torch
+
+    def torn(tensors, filename):
+        Path(filename).write_bytes(b"torn")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", torn)
+    with pytest.raises(OSError, match="disk full"):
+        persistence.save_model(tmp_path / "mf", {"w": torch.zeros(2)}, {"fingerprint": "b"}, "ilrec.mf",
+                               "w.safetensors", "mf.json")
+    monkeypatch.undo()
+    tensors, meta = persistence.load_model(tmp_path / "mf", "ilrec.mf", "w.safetensors", "mf.json")
+    assert torch.equal(tensors["w"], torch.ones(2)) and meta["fingerprint"] == "a"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..artifact import CONFIG_FILE, write_text_atomic
+from ..artifact import CONFIG_FILE
+from ..atomic import write_text_atomic
 from ..errors import UserError, UserFileError
 from ..evaluation import DEFAULT_KS, evaluate_recommendations, process_rank_and_count
 from .common import (

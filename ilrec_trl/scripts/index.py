@@ -17,7 +17,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..artifact import write_text_atomic
+from ..atomic import write_text_atomic
 from ..errors import UserError
 from ..indexing import codes_to_index, collaborative_embeddings, mix_embeddings, residual_kmeans, text_embeddings
 from .common import DataArguments, check_writable, load_data, parse_cli, run_cli

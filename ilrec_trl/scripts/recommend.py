@@ -17,7 +17,8 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..artifact import load_recommender_artifacts, write_text_atomic
+from ..artifact import load_recommender_artifacts
+from ..atomic import write_text_atomic
 from ..catalog import CatalogError
 from ..errors import UserError, UserFileError
 from .common import check_writable, parse_cli, run_cli

@@ -23,7 +23,8 @@ from pathlib import Path
 import yaml
 from trl import TrlParser, get_peft_config
 
-from ..artifact import RecommenderConfig, write_text_atomic
+from ..artifact import RecommenderConfig
+from ..atomic import write_text_atomic
 from ..data import build_tokenizer
 from ..errors import UserError, UserFileError
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations, ks_within
