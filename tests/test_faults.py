@@ -375,3 +375,32 @@ def test_reward_cache_written_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     tensors, meta = persistence.load_model(tmp_path / "mf", "ilrec.mf", "w.safetensors", "mf.json")
     assert torch.equal(tensors["w"], torch.ones(2)) and meta["fingerprint"] == "a"
+
+
+def test_resume_after_a_crash_while_saving_matches_the_uninterrupted_run(tmp_path, monkeypatch):
+    """A run killed while writing checkpoint-4 (no trainer_state.json yet) resumes with `--resume_from_checkpoint
+    true` from checkpoint-2, and its losses at steps 3 and 4 are those of the run that was never interrupted."""
+    argv = [*TINY, "--method", "ilrec", "--reward_model", "none", "--max_steps", "4", "--logging_steps", "1",
+            "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none"]
+    out = tmp_path / "run"
+    train_cli.run([*argv, "--output_dir", str(out)])
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    uninterrupted = {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+    (out / "checkpoint-4" / "trainer_state.json").unlink()  # killed mid-save: the Trainer writes this file last
+    (out / "checkpoint-4" / "rng_state.pth").unlink(missing_ok=True)
+    from transformers import Trainer
+
+    resumed_from, original = [], Trainer.train
+
+    def spy(self, resume_from_checkpoint=None, **kwargs):
+        resumed_from.append(resume_from_checkpoint)
+        return original(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", spy)
+    train_cli.run([*argv, "--output_dir", str(out), "--resume_from_checkpoint", "true"])
+    assert resumed_from == [str(out / "checkpoint-2")]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    resumed = {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+    assert set(uninterrupted) >= {3, 4}
+    assert resumed[3] == pytest.approx(uninterrupted[3], rel=1e-5)
+    assert resumed[4] == pytest.approx(uninterrupted[4], rel=1e-5)
