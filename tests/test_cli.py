@@ -173,9 +173,13 @@ def test_output_dir_holding_a_different_finished_run(tmp_path):
         train_cli.run([*TINY, "--output_dir", str(out), "--negative_phi", "2.0"])
     with pytest.raises(ValueError, match=r"training\.cpo_penalty"):
         train_cli.run([*TINY, "--output_dir", str(out), "--cpo_penalty", "additive"])
-    # the same run (tracking and resume fields aside) is accepted
+    # the same finished run (tracking and resume fields aside) is refused (training again would replace its
+    # results) unless resumed or overwritten on purpose
     signature = train_cli.run_signature(config)
-    train_cli.check_output_dir(out, signature, overwrite=False, resuming=False)
+    with pytest.raises(ValueError, match="already holds this run, finished"):
+        train_cli.check_output_dir(out, signature, overwrite=False, resuming=False)
+    train_cli.check_output_dir(out, signature, overwrite=False, resuming=True)
+    train_cli.check_output_dir(out, signature, overwrite=True, resuming=False)
     config["training"]["report_to"] = ["tensorboard"]
     assert train_cli.run_signature(config) == signature
 

@@ -13,9 +13,9 @@ logger = logging.getLogger("ilrec_trl.train")
 # Fields left out of the "same run" signature: they change where or how a run is tracked or resumed, not its results
 # (`overwrite_output_dir` and `resume_from_checkpoint` are how a user continues or replaces the same run;
 # `torch_threads` changes the speed; `overwrite` is the older name of `overwrite_output_dir`).
-UNSIGNED = {"overwrite", "overwrite_output_dir", "torch_threads", "resume_from_checkpoint", "report_to", "run_name", "disable_tqdm", "push_to_hub",
-            "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "logging_steps",
-            "logging_first_step", "logging_strategy", "trackio_space_id", "project"}
+UNSIGNED = {"overwrite", "overwrite_output_dir", "torch_threads", "resume_from_checkpoint", "report_to", "run_name",
+            "disable_tqdm", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo",
+            "hub_always_push", "logging_steps", "logging_first_step", "logging_strategy", "trackio_space_id", "project"}
 
 
 def resolved_config(data_args, script_args, training_args, model_args) -> dict:

@@ -71,8 +71,9 @@ class TrainScriptArguments:
     )
     torch_threads: int | None = field(
         default=None,
-        metadata={"help": "CPU threads of torch (default: torch's choice, one per core). On a machine shared with "
-                          "other jobs, 1 keeps threads from waiting on each other."},
+        metadata={"help": "CPU threads of torch (None: torch's choice, one per core). The embedded default uses 1: "
+                          "on cores shared with other jobs, more threads wait on each other; raise it for a larger "
+                          "model on a CPU machine of its own."},
     )
 
 
@@ -359,7 +360,8 @@ def train_and_evaluate(trainer, method, data, tokenizer, script_args, resume) ->
         main_process = trainer.accelerator.is_main_process
         metrics = evaluate_recommendations(
             trainer.model if trainer.is_deepspeed_enabled else trainer.accelerator.unwrap_model(trainer.model),
-            tokenizer, split, data.catalog, num_beams=script_args.eval_num_beams, ks=ks_within(script_args.eval_num_beams),
+            tokenizer, split, data.catalog, num_beams=script_args.eval_num_beams,
+            ks=ks_within(script_args.eval_num_beams),
             max_users=script_args.eval_max_users, seed=args.seed, batch_size=script_args.eval_batch_size,
             output_jsonl=str(output_dir / f"{script_args.eval_split}_rankings.jsonl") if main_process else None,
             progress=main_process,
