@@ -282,14 +282,29 @@ def test_user_error_is_one_line_and_exit_2(main, prog, argv, tmp_path, capsys, m
         main(argv)
 
 
+def test_checks_in_the_package_are_one_line_too(tmp_path, capsys, monkeypatch, no_training):
+    """A ValueError / FileNotFoundError raised by ilrec-trl's own checks (here the reward's, in rewards/) is shown
+    as one line like a UserError."""
+    monkeypatch.delenv("ILREC_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main([*TINY, "--output_dir", str(tmp_path / "o"), "--reward_model", str(tmp_path / "no.npy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].startswith("ilrec-train: error: --reward_model")
+
+
 def test_unexpected_errors_keep_their_traceback():
     from ilrec_trl.scripts.common import run_cli
 
     def broken(argv):
         raise RuntimeError("a bug")
 
+    def library(argv):
+        int("not a number")  # a ValueError raised outside ilrec-trl's code: not a message written for the user
+
     with pytest.raises(RuntimeError, match="a bug"):
         run_cli("ilrec-train", broken, [])
+    with pytest.raises(ValueError, match="invalid literal"):
+        run_cli("ilrec-train", library, [])
 
 
 # --------------------------------------------------------------------------------------- resume

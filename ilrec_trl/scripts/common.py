@@ -279,16 +279,32 @@ def check_writable(path, flag: str) -> None:
 
 # Errors in what the user gave: printed as one line. A CatalogError is about the catalogue or the files given.
 USER_ERRORS = (UserError, CatalogError)
+# Raised by ilrec-trl's own code (not by a library it calls), these are its checks of the input too.
+CHECK_ERRORS = (ValueError, FileNotFoundError)
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def raised_by_the_project(error: BaseException) -> bool:
+    """Whether `error` was raised in ilrec-trl's own code (the innermost frame of its traceback is in the package)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and PACKAGE_DIR in Path(tb.tb_frame.f_code.co_filename).resolve().parents
+
+
+def is_user_error(error: BaseException) -> bool:
+    return isinstance(error, USER_ERRORS) or (isinstance(error, CHECK_ERRORS) and raised_by_the_project(error))
 
 
 def run_cli(prog: str, run, argv=None):
     """Call `run(argv)` for the console script `prog`. An error in what the user gave ([`UserError`], a catalogue
-    error) is printed as one line, `prog: error: message`, with exit status 2, as argparse does for a bad flag;
-    `ILREC_DEBUG=1` re-raises it with its traceback. Any other exception keeps its traceback."""
+    error, or a `ValueError` / `FileNotFoundError` raised by ilrec-trl's own checks) is printed as one line, `prog:
+    error: message`, with exit status 2, as argparse does for a bad flag; `ILREC_DEBUG=1` re-raises it with its
+    traceback. Any other exception (a bug, a library's error, out of memory) keeps its traceback."""
     try:
         return run(argv)
-    except USER_ERRORS as error:
-        if os.environ.get("ILREC_DEBUG", "").lower() not in ("", "0", "false"):
+    except Exception as error:
+        if not is_user_error(error) or os.environ.get("ILREC_DEBUG", "").lower() not in ("", "0", "false"):
             raise
         message = " ".join(str(error).split("\n"))
         print(f"{prog}: error: {message}", file=sys.stderr)
