@@ -205,7 +205,7 @@ def test_unknown_flag_fails_fast(tmp_path):
 def test_compare_resumes_each_arm_from_its_own_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = [*TINY, "--output_dir", str(out), "--save_strategy", "steps", "--save_steps", "2"]
-    with pytest.raises(ValueError, match=r"no checkpoint-\* folder under .*run/(sft|ilrec)"):
+    with pytest.raises(ValueError, match=r"no complete checkpoint-\* folder under .*run/(sft|ilrec)"):
         train_cli.run([*argv, "--resume_from_checkpoint", "true"])
     with pytest.raises(ValueError, match="must be `true`"):
         train_cli.run([*argv, "--resume_from_checkpoint", str(tmp_path)])

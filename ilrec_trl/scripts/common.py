@@ -124,7 +124,7 @@ def resolve_data_source(args: DataArguments) -> None:
 
 
 # Flags that point at data files: without --dataset, the default is the embedded synthetic set, which reads none.
-FILE_FLAGS = ("data_dir", "interactions_file", "items_file", "index_file", "lcrec_prefix")
+FILE_FLAGS = ("data_dir", "interactions_file", "items_file", "index_file")
 
 
 def check_files_name_a_dataset(args: DataArguments) -> None:
