@@ -419,3 +419,24 @@ def test_resume_after_a_crash_while_saving_matches_the_uninterrupted_run(tmp_pat
     assert set(uninterrupted) >= {3, 4}
     assert resumed[3] == pytest.approx(uninterrupted[3], rel=1e-5)
     assert resumed[4] == pytest.approx(uninterrupted[4], rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------- first contact
+def test_the_embedded_default_says_it_is_a_smoke_test(tmp_path):
+    from ilrec_trl.scripts.common import DataArguments
+
+    rows = [{"method": "sft", "ndcg@10": 0.1}, {"method": "ilrec", "ndcg@10": 0.12}]
+    table = train_cli.table_with_note(rows, DataArguments())
+    assert "smoke test on synthetic data" in table and "docs/benchmarks.md, section Accuracy" in table
+    real = DataArguments(dataset="interactions", interactions_file="x.csv")
+    assert "smoke test" not in train_cli.table_with_note(rows, real)
+
+
+def test_help_opens_with_whole_sentences_and_positive_flags(capsys):
+    with pytest.raises(SystemExit):
+        train_cli.parse(["--help"])
+    text = capsys.readouterr().out
+    opening = " ".join(text.split("\n\n")[1].split())
+    assert opening.startswith("Fine-tune an LLM as a next-item recommender") and opening.endswith("override them.")
+    assert "--cpd_teacher_gradient" in text and "--no_" not in text
+    assert "--overwrite_output_dir" in text and "--torch_threads" in text
