@@ -1,6 +1,6 @@
 """Quickstart: from an interactions CSV to recommendations from a saved model, with semantic IDs built on the way.
 
-    python examples/quickstart.py                 # writes everything under ./quickstart (~30 s of CPU time)
+    python examples/quickstart.py                 # writes everything under ./quickstart (~40 s of CPU time)
     python examples/quickstart.py --workdir DIR --max_steps 40
 
 The steps are the ones docs/quickstart.md runs from the command line, called here through the scripts' `run()`:
