@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     model_dir = work / "model"
     train.run(["--config", train.default_config_path(), *data_flags, "--index_file", str(index_file),
                "--method", "ilrec", "--max_steps", str(args.max_steps), "--template", "sequence",
-               "--eval_split", "none", "--output_dir", str(model_dir), "--overwrite"])
+               "--eval_split", "none", "--output_dir", str(model_dir), "--overwrite_output_dir"])
 
     # 4. The saved folder is a recommender: histories use the CSV's own item ids.
     rec = Recommender.from_pretrained(model_dir)

@@ -128,14 +128,16 @@ FILE_FLAGS = ("data_dir", "interactions_file", "items_file", "index_file")
 
 
 def check_files_name_a_dataset(args: DataArguments) -> None:
-    """Refuse data files given without `--dataset` (or with `--dataset synthetic`): the run would train on the
-    embedded synthetic data and exit 0, the files unread."""
+    """Data files given without `--dataset` are refused: the run would train on the embedded synthetic data and exit
+    0, the files unread. With an explicit `--dataset synthetic` they are ignored, with a warning saying so."""
     given = [f"--{name}" for name in FILE_FLAGS if getattr(args, name) is not None]
     if not given:
         return
+    if args.dataset == "synthetic":
+        logger.warning("%s ignored: --dataset synthetic is the embedded data and reads no files.", " and ".join(given))
+        return
     guess = "interactions" if args.interactions_file else "movielens (ml-100k), lcrec, recbole"
-    dataset = "no --dataset" if args.dataset is None else f"--dataset {args.dataset}"
-    raise UserError(f"{' and '.join(given)} given with {dataset}: the data would be the embedded synthetic set and "
+    raise UserError(f"{' and '.join(given)} given with no --dataset: the data would be the embedded synthetic set and "
                     f"the files would not be read. Name the source with --dataset (e.g. {guess}).")
 
 
