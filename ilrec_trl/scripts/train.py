@@ -284,10 +284,14 @@ def check_ilrec_starts(training_args: ILRecConfig, num_examples: int, methods) -
         )
 
 
-def check_lengths(data, tokenizer, max_length: int | None) -> None:
-    """Refuse training examples longer than `max_length` (prompt, completion and EOS): TRL would drop those whose
-    prompt fills `max_length` and cut the target identifier of the others, silently."""
-    if max_length is None:
+def check_lengths(data, tokenizer, training_args: ILRecConfig) -> None:
+    """Refuse training examples longer than `max_length` (prompt, completion and EOS): keeping their start, TRL
+    would drop those whose prompt fills `max_length` and cut the target identifier of the others, silently. (With
+    `truncation_mode="keep_end"` the prompt's start is cut instead, and packing splits sequences anyway.)"""
+    max_length = training_args.max_length
+    if max_length is None or training_args.truncation_mode != "keep_start" or training_args.packing:
+        return
+    if not all(isinstance(p, str) for p in data.train["prompt"][:1]):  # conversational: the chat template decides
         return
     prompts = tokenizer(list(data.train["prompt"]))["input_ids"]
     completions = tokenizer(list(data.train["completion"]), add_special_tokens=False)["input_ids"]
@@ -298,7 +302,8 @@ def check_lengths(data, tokenizer, max_length: int | None) -> None:
         raise UserError(
             f"{what} training examples of {data.name} are longer than --max_length {max_length} tokens (the longest "
             f"has {max(lengths)}): TRL would drop them or cut their target item. Raise --max_length to at least "
-            f"{max(lengths)}, or shorten the prompts with a lower --max_history."
+            f"{max(lengths)}, shorten the prompts with a lower --max_history, or pass --truncation_mode keep_end "
+            f"(cuts the start of long prompts instead)."
         )
 
 
@@ -474,7 +479,7 @@ def prepare(plan: RunPlan):
     check_ilrec_starts(training_args, len(data.train), plan.methods)
     tokenizer = build_tokenizer(data, model_args.model_name_or_path, model_args.gguf_file,
                                 revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code)
-    check_lengths(data, tokenizer, training_args.max_length)
+    check_lengths(data, tokenizer, training_args)
     reward_fn = (build_reward(plan.script_args.reward_model, data, plan.output_dir, seed=training_args.seed,
                               main_process_first=training_args.main_process_first(desc="reward model"))
                  if "ilrec" in plan.methods and training_args.crr_weight > 0 else None)
