@@ -62,7 +62,8 @@ class ItemCatalog:
 
     Once bound ([`bind`] with a tokenizer, or [`bind_token_ids`]), `trie` is its [`~ilrec_trl.trie.TokenTrie`],
     `tokenizer` the tokenizer (`None` for token ids) and `eos_token_id` the end token of every identifier (or
-    `None`); the trie's lookups and sizes also read through the catalogue (`catalog.walk`, `catalog.num_nodes`).
+    `None`). The trie's sizes and tensors are read from it (`catalog.trie.num_nodes`, `catalog.trie.max_length`); the
+    lookups the trainer and the scopes use are also methods of the catalogue ([`CatalogProtocol`], `walk`, `child`).
     """
 
     def __init__(
@@ -107,7 +108,7 @@ class ItemCatalog:
         return len(self._identifiers)
 
     def __repr__(self) -> str:
-        bound = f", bound: {self.num_nodes} trie nodes" if self.is_bound else ""
+        bound = f", bound: {self.trie.num_nodes} trie nodes" if self.is_bound else ""
         return f"ItemCatalog({len(self)} items{bound})"
 
     def identifier(self, item_id: int) -> str:
@@ -234,14 +235,6 @@ class ItemCatalog:
             raise CatalogError("Bind the catalogue to a tokenizer first: catalog.bind(tokenizer).")
         return self.trie
 
-    def __getattr__(self, name):
-        # The trie's size and tensors read through the catalogue (`catalog.num_nodes`, `catalog.item_nodes`, ...),
-        # as before the trie had its own class; only called for names the catalogue itself does not have.
-        if name in _TRIE_ATTRIBUTES and self.__dict__.get("trie") is not None:
-            return getattr(self.__dict__["trie"], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}"
-                             + (" (bind the catalogue to a tokenizer first)" if name in _TRIE_ATTRIBUTES else ""))
-
     def bind(self, tokenizer, add_eos: bool = True, completion_prefix: str | None = None) -> "ItemCatalog":
         """Tokenize every identifier (as `completion_prefix + identifier`, the way it appears as a completion) and
         build the prefix trie ([`TokenTrie`], `catalog.trie`). With `add_eos`, the tokenizer's EOS ends every
@@ -317,9 +310,3 @@ class ItemCatalog:
         """[`TokenTrie.children_of`]."""
         return self._require_bound().children_of(nodes)
 
-
-# read through `catalog.<name>` from its trie once bound
-_TRIE_ATTRIBUTES = frozenset({
-    "vocab_size", "num_nodes", "max_length", "item_tokens", "item_lengths", "item_nodes", "leaf_nodes", "node_item",
-    "node_parent", "node_token", "node_depth", "edge_keys", "edge_child", "edge_token", "child_ptr",
-})

@@ -227,6 +227,13 @@ class RecommendationEvalCallback(TrainerCallback):
             logger.info("step %d: %s", state.global_step, logs)
         self.trainer.log(logs)
 
+    def resume(self, history: list[dict], step: int) -> None:
+        """Take up the curve of an interrupted run at its trainer checkpoint `step` (`trainer.train(
+        resume_from_checkpoint=...)`): keep `history`'s evaluations up to that step and do not evaluate that step
+        again. Training resumes exactly, so the later evaluations are redone and give the same values."""
+        self.history = [h for h in history if h["step"] <= step]
+        self._last_step = step
+
     def on_step_end(self, args, state, control, **kwargs):
         if self.eval_steps and state.global_step % self.eval_steps == 0:
             self._run(state)

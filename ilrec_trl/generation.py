@@ -1,4 +1,5 @@
-"""Constrained generation: beam search that only ever produces real catalogue items, and `recommend()`."""
+"""Constrained generation: beam search that only ever produces real catalogue items (recommending from histories is
+[`~ilrec_trl.Recommender.recommend`], built on [`constrained_beam_search`])."""
 
 import inspect
 from dataclasses import dataclass
@@ -9,7 +10,6 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from .catalog import ItemCatalog
 from .layers import unwrap_model
-from .data.prompts import DEFAULT_TEMPLATE, format_prompt
 
 
 class TrieConstrainedLogitsProcessor(LogitsProcessor):
@@ -120,9 +120,9 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     cache_kw = _cache_keyword(model)
     dtype = unwrap_model(model).dtype
     window = getattr(unwrap_model(model).config, "sliding_window", None)
-    if window and width + num_beams * catalog.max_length > window:
+    if window and width + num_beams * trie.max_length > window:
         # a sliding-window cache would drop the oldest slots, which the beams' attention mask indexes
-        raise ValueError(f"Prompts of {width} tokens plus {num_beams} beams x {catalog.max_length} identifier tokens "
+        raise ValueError(f"Prompts of {width} tokens plus {num_beams} beams x {trie.max_length} identifier tokens "
                          f"exceed the model's sliding window ({window}); use shorter prompts or fewer beams.")
     attention_mask = attention_mask.long()
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -144,7 +144,7 @@ def trie_beam_search(model, input_ids, attention_mask, catalog: ItemCatalog, num
     prompt_length = attention_mask.sum(-1, keepdim=True)  # [B, 1]
     visible = attention_mask.bool()[:, None, :].expand(-1, num_beams, -1)  # [B, nb, slots]: what each beam attends to
     own_slot = torch.eye(num_beams, dtype=torch.bool, device=device).expand(batch, -1, -1)
-    for depth in range(1, catalog.max_length):
+    for depth in range(1, trie.max_length):
         done = (nodes < 0) | (trie.item_at(nodes) >= 0)
         if all_done(done):
             break
@@ -169,7 +169,7 @@ def _generate_beam_search(model, enc, catalog: ItemCatalog, num_beams: int, toke
     width = enc["input_ids"].shape[1]
     processor = TrieConstrainedLogitsProcessor(catalog, width, [tokenizer.eos_token_id, tokenizer.pad_token_id])
     out = model.generate(
-        **enc, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=catalog.max_length,
+        **enc, num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=catalog.trie.max_length,
         do_sample=False, length_penalty=0.0, early_stopping=True, logits_processor=LogitsProcessorList([processor]),
         output_scores=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, synced_gpus=synced_gpus,
@@ -245,30 +245,3 @@ def constrained_beam_search(
         model.train(was_training)
     return Recommendations(items=all_items, scores=all_scores)
 
-
-def recommend(
-    model,
-    tokenizer,
-    catalog: ItemCatalog,
-    history,
-    k: int = 10,
-    num_beams: int = 20,
-    template: str = DEFAULT_TEMPLATE,
-    max_history: int = 20,
-    batch_size: int = 16,
-) -> list[tuple[int, float]] | list[list[tuple[int, float]]]:
-    """Recommend `k` catalogue items for one history (a list of item ids, oldest first) or many (a list of such
-    lists). Returns `[(item_id, score), ...]` best first (or one such list per history). Use the same `template`
-    the model was trained with."""
-    single = len(history) == 0 or not isinstance(history[0], (list, tuple))
-    histories = [history] if single else list(history)
-    prompts = []
-    for h in histories:
-        if len(h) == 0:
-            raise ValueError("A history is empty: give at least one item id (oldest first).")
-        for item in h:
-            catalog.check_item(item)
-        prompts.append(format_prompt([catalog.identifier(i) for i in h[-max_history:]], template))
-    recs = constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=num_beams, k=k, batch_size=batch_size)
-    out = [list(zip(items, scores)) for items, scores in zip(recs.items, recs.scores)]
-    return out[0] if single else out

@@ -105,6 +105,42 @@ def resolve_layer_indices(indices: list[int], num_layers: int) -> list[int]:
     return resolved
 
 
+def validate_ilrec_layers(indices, num_layers: int | None = None) -> list[int]:
+    """The one check of `ILRecConfig.ilrec_layers` (an int is taken as `[int]`).
+
+    Without `num_layers` (the config, before any model is known): a non-empty list of distinct integers that does
+    not name only the last layer (`[-1]`); returns it as a list. With `num_layers` (the trainer, the command line,
+    once the model is known): also every index in range, distinct decoder layers once negative indices are resolved,
+    and not only the final layer; returns their positions (`0..num_layers-1`, see [`resolve_layer_indices`]).
+    """
+
+    def fail(fix):
+        raise ValueError(f"ILRecConfig.ilrec_layers={indices!r} is invalid: {fix}")
+
+    def only_final(of=""):
+        fail(f"it names only the final decoder layer{of}, whose distribution is the final one: L_CPD would be 0 and "
+             f"no self-hard negative found. Use layers below it, e.g. [-2, -3, -4, -5].")
+
+    layers = [indices] if isinstance(indices, int) else indices
+    if not layers:
+        fail("give at least one decoder layer index, e.g. [-2, -3, -4, -5].")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        fail("every entry must be an integer layer index.")
+    if len(set(layers)) != len(layers):
+        fail("each layer may appear only once.")
+    if num_layers is None:
+        if list(layers) == [-1]:
+            only_final()
+        return list(layers)
+    positions = resolve_layer_indices(layers, num_layers)
+    if len(set(positions)) != len(positions):
+        fail(f"it names the same decoder layer twice (negative indices count from the top of the model's "
+             f"{num_layers} layers); list each layer once.")
+    if set(positions) == {num_layers - 1}:
+        only_final(f" (of the model's {num_layers})")
+    return positions
+
+
 class LayerCapture:
     """Forward hooks that keep the output hidden state of chosen decoder layers during one forward pass.
 

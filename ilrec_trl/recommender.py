@@ -82,10 +82,10 @@ class Recommender:
         if not catalog.is_bound:
             catalog.bind(tokenizer)
         vocab = model.get_output_embeddings().out_features
-        if catalog.vocab_size > vocab:
+        if catalog.trie.vocab_size > vocab:
             raise CatalogError(
-                f"The catalogue's identifiers use token ids up to {catalog.vocab_size - 1}, but the model's output "
-                f"head has {vocab} rows: the model and tokenizer do not belong together."
+                f"The catalogue's identifiers use token ids up to {catalog.trie.vocab_size - 1}, but the model's "
+                f"output head has {vocab} rows: the model and tokenizer do not belong together."
             )
 
     @classmethod

@@ -1,9 +1,10 @@
-"""The accuracy benchmark's intervals: the hierarchical bootstrap (seeds, then users within seed, paired)."""
+"""The accuracy benchmark's intervals: paired per user; over seeds and users either crossed (the same users in every
+seed, the harness's design) or nested (seeds, then users within seed)."""
 
 import numpy as np
 import pytest
 
-from benchmarks.accuracy.stats import compare, hierarchical_bootstrap, paired_bootstrap
+from benchmarks.accuracy.stats import compare, crossed_bootstrap, hierarchical_bootstrap, paired_bootstrap
 
 
 def test_one_seed_is_the_paired_user_bootstrap():
@@ -47,11 +48,38 @@ def test_no_seed_variance_gives_the_user_interval():
     assert iv.se == pytest.approx(d.std() / np.sqrt(3 * 300), rel=0.1)
 
 
+def test_crossed_bootstrap_matches_the_additive_model():
+    # D[s, u] = seed effect + user effect (shared by every seed): the mean of a replicate is the mean of S drawn seed
+    # effects plus the mean of U drawn user effects, independent, so its variance is var(a)/S + var(b)/U (population
+    # variances of the observed effects): the user part is divided by U, not by S x U as the nested design would
+    rng = np.random.default_rng(3)
+    n_seeds, n_users = 20, 300
+    a, b = rng.normal(0, 0.005, n_seeds), rng.normal(0, 0.1, n_users)
+    d = a[:, None] + b[None, :]
+    iv = crossed_bootstrap(d, n_boot=4000)
+    assert iv.design == "crossed" and (iv.seeds, iv.users) == (n_seeds, n_users)
+    assert iv.mean == pytest.approx(d.mean())
+    assert iv.se == pytest.approx(np.sqrt(a.var() / n_seeds + b.var() / n_users), rel=0.08)
+    nested = hierarchical_bootstrap(list(d), n_boot=4000)
+    assert nested.se < 0.5 * iv.se  # the nested design takes the shared users for S x U independent ones
+
+
+def test_crossed_bootstrap_of_identical_seeds_is_the_user_interval():
+    rng = np.random.default_rng(2)
+    d = rng.normal(0.01, 0.1, 300)
+    iv = crossed_bootstrap(np.stack([d, d, d]), n_boot=3000)
+    assert iv.se == pytest.approx(d.std() / np.sqrt(300), rel=0.1)
+    one = crossed_bootstrap(d[None, :], n_boot=3000)
+    assert one.se == pytest.approx(paired_bootstrap(d, np.zeros_like(d), n_boot=3000).se, rel=0.1)
+    with pytest.raises(ValueError, match="seeds, users"):
+        crossed_bootstrap(d)
+
+
 def test_compare_pairs_users_per_seed_and_refuses_unpaired_cells():
     a = {"seed0": {"ranks": [1, 0, 3, 11]}, "seed1": {"ranks": [2, 2, 0, 1]}}
     b = {"seed0": {"ranks": [1, 1, 0, 5]}, "seed1": {"ranks": [0, 2, 1, 1]}, "seed2": {"ranks": [1, 1, 1, 1]}}
     per_seed, pooled = compare(a, b)
-    assert set(per_seed) == {"seed0", "seed1"} and pooled.seeds == 2
+    assert set(per_seed) == {"seed0", "seed1"} and pooled.seeds == 2 and pooled.design == "crossed"
 
     def ndcg(ranks):
         r = np.array(ranks)

@@ -1,4 +1,4 @@
-"""The accuracy benchmark's harness (benchmarks/), on the synthetic data with tiny budgets: it must produce
+"""The benchmarks (benchmarks/): the accuracy harness, on the synthetic data with tiny budgets: it must produce
 comparable, resumable cells, refuse to mix runs with different flags, reuse the saved SASRec reward, and screen in
 stages on validation."""
 
@@ -14,6 +14,7 @@ import torch
 
 from benchmarks.accuracy import config as acc_config
 from benchmarks.accuracy import methods as acc_methods
+from benchmarks.patches import completion_positions_only
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--dataset", "synthetic", "--eval_users", "24", "--valid_users", "24", "--eval_batch", "24",
@@ -152,7 +153,7 @@ def test_completion_positions_only_gives_sfts_loss_and_gradients_from_fewer_proj
 
     original_switch = trl_utils._use_triton
     every_loss, every_grads = loss_and_grads()
-    with acc_methods.completion_positions_only() as head:
+    with completion_positions_only() as head:
         compact_loss, compact_grads = loss_and_grads()
     assert head == "completion" and trl_utils._use_triton is original_switch  # restored
     completion = int((batch["labels"][:, 1:] != -100).sum())
@@ -160,7 +161,7 @@ def test_completion_positions_only_gives_sfts_loss_and_gradients_from_fewer_proj
     torch.testing.assert_close(compact_loss, every_loss, rtol=1e-6, atol=1e-6)
     for g_compact, g_every in zip(compact_grads, every_grads):
         torch.testing.assert_close(g_compact, g_every, rtol=1e-5, atol=1e-6)
-    with pytest.raises(RuntimeError), acc_methods.completion_positions_only():
+    with pytest.raises(RuntimeError), completion_positions_only():
         raise RuntimeError("a failed training run")
     assert trl_utils._use_triton is original_switch  # restored after an error too
 
@@ -196,7 +197,7 @@ def test_sasrec_reward_is_sasrec_scores_over_the_trie_and_reuses_the_checkpoint(
     from ilrec_trl.rewards import RewardContext
 
     # at the first identifier token (trie root), token v's reward = best SASRec score among items starting with v
-    vocab = data.catalog.vocab_size
+    vocab = data.catalog.trie.vocab_size
     ctx = RewardContext(context={"user_id": list(data.train["user_id"][:3]), "history": histories},
                         rows=torch.arange(3), targets=torch.zeros(3, dtype=torch.long),
                         prefix_nodes=torch.zeros(3, dtype=torch.long), catalog=data.catalog, vocab_size=vocab)
@@ -209,7 +210,7 @@ def test_sasrec_reward_is_sasrec_scores_over_the_trie_and_reuses_the_checkpoint(
 
 
 def test_sweep_stages_build_on_the_best_validation_setting_so_far():
-    from benchmarks import ilrec_sweep
+    from benchmarks.accuracy import sweep
 
     def cell(name, ndcg, reward=None, **cfg):
         return {"method": name, "metrics": {"ndcg@10": ndcg}, "config": cfg or None, "reward": reward}
@@ -218,28 +219,28 @@ def test_sweep_stages_build_on_the_best_validation_setting_so_far():
              "cpo_scaled_a0.3": cell("cpo_scaled_a0.3", 0.061, cpo_alpha=0.3, crr_weight=0.0),
              "cpo_additive_a1": cell("cpo_additive_a1", 0.064, cpo_alpha=1.0, cpo_penalty="additive", crr_weight=0.0),
              "crr_sasrec_0.1": cell("crr_sasrec_0.1", 0.09, "sasrec", cpo_alpha=1.0, crr_weight=0.1)}
-    assert ilrec_sweep.chosen_so_far(cells, "cpo") == {}
+    assert sweep.chosen_so_far(cells, "cpo") == {}
     # later stages ignored, the baseline is not an ILRec variant
-    assert ilrec_sweep.chosen_so_far(cells, "layers") == {"cpo_alpha": 1.0, "cpo_penalty": "additive",
+    assert sweep.chosen_so_far(cells, "layers") == {"cpo_alpha": 1.0, "cpo_penalty": "additive",
                                                            "crr_weight": 0.0, "reward": "mf"}
     # a tie goes to the variant screened first (the simpler setting)
     tied = {**cells, "layers_L-1": cell("layers_L-1", 0.064, cpo_alpha=1.0, ilrec_layers=[-2], crr_weight=0.0)}
-    assert ilrec_sweep.chosen_so_far(tied, "cpd")["cpo_penalty"] == "additive"  # cpo_additive_a1, not layers_L-1
-    assert ilrec_sweep.best_of({"layers_L-1": 0.064, "cpo_additive_a1": 0.064}) == "cpo_additive_a1"
+    assert sweep.chosen_so_far(tied, "cpd")["cpo_penalty"] == "additive"  # cpo_additive_a1, not layers_L-1
+    assert sweep.best_of({"layers_L-1": 0.064, "cpo_additive_a1": 0.064}) == "cpo_additive_a1"
     with pytest.raises(SystemExit, match="run those first"):
-        ilrec_sweep.chosen_so_far({"sft_more": cells["sft_more"]}, "cpd")
-    names = [n for n, _, o in ilrec_sweep.STAGES["cpo"] if o["cpd_weight"] == 0 and o["crr_weight"] == 0]
+        sweep.chosen_so_far({"sft_more": cells["sft_more"]}, "cpd")
+    names = [n for n, _, o in sweep.STAGES["cpo"] if o["cpd_weight"] == 0 and o["crr_weight"] == 0]
     assert len(names) == 8  # alpha in {0.1, 0.3, 1, 3} x {scaled, additive}, CPO alone
     # the shipped configuration is screened as it is, and later choices never build on it
-    assert ilrec_sweep.STAGES["shipped"] == [("ilrec_shipped", "ilrec", {})] and "shipped" in ilrec_sweep.INDEPENDENT
+    assert sweep.STAGES["shipped"] == [("ilrec_shipped", "ilrec", {})] and "shipped" in sweep.INDEPENDENT
     shipped = {**cells, "ilrec_shipped": cell("ilrec_shipped", 0.2, cpo_alpha=0.1, crr_weight=0.1)}
-    assert ilrec_sweep.chosen_so_far(shipped, "dpo")["cpo_alpha"] == 1.0  # crr_sasrec_0.1, not the shipped row
+    assert sweep.chosen_so_far(shipped, "dpo")["cpo_alpha"] == 1.0  # crr_sasrec_0.1, not the shipped row
 
 
 def test_preference_pairs_take_the_best_wrong_beam_and_never_the_target():
     import numpy as np
 
-    from benchmarks.dpo_pairs import preference_pairs
+    from benchmarks.accuracy.dpo_pairs import preference_pairs
     from ilrec_trl import ItemCatalog
 
     catalog = ItemCatalog(["<a_0><b_0>", "<a_0><b_1>", "<a_1><b_0>", "<a_1><b_1>"])
@@ -253,7 +254,7 @@ def test_preference_pairs_take_the_best_wrong_beam_and_never_the_target():
 
 
 def test_sweep_report_shows_the_settled_balance_of_the_terms():
-    from benchmarks.ilrec_sweep import gradient_ratio
+    from benchmarks.accuracy.sweep import gradient_ratio
 
     logs = [{"negative_gradient_ratio": 3.0}, {"loss": 1.0}, {"negative_gradient_ratio": 0.9},
             {"negative_gradient_ratio": 1.1}]
@@ -285,7 +286,7 @@ def test_dpo_pairs_are_mined_once_per_checkpoint_and_reused(tmp_path, monkeypatc
 def test_depth_report_reads_the_first_logit_lens_log_and_the_paired_difference(tmp_path):
     import numpy as np
 
-    from benchmarks import depth
+    from benchmarks.accuracy import depth
     from benchmarks.accuracy.cells import save_cell
     from benchmarks.accuracy.stats import hierarchical_bootstrap
     from ilrec_trl.evaluation import per_user_metrics
@@ -319,7 +320,7 @@ def test_depth_report_reads_the_first_logit_lens_log_and_the_paired_difference(t
 def test_sweep_report_takes_ilrec_and_dpo_choices_from_the_seeds_that_screened_them(tmp_path):
     import numpy as np
 
-    from benchmarks import ilrec_sweep
+    from benchmarks.accuracy import sweep
     from benchmarks.accuracy.cells import cell_path, save_cell
 
     rng = np.random.default_rng(0)
@@ -331,11 +332,11 @@ def test_sweep_report_takes_ilrec_and_dpo_choices_from_the_seeds_that_screened_t
         save_cell(cell_path(tmp_path, "toy/sweep", seed, "sft_more"), "sft_more", ranks(), 1.0, {"split": "valid"})
         for name, extra in variants.items():
             save_cell(cell_path(tmp_path, "toy/sweep", seed, name), name, ranks(), 1.0, extra)
-    dpo = ilrec_sweep.sweep_cells(tmp_path, "toy", 2)
+    dpo = sweep.sweep_cells(tmp_path, "toy", 2)
     best = max(("dpo_lr=3e-05_beta=0.5", "dpo_lr=1e-05_beta=0.1"), key=lambda n: dpo[n]["metrics"]["ndcg@10"])
-    a = ilrec_sweep.build_parser().parse_args(["--out", str(tmp_path), "--report"])
+    a = sweep.build_parser().parse_args(["--out", str(tmp_path), "--report"])
     a.dataset = "toy"
-    ilrec_sweep.report(a)
+    sweep.report(a)
     chosen = json.loads((tmp_path / "toy" / "sweep" / "chosen.json").read_text())
     assert chosen["ilrec_variant"] == "cpo_scaled_a0.3" and chosen["ilrec"] == cfg and chosen["ilrec_seed"] == 0
     assert (chosen["dpo_lr"], chosen["dpo_beta"]) == (dpo[best]["lr"], dpo[best]["beta"]) and chosen["dpo_seed"] == 2
@@ -348,14 +349,14 @@ def test_sweep_lr_stage_pairs_each_ilrec_with_sft_continued_at_its_own_learning_
 
     import numpy as np
 
-    from benchmarks import ilrec_sweep
+    from benchmarks.accuracy import sweep
     from benchmarks.accuracy.cells import cell_path, save_cell
     from benchmarks.accuracy.stats import paired_bootstrap
     from ilrec_trl.evaluation import per_user_metrics
 
-    assert [n for n, _, _ in ilrec_sweep.STAGES["lr"]] == ["sft_more_lr=0.0003", "ilrec_lr=0.0003",
+    assert [n for n, _, _ in sweep.STAGES["lr"]] == ["sft_more_lr=0.0003", "ilrec_lr=0.0003",
                                                            "sft_more_lr=0.0001", "ilrec_lr=0.0001"]
-    assert "lr" in ilrec_sweep.INDEPENDENT
+    assert "lr" in sweep.INDEPENDENT
     rng = np.random.default_rng(1)
     shipped = {"negative_scope": "trie", "cpo_alpha": 0.1, "cpd_weight": 0.1, "crr_weight": 0.1}
     # the test protocol's cells of seed 0, scored on the 40 validation users too
@@ -363,9 +364,9 @@ def test_sweep_lr_stage_pairs_each_ilrec_with_sft_continued_at_its_own_learning_
         save_cell(cell_path(tmp_path, "toy", 0, method), method, rng.integers(0, 21, 40), 5.0,
                   {**extra, "lr": 1e-3, "valid_users": 40, "valid_ranks": rng.integers(0, 21, 40).tolist()})
     a = argparse.Namespace(out=str(tmp_path), dataset="toy", seed=0, extra_epochs=0.5)
-    ilrec_sweep.adopt_baseline(a, 40, True)
-    ilrec_sweep.adopt_baseline(a, 40, True, "ilrec_shipped", "ilrec", stage="shipped")
-    cells = ilrec_sweep.sweep_cells(tmp_path, "toy", 0)
+    sweep.adopt_baseline(a, 40, True)
+    sweep.adopt_baseline(a, 40, True, "ilrec_shipped", "ilrec", stage="shipped")
+    cells = sweep.sweep_cells(tmp_path, "toy", 0)
     test_ilrec = json.loads(cell_path(tmp_path, "toy", 0, "ilrec").read_text())
     assert cells["ilrec_shipped"]["ranks"] == test_ilrec["valid_ranks"]
     assert cells["ilrec_shipped"]["config"] == shipped and cells["ilrec_shipped"]["stage"] == "shipped"
@@ -376,12 +377,12 @@ def test_sweep_lr_stage_pairs_each_ilrec_with_sft_continued_at_its_own_learning_
         save_cell(cell_path(tmp_path, "toy/sweep", 0, f"ilrec_lr={lr:g}"), f"ilrec_lr={lr:g}",
                   np.zeros(40, dtype=int) if lr == 3e-4 else rng.integers(0, 21, 40), 1.0,
                   {"lr": lr, "stage": "lr", "split": "valid", "config": shipped, "reward": "mf"})
-    cells = ilrec_sweep.sweep_cells(tmp_path, "toy", 0)
-    assert ilrec_sweep.same_lr_pairs(cells) == [("ilrec_shipped", "sft_more"), ("ilrec_lr=0.0003", "sft_more_lr=0.0003"),
+    cells = sweep.sweep_cells(tmp_path, "toy", 0)
+    assert sweep.same_lr_pairs(cells) == [("ilrec_shipped", "sft_more"), ("ilrec_lr=0.0003", "sft_more_lr=0.0003"),
                                                 ("ilrec_lr=0.0001", "sft_more_lr=0.0001")]
-    r = ilrec_sweep.build_parser().parse_args(["--out", str(tmp_path), "--report"])
+    r = sweep.build_parser().parse_args(["--out", str(tmp_path), "--report"])
     r.dataset = "toy"
-    ilrec_sweep.report(r)
+    sweep.report(r)
     chosen = json.loads((tmp_path / "toy" / "sweep" / "chosen.json").read_text())
     assert chosen["ilrec_variant"] == "ilrec_shipped"
     text = (tmp_path / "toy" / "sweep" / "sweep.md").read_text()
@@ -459,3 +460,28 @@ def test_report_flags_a_second_protocol_seed_whose_arms_stopped_at_different_ste
     # seed 8: same length, so no warning; +0.010 and -0.010
     assert "mean +0.0000, below sft at 1" in seed8 and "confounded" not in seed8
     assert scratch_lines({"sft": sft}) == []
+
+
+def test_step_overhead_reference_variant_computes_ilrec_trainers_loss_through_the_library():
+    from benchmarks.speed.step_overhead.runner import check_reference
+
+    ilrec_loss, reference_loss = check_reference("tiny")  # one batch, the same weights, the token-by-token loop
+    assert reference_loss == pytest.approx(ilrec_loss, rel=1e-4)
+
+
+def test_best_on_validation_takes_up_an_interrupted_curve_and_its_best_from_the_state_file(tmp_path):
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    curve = [{"step": 6, "rec_valid_ndcg@10": 0.2}, {"step": 12, "rec_valid_ndcg@10": 0.1},
+             {"step": 18, "rec_valid_ndcg@10": 0.3}]
+    (tmp_path / "valid_state.json").write_text(json.dumps({"history": curve}))
+    split = Dataset.from_list([{"prompt": "p", "completion": "c", "item_id": 0, "user_id": 0}])
+    callback = acc_methods.best_on_validation_callback(None, split, None, eval_steps=6, patience=2, batch_size=8,
+                                                       state_dir=tmp_path)
+    callback.restore(12)  # the trainer's last checkpoint: step 18's evaluation is redone after the resume
+    assert callback.history == curve[:2] and (callback.best, callback.best_step, callback.bad) == (0.2, 6, 1)
+    control = SimpleNamespace(should_training_stop=False)
+    callback.on_step_end(None, SimpleNamespace(global_step=12), control)  # not evaluated, not counted again
+    assert callback.history == curve[:2] and callback.bad == 1 and not control.should_training_stop

@@ -278,15 +278,14 @@ def test_truncated_json_names_the_file(tmp_path):
 
 
 def test_dataset_without_completion_names_the_column(monkeypatch, tmp_path):
-    from ilrec_trl.data import load_synthetic
-    from ilrec_trl.scripts import common
+    from ilrec_trl.data import arguments, load_synthetic
 
     def no_completion(**kwargs):
         data = load_synthetic(**kwargs)
         data.train = data.train.remove_columns(["completion"])
         return data
 
-    monkeypatch.setattr(common, "load_synthetic", no_completion)
+    monkeypatch.setattr(arguments, "load_synthetic", no_completion)  # what load_data calls
     with pytest.raises(ValueError, match="train split of .* has no column 'completion'"):
         train_cli.run([*TINY, "--output_dir", str(tmp_path)])
 

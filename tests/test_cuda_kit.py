@@ -1,4 +1,4 @@
-"""The offline GPU kit's bookkeeping (benchmarks/device/kit.py), on the CPU with small files: the model split across
+"""The offline GPU kit's bookkeeping (`benchmarks.device.kit`), on the CPU with small files: the model split across
 two transfers is staged, joined and verified on the device; a command that finds the other half missing stops at
 once with exit 3; damaged parts are refused; the data slice is deterministic; pytest's report is summarised."""
 
@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks" / "device"))
+from benchmarks.device import kit, kit_build
 
-import kit  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -24,13 +23,13 @@ def small_kit(tmp_path):
     (staging / "common" / "wheels" / "pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
     model = tmp_path / "model.gguf"
     model.write_bytes(bytes(range(256)) * 11 + b"x" * 185)
-    manifest = kit.assemble(staging, model, {"modules": ["pkg"]})
+    manifest = kit_build.assemble(staging, model, {"modules": ["pkg"]})
     return staging, model, manifest
 
 
 def kit_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device" / "kit.py"), *args],
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "benchmarks.device.kit", *args], cwd=ROOT, capture_output=True,
+                          text=True)
 
 
 def carried(staging, transfer, dest):
@@ -45,14 +44,14 @@ def carried(staging, transfer, dest):
 def test_transfers_hold_common_files_and_one_part_each(small_kit):
     staging, model, manifest = small_kit
     parts = manifest["gguf"]["parts"]
-    assert [p["transfer"] for p in parts] == list(kit.TRANSFERS)
+    assert [p["transfer"] for p in parts] == list(kit_build.TRANSFERS)
     assert sum(p["size"] for p in parts) == model.stat().st_size
-    for transfer, part in zip(kit.TRANSFERS, parts):
+    for transfer, part in zip(kit_build.TRANSFERS, parts):
         folder = staging / transfer
         assert (folder / "wheels" / "pkg-1.0-py3-none-any.whl").read_bytes() == b"wheel"
         assert sorted(p.name for p in (folder / "model").iterdir()) == [part["file"]]
         assert json.loads((folder / "manifest.json").read_text())["transfer"] == transfer
-    joined = b"".join((staging / t / "model" / p["file"]).read_bytes() for t, p in zip(kit.TRANSFERS, parts))
+    joined = b"".join((staging / t / "model" / p["file"]).read_bytes() for t, p in zip(kit_build.TRANSFERS, parts))
     assert joined == model.read_bytes()
 
 
@@ -102,15 +101,15 @@ def test_data_slice_is_a_seeded_subset_with_the_whole_index(tmp_path):
     sequences = {str(u): [u % 7, (u + 1) % 7, (u + 2) % 7] for u in range(50)}
     (source / "Instruments.inter.json").write_text(json.dumps(sequences))
     (source / "Instruments.index.json").write_text(json.dumps({str(i): [f"<a_{i}>"] for i in range(7)}))
-    info = kit.slice_data(tmp_path / "data", tmp_path / "s1", users=20, seed=3)
-    kit.slice_data(tmp_path / "data", tmp_path / "s2", users=20, seed=3)
+    info = kit_build.slice_data(tmp_path / "data", tmp_path / "s1", users=20, seed=3)
+    kit_build.slice_data(tmp_path / "data", tmp_path / "s2", users=20, seed=3)
     sliced = json.loads((tmp_path / "s1" / "Instruments.inter.json").read_text())
     assert info["users"] == len(sliced) == 20 and info["source_users"] == 50
     assert all(sliced[u] == sequences[u] for u in sliced)
     assert sliced == json.loads((tmp_path / "s2" / "Instruments.inter.json").read_text())
     assert (tmp_path / "s1" / "Instruments.index.json").read_text() == (source / "Instruments.index.json").read_text()
-    with pytest.raises(kit.KitError, match="data_dir"):
-        kit.slice_data(tmp_path / "nowhere", tmp_path / "s3", users=5, seed=0)
+    with pytest.raises(kit_build.KitError, match="data_dir"):
+        kit_build.slice_data(tmp_path / "nowhere", tmp_path / "s3", users=5, seed=0)
 
 
 def test_junit_summary_counts_outcomes(tmp_path):
@@ -127,24 +126,24 @@ def test_junit_summary_counts_outcomes(tmp_path):
 
 def test_data_transfer_carries_the_wheels_and_no_model_half(small_kit, tmp_path):
     staging, _, manifest = small_kit
-    folder = staging / kit.DATA_TRANSFER
+    folder = staging / kit_build.DATA_TRANSFER
     assert (folder / "wheels" / "pkg-1.0-py3-none-any.whl").read_bytes() == b"wheel"
     assert not (folder / "model").exists()
-    assert json.loads((folder / "manifest.json").read_text())["transfer"] == kit.DATA_TRANSFER
+    assert json.loads((folder / "manifest.json").read_text())["transfer"] == kit_build.DATA_TRANSFER
     work = tmp_path / "work"
-    proc = kit_cli("stage", "--kit", str(carried(staging, kit.DATA_TRANSFER, tmp_path / "dev")), "--work", str(work))
+    proc = kit_cli("stage", "--kit", str(carried(staging, kit_build.DATA_TRANSFER, tmp_path / "dev")), "--work", str(work))
     assert proc.returncode == 0 and "nothing to stage" in proc.stdout
     assert not (work / "model").exists()  # a model half staged earlier on this machine would be left alone
     data = tmp_path / "data"
-    for name in kit.FULL_DATA:
+    for name in kit_build.FULL_DATA:
         (data / name).mkdir(parents=True)
         (data / name / "f.json").write_text(name)
-    assert set(kit.full_data(data, tmp_path / "full")) == set(kit.FULL_DATA)
+    assert set(kit_build.full_data(data, tmp_path / "full")) == set(kit_build.FULL_DATA)
     assert (tmp_path / "full" / "ml-100k" / "f.json").read_text() == "ml-100k"
     (data / "ml-100k" / "f.json").unlink()
     (data / "ml-100k").rmdir()
-    with pytest.raises(kit.KitError, match="ml-100k is missing"):
-        kit.full_data(data, tmp_path / "full2")
+    with pytest.raises(kit_build.KitError, match="ml-100k is missing"):
+        kit_build.full_data(data, tmp_path / "full2")
 
 
 def test_dpo_choice_prints_the_sweeps_flags_or_nothing(tmp_path):
@@ -159,10 +158,10 @@ def test_dpo_choice_prints_the_sweeps_flags_or_nothing(tmp_path):
 def test_working_tree_leaves_room_for_the_largest_kit_folder():
     """Every transfer carries the working tree: with the largest kit folder it must stay within the device's
     transfer limit. Committed model weights or large binaries break this (keep them git-ignored)."""
-    tree = kit.tree_size(ROOT)
-    assert tree + kit.KIT_FOLDER_MAX <= kit.LIMIT, (
-        f"working tree {tree / 2**20:.1f} MiB + largest kit folder {kit.KIT_FOLDER_MAX / 2**20:.0f} MiB is over the "
-        f"{kit.LIMIT / 2**20:.0f} MiB transfer limit; the largest tracked files: "
+    tree = kit_build.tree_size(ROOT)
+    assert tree + kit_build.KIT_FOLDER_MAX <= kit_build.LIMIT, (
+        f"working tree {tree / 2**20:.1f} MiB + largest kit folder {kit_build.KIT_FOLDER_MAX / 2**20:.0f} MiB is over the "
+        f"{kit_build.LIMIT / 2**20:.0f} MiB transfer limit; the largest tracked files: "
         + ", ".join(f"{p} ({s / 2**20:.1f} MiB)" for s, p in largest_tracked(5)))
 
 

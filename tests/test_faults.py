@@ -189,7 +189,7 @@ def packing_without_flash_attention(tmp):
 
 
 def reward_fn_returning_nan(tmp):
-    from ilrec_trl.trainer.ilrec_trainer import check_reward_values
+    from ilrec_trl.trainer.request import check_reward_values
 
     with pytest.raises(UserError, match=r"reward_fn returned 12 NaN and 0 \+inf values of 12"):
         check_reward_values(torch.full((3, 4), float("nan")))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
-from benchmarks.prefix_fn_baseline import prefix_fn_beam_search
+from benchmarks.speed.prefix_fn_baseline import prefix_fn_beam_search
 from ilrec_trl import ILRecTrainer, ItemCatalog
 from ilrec_trl.data import build_word_tokenizer
 from ilrec_trl.evaluation import (
@@ -18,7 +18,7 @@ from ilrec_trl.evaluation import (
     recommendation_ranks,
     sample_users,
 )
-from ilrec_trl.generation import constrained_beam_search, recommend
+from ilrec_trl.generation import constrained_beam_search
 from ilrec_trl.models import tiny_llama
 
 
@@ -28,10 +28,10 @@ def reference_beam_search(model, tokenizer, catalog, prompt, num_beams):
     tokens) is run through the model at every level. Candidates are ranked by (score, beam-major index), finished
     beams survive with their score. Returns `[(item, score), ...]` best first."""
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    node_item = catalog.node_item.tolist()
+    node_item = catalog.trie.node_item.tolist()
     beams = [([], 0)]  # (generated tokens, trie node)
     scores = [0.0]
-    for _ in range(catalog.max_length):
+    for _ in range(catalog.trie.max_length):
         if all(node_item[node] >= 0 for _, node in beams):
             break
         live = [j for j, (_, node) in enumerate(beams) if node_item[node] < 0]
@@ -92,7 +92,7 @@ def titles():
     prompts = [f"bought {' ; '.join(rng.sample(sorted(names), rng.randint(1, 4)))} next" for _ in range(6)]
     tokenizer = build_word_tokenizer(prompts + sorted(names))
     catalog.bind(tokenizer)
-    assert catalog.item_lengths.min() == 2 and catalog.item_lengths.max() == 5
+    assert catalog.trie.item_lengths.min() == 2 and catalog.trie.item_lengths.max() == 5
     return catalog, tokenizer, prompts
 
 
@@ -123,7 +123,7 @@ def test_titles_match_reference(arch, titles):
     reference = [reference_beam_search(model, tokenizer, catalog, p, 10) for p in prompts]
     assert_same_rankings(recs, reference)
     # beams finish at different depths: the lists mix identifiers of several lengths
-    lengths = {int(catalog.item_lengths[i]) for items in recs.items for i in items}
+    lengths = {int(catalog.trie.item_lengths[i]) for items in recs.items for i in items}
     assert len(lengths) >= 3
 
 
@@ -148,15 +148,6 @@ def test_matches_prefix_allowed_tokens_fn(model, tokenizer, rec_data):
                                        method="generate")
     assert generate.items == reference
     assert tokenizer.padding_side == side  # neither search changes the tokenizer
-
-
-def test_recommend_single_and_many(model, tokenizer, rec_data):
-    one = recommend(model, tokenizer, rec_data.catalog, [1, 2, 3], k=5, template="sequence")
-    assert len(one) == 5 and all(isinstance(i, int) for i, _ in one)
-    many = recommend(model, tokenizer, rec_data.catalog, [[1, 2], [3]], k=3, template="sequence")
-    assert len(many) == 2 and all(len(r) == 3 for r in many)
-    with pytest.raises(Exception, match="not in the catalogue"):
-        recommend(model, tokenizer, rec_data.catalog, [10_000], k=3)
 
 
 def test_evaluate_writes_jsonl(model, tokenizer, rec_data, tmp_path):

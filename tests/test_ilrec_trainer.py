@@ -9,6 +9,7 @@ from trl import SFTConfig, SFTTrainer
 
 from ilrec_trl import ILRecTrainer, ItemCatalog
 from ilrec_trl.catalog import CatalogError
+from ilrec_trl.trainer import ILRecRequest
 
 from .conftest import first_batch, grads_of
 
@@ -93,7 +94,7 @@ def test_cpd_gradient_reaches_lower_layers_not_last_layer(model, tokenizer, rec_
     batch = first_batch(trainer)
     trainer.attach_ilrec_hooks()
     try:
-        out = model(**batch, ilrec_request={})
+        out = model(**batch, ilrec_request=ILRecRequest())
     finally:
         trainer.remove_ilrec_hooks()
     out.cpd_per_token.sum().backward()
@@ -325,7 +326,7 @@ def test_bf16_model_weights_loss_matches_float32_reference(model, tokenizer, rec
     batch = first_batch(trainer)
     trainer.attach_ilrec_hooks()
     try:
-        out = bf16_model(**batch, ilrec_request={})
+        out = bf16_model(**batch, ilrec_request=ILRecRequest())
         trainer._capture.enabled = True
         full = bf16_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                           output_hidden_states=True)
@@ -352,7 +353,7 @@ def test_loss_with_crr_is_the_per_token_mean_of_all_terms(model, tokenizer, rec_
     `ilrec_losses` recomputed from `output_hidden_states`, and a gradient-accumulation denominator scales all three
     terms alike (loss(num_items_in_batch=M) == N/M * loss(None))."""
     from ilrec_trl.losses import ilrec_losses
-    from ilrec_trl.trainer.ilrec_trainer import RewardContext
+    from ilrec_trl import RewardContext
 
     args = args_factory(negative_scope="trie", cpo_alpha=0.5, cpd_weight=0.3, crr_weight=0.4, ilrec_layers=[-2, -3])
     trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
@@ -421,24 +422,53 @@ def test_column_projection_gives_the_full_projections_loss_gradients_and_metrics
     assert metrics == pytest.approx(ref_metrics, rel=1e-5)
 
 
-def test_whole_vocabulary_layer_top1_only_on_logged_steps(model, tokenizer, rec_data, args_factory, monkeypatch):
-    """The column path's per-layer top-1 (a [K·N, d] x [d, V] product) runs only on the optimizer steps that log,
-    and in evaluation; every logged step still carries it."""
+def test_diagnostics_only_on_logged_steps(model, tokenizer, rec_data, args_factory, monkeypatch):
+    """The diagnostics, the column path's per-layer top-1 (a [K·N, d] x [d, V] product) among them, run only on the
+    optimizer steps that log, and in evaluation; every logged step still carries them."""
+    import ilrec_trl.losses.compute as compute
     import ilrec_trl.trainer.model_forward as model_forward
 
-    calls = []
-    original = model_forward.project_on_columns
+    calls, diagnosed = [], []
+    original, original_diagnostics = model_forward.project_on_columns, compute.diagnostic_metrics
 
     def spy(*args, with_top1=True, **kwargs):
         calls.append(with_top1)
         return original(*args, with_top1=with_top1, **kwargs)
 
+    def diagnostics_spy(*args, **kwargs):
+        diagnosed.append(len(calls))
+        return original_diagnostics(*args, **kwargs)
+
     monkeypatch.setattr(model_forward, "project_on_columns", spy)
+    monkeypatch.setattr(compute, "diagnostic_metrics", diagnostics_spy)
     args = args_factory(negative_scope="trie", max_steps=4, logging_steps=2, per_device_eval_batch_size=8)
     trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
                            eval_dataset=rec_data.valid.select(range(8)), catalog=rec_data.catalog)
     trainer.train()
-    assert calls == [False, True, False, True]
+    assert calls == [False, True, False, True] and diagnosed == [2, 4]
     logs = [e for e in trainer.state.log_history if "cpo" in e]
-    assert [e["step"] for e in logs] == [2, 4] and all("top1_layer_-2" in e for e in logs)
+    assert [e["step"] for e in logs] == [2, 4]
+    for key in ("top1_layer_-2", "mean_token_accuracy", "negative_gradient_ratio", "negatives_per_token"):
+        assert all(key in e for e in logs), key
     assert "eval_top1_layer_-2" in trainer.evaluate() and calls[-1] is True
+
+
+def test_reward_fn_without_crr_weight_is_never_called(model, tokenizer, rec_data, args_factory):
+    """`crr_weight=0` switches L_CRR off (`ILRecLossParams.crr_on`): the reward function is never called. The ILRec
+    forward takes a typed request only."""
+
+    def never(ctx):
+        raise AssertionError("reward_fn called with crr_weight=0")
+
+    trainer = ILRecTrainer(model=model, args=args_factory(negative_scope="trie", crr_weight=0.0),
+                           train_dataset=rec_data.train, processing_class=tokenizer, catalog=rec_data.catalog,
+                           reward_fn=never)
+    assert trainer.crr_on is False
+    batch = first_batch(trainer)
+    trainer.attach_ilrec_hooks()
+    try:
+        assert torch.isfinite(trainer.compute_loss(model, dict(batch)))
+        with pytest.raises(TypeError, match="ILRecRequest"):
+            model(**batch, ilrec_request={})
+    finally:
+        trainer.remove_ilrec_hooks()

@@ -12,7 +12,8 @@ import torch
 from ilrec_trl import ILRecTrainer, ItemCatalog, Recommender, RecommenderConfig
 from ilrec_trl.artifact import CatalogMismatchError, load_recommender_artifacts, save_recommender_artifacts
 from ilrec_trl.catalog import CatalogError
-from ilrec_trl.generation import recommend as reference_recommend
+from ilrec_trl.data.prompts import format_prompt
+from ilrec_trl.generation import constrained_beam_search
 from ilrec_trl.scripts import evaluate as eval_cli
 from ilrec_trl.scripts import recommend as recommend_cli
 from ilrec_trl.scripts import train as train_cli
@@ -61,11 +62,10 @@ def test_fresh_process_recommends_from_the_folder_alone(saved):
 def test_recommend_equals_the_constrained_beam_search(rec):
     histories = [[1, 2, 3], [5], list(range(20))]
     got = rec.recommend(histories, k=7)
-    want = reference_recommend(rec.model, rec.tokenizer, rec.catalog, histories, k=7, num_beams=20,
-                               template="sequence", max_history=10)
-    assert [[i for i, _ in r] for r in got] == [[i for i, _ in r] for r in want]
-    torch.testing.assert_close(torch.tensor([[s for _, s in r] for r in got]),
-                               torch.tensor([[s for _, s in r] for r in want]))
+    prompts = [format_prompt([rec.catalog.identifier(i) for i in h[-10:]], "sequence") for h in histories]
+    want = constrained_beam_search(rec.model, rec.tokenizer, rec.catalog, prompts, num_beams=20, k=7)
+    assert [[i for i, _ in r] for r in got] == want.items
+    torch.testing.assert_close(torch.tensor([[s for _, s in r] for r in got]), torch.tensor(want.scores))
 
 
 def test_exclude_seen_still_returns_k_items(rec):

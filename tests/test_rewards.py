@@ -89,10 +89,10 @@ def test_token_rewards_match_brute_force(toy_catalog, toy_scores, aggregate):
 def test_node_scores_root_and_leaves(toy_catalog, toy_scores):
     scores = node_scores(toy_catalog, toy_scores, "max")
     torch.testing.assert_close(scores[:, 0], toy_scores.max(1).values)
-    torch.testing.assert_close(scores[:, toy_catalog.leaf_nodes], toy_scores)
+    torch.testing.assert_close(scores[:, toy_catalog.trie.leaf_nodes], toy_scores)
     lse = node_scores(toy_catalog, toy_scores, "logsumexp")
     torch.testing.assert_close(lse[:, 0], torch.logsumexp(toy_scores, 1))
-    torch.testing.assert_close(lse[:, toy_catalog.leaf_nodes], toy_scores)
+    torch.testing.assert_close(lse[:, toy_catalog.trie.leaf_nodes], toy_scores)
 
 
 def test_token_rewards_errors(toy_catalog, toy_scores):

@@ -1,5 +1,5 @@
 """`python -m benchmarks.accuracy --dataset instruments --seeds 0 1 2` (run; resumes), `... --report` (tables, paired
-and hierarchical-bootstrap intervals and plots from whatever cells exist)."""
+and bootstrap intervals over seeds and users and plots from whatever cells exist)."""
 
 from pathlib import Path
 

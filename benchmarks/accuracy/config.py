@@ -6,13 +6,12 @@ import json
 import os
 from pathlib import Path
 
+from .names import ALL_METHODS, SCRATCH_METHODS
+
 ROOT = Path(__file__).resolve().parents[2]
-# round 2 (issue 12): converged SFT start, the library's tokenizer. The round-1 cells (benchmarks/results/accuracy_round1,
-# another vocabulary, SFT for a fixed epoch) stay for the record; their checkpoints are not reusable here.
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "accuracy"
-ROUND1_OUT = ROOT / "benchmarks" / "results" / "accuracy_round1"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "accuracy"  # the main protocol's cells
 MODELS = ROOT / "outputs" / "accuracy_models"  # checkpoints (git-ignored)
-REPORTS = {DEFAULT_OUT: "benchmarks_accuracy.md", ROUND1_OUT: "benchmarks_accuracy_round1.md"}  # reported in docs/
+REPORTS = {DEFAULT_OUT: "benchmarks_accuracy.md"}  # reported in docs/
 DATASETS = {  # harness name -> the library's DataArguments
     "instruments": {"dataset": "lcrec", "lcrec_prefix": "Instruments", "template": "sequence"},
     "ml100k": {"dataset": "movielens", "template": "sequence"},
@@ -21,14 +20,14 @@ DATASETS = {  # harness name -> the library's DataArguments
 
 
 def data_arguments(a):
-    from ilrec_trl.scripts.common import DataArguments
+    from ilrec_trl.data import DataArguments
 
     return DataArguments(data_dir=a.data_dir, max_history=a.max_history, **DATASETS[a.dataset])
 
 
 def load(a):
     """The dataset the flags name, unbound (no tokenizer)."""
-    from ilrec_trl.scripts.common import load_data
+    from ilrec_trl.data import load_data
 
     return load_data(data_arguments(a))
 
@@ -48,8 +47,8 @@ def models_dir(a, dataset, seed) -> Path:
 
 
 def docs_dir(a) -> Path:
-    """Reports of the committed results folders (round 2, the default, and round 1) go to docs/; any other --out
-    keeps its reports to itself."""
+    """The report of the main results folder (the default --out) goes to docs/; any other --out keeps its reports to
+    itself."""
     return ROOT / "docs" if Path(a.out).resolve() in {p.resolve() for p in REPORTS} else Path(a.out)
 
 
@@ -79,8 +78,6 @@ def write_run_args(path: Path, a):
 
 
 def build_parser(description=None):
-    from .methods import ALL_METHODS, SCRATCH_METHODS
-
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="instruments", choices=list(DATASETS))
     p.add_argument("--data_dir", default=os.environ.get("ILREC_DATA_DIR", str(ROOT.parent / "shared" / "data")))

@@ -2,7 +2,6 @@
 from that SFT model for the same extra budget (`sft_more`, `dpo`, ILRec and its ablations); classic baselines
 (`popular`, `mf`, `sasrec`) are fitted on the same training split."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -12,16 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CLASSIC_METHODS = ("popular", "mf", "sasrec")
-ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"cpd_weight": 0.0},
-             "ilrec_no_crr": {"crr_weight": 0.0}, "ilrec_tuned": {}, "ilrec_sasrec_reward": {},
-             "ilrec_sasrec_reward_no_cpo": {"cpo_alpha": 0.0}}
-LLM_METHODS = ("sft_more", "dpo", *ABLATIONS)
-# the second protocol (issue 12): ILRec over the whole run from a fresh model, trained and selected like `sft`
-SCRATCH_METHODS = ("ilrec_scratch",)
-ALL_METHODS = (*CLASSIC_METHODS, "sft", *LLM_METHODS, *SCRATCH_METHODS)
-# the collaborative model behind L_CRR: the MF reward (the product's default) unless named here
-REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec", "ilrec_sasrec_reward_no_cpo": "sasrec"}
+from ..patches import completion_positions_only
+from .config import models_dir
+from .dpo_pairs import preference_pairs
+from .names import ABLATIONS, REWARD_SOURCE, SCRATCH_METHODS
 
 
 def reward_source(method):
@@ -48,30 +41,6 @@ def ranks_from_item_scores(scores, split):
 
     ranks = ranks_from_scores(scores, torch.tensor(list(split["item_id"]))).numpy()
     return np.where(ranks <= 20, ranks, 0)  # same top-20 cut-off as the beam search
-
-
-@contextlib.contextmanager
-def completion_positions_only():
-    """Make TRL's fused LM head (SFTTrainer, DPOTrainer, and ILRecTrainer before `ilrec_start_step`) project only the
-    completion positions on a CPU too, as it does on CUDA/XPU. TRL decides through `trl.trainer.utils._use_triton`, a
-    private name; without it (another TRL) nothing changes. The loss and its gradients are the same either way (both
-    are masked to the completion); only the cost differs. Measured at one thread on MovieLens-100K titles (batch 256,
-    105 tokens padded, 8% of them completion): forward + backward 2.0 s instead of 6.7-9.6 s, the same loss, gradients
-    within 6e-8. Yields what the head projected, for the cell's record."""
-    try:
-        import trl.trainer.utils as trl_utils
-    except ImportError:
-        yield "all positions"
-        return
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None:
-        yield "all positions"
-        return
-    trl_utils._use_triton = lambda device: True
-    try:
-        yield "completion"
-    finally:
-        trl_utils._use_triton = original
 
 
 def train_args(cls, out_dir, seed, epochs, lr, batch, logging_steps=100, bf16=False, **kw):
@@ -121,13 +90,11 @@ def best_on_validation_callback(trainer, valid, catalog, eval_steps, patience, b
         def restore(self, checkpoint_step):
             """Take up the curve of an interrupted run at its last trainer checkpoint (later evaluations are redone,
             and give the same values: training resumes exactly)."""
-            if state_file.exists():
-                self.history = [h for h in json.loads(state_file.read_text())["history"]
-                                if h["step"] <= checkpoint_step]
+            history = json.loads(state_file.read_text())["history"] if state_file.exists() else self.history
+            self.resume(history, checkpoint_step)
             self.best, self.best_step, self.bad = -1.0, None, 0
             for h in self.history:
                 self._update(h)
-            self._last_step = checkpoint_step
             # already counted (and the best weights already saved): the first new step must not count them again
             self._checked_step = self.history[-1]["step"] if self.history else None
 
@@ -290,7 +257,6 @@ def dpo_dataset(data, sft_model, tok, seed, max_pairs, batch_size, cache_dir=Non
 def _mine_dpo_pairs(data, sft_model, tok, seed, max_pairs, batch_size):
     from ilrec_trl.generation import constrained_beam_search
 
-    from ..dpo_pairs import preference_pairs
 
     rng = np.random.default_rng(seed)
     n = min(max_pairs, len(data.train))
@@ -311,7 +277,6 @@ def sasrec_model(a, data, dataset, seed):
     from ilrec_trl.evaluation import sample_users
     from ilrec_trl.rewards import SASRecReward
 
-    from .config import models_dir
 
     path = models_dir(a, dataset, seed) / "sasrec"
     if (path / "sasrec.json").exists():

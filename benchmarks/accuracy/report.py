@@ -1,4 +1,4 @@
-"""Tables, per-seed paired differences, hierarchical-bootstrap intervals and a plot of the differences (with their
+"""Tables, per-seed paired differences, bootstrap intervals over seeds and users and a plot of the differences (with their
 intervals, against zero) from whatever cells exist under `<out>/<dataset>/seed*/`."""
 
 import json
@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from .cells import load_cells
-from .methods import ABLATIONS, CLASSIC_METHODS, SCRATCH_METHODS
+from .config import report_name
+from .names import ABLATIONS, CLASSIC_METHODS, SCRATCH_METHODS
 from .stats import compare
 
 ORDER = (*CLASSIC_METHODS, "sft", "sft_more", "dpo", *ABLATIONS, *SCRATCH_METHODS)
@@ -28,9 +29,9 @@ def comparisons(methods):
 
 
 def difference_lines(cells, pairs, metric="ndcg@10"):
-    """Markdown table rows: per-seed paired differences and the hierarchical interval, for each pair."""
+    """Markdown table rows: per-seed paired differences and the interval over seeds and users, for each pair."""
     results, seeds = {}, sorted({s for c in cells.values() for s in c})
-    lines = [f"| {metric}: method − baseline | " + " | ".join(seeds) + " | all seeds, hierarchical 95% CI |",
+    lines = [f"| {metric}: method − baseline | " + " | ".join(seeds) + " | all seeds, 95% CI (seeds × users) |",
              "|---|" + "---|" * len(seeds) + "---|"]
     for m, base in pairs:
         got = compare(cells[m], cells[base], metric)
@@ -44,8 +45,8 @@ def difference_lines(cells, pairs, metric="ndcg@10"):
 
 
 def plot_differences(results, title, png: Path, metric: str = "NDCG@10", labels=None):
-    """Forest plot: each comparison's per-seed paired intervals (small) and the hierarchical one (large), with 0.
-    `results`: {key: (per-seed intervals, hierarchical interval)}; a key is (method, baseline) unless `labels`
+    """Forest plot: each comparison's per-seed paired intervals (small) and the one over seeds and users (large), with 0.
+    `results`: {key: (per-seed intervals, interval over seeds and users)}; a key is (method, baseline) unless `labels`
     (key -> text) says how to name it."""
     import matplotlib
 
@@ -68,7 +69,7 @@ def plot_differences(results, title, png: Path, metric: str = "NDCG@10", labels=
     labels = labels or (lambda key: f"{key[0]} − {key[1]}")
     ax.set_yticks(range(len(names)), [labels(key) for key in reversed(names)], fontsize=8)
     ax.set_xlabel(f"paired {metric} difference")
-    ax.set_title(f"{title}\nsquares: hierarchical 95% CI (seeds, then users); dots: each seed's paired CI", fontsize=8)
+    ax.set_title(f"{title}\nsquares: 95% CI over seeds and users (crossed); dots: each seed's paired CI", fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
@@ -174,8 +175,8 @@ def dataset_report(ds_dir: Path, docs: Path):
                   "retrain elsewhere does not reproduce it, so a seed's cells are made in one go):", "", *env, ""]
     diff_lines, results = difference_lines(cells, comparisons(cells))
     if results:
-        lines += ["Paired differences in NDCG@10 (each seed: paired user bootstrap; last column: hierarchical "
-                  "bootstrap, seeds then users within seed):", "", *diff_lines, ""]
+        lines += ["Paired differences in NDCG@10 (each seed: paired user bootstrap; last column: seeds and users "
+                  "resampled independently, the same users in every seed):", "", *diff_lines, ""]
         png = docs / f"{ds_dir.parent.name}_{ds_dir.name}_differences.png"
         try:
             plot_differences(results, f"{ds_dir.name}: paired NDCG@10 differences", png)
@@ -189,21 +190,11 @@ def dataset_report(ds_dir: Path, docs: Path):
 
 
 def report(out: Path, docs: Path):
-    from .config import report_name
-
     name = report_name(out)
-    if name.endswith("round1.md"):
-        head = ["# Accuracy benchmark, round 1 (issue 6)", "",
-                "SFT for one fixed epoch, then 0.5 epoch more for every method; 1,000 seeded test users (Instruments), "
-                "all 943 (MovieLens). Produced by the round-1 script (`git show ad46d30:benchmarks/accuracy.py`); "
-                "this report is rebuilt from its cells by `python -m benchmarks.accuracy --report --out "
-                "benchmarks/results/accuracy_round1`, with the round-2 statistics (per-seed paired differences and the "
-                "hierarchical bootstrap). Round 2: benchmarks_accuracy.md.", ""]
-    else:
-        head = ["# Accuracy benchmark, round 2 (issue 12)", "",
-                "Reproduce: each dataset's command below (resumable; a seed's cells in one go, see below), then "
-                "`python -m benchmarks.accuracy --report`. See the package's docstring for the protocol. Round 1 "
-                "(SFT for one fixed epoch, another tokenizer, 1,000 test users): benchmarks_accuracy_round1.md.", ""]
+    head = ["# Accuracy benchmark: per-folder report", "",
+            "Reproduce: each dataset's command below (resumable; a seed's cells in one go, see below), then "
+            "`python -m benchmarks.accuracy --report`. See the package's docstring for the protocol, "
+            "docs/benchmarks.md for the answer and docs/research_log.md for how it was reached.", ""]
     lines = list(head)
     if Path(out).exists():
         for ds_dir in sorted(p for p in Path(out).iterdir() if p.is_dir()):

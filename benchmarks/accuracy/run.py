@@ -7,9 +7,6 @@ from pathlib import Path
 from .cells import cell_path, restore_sft, save_cell, store_sft, weights_digest
 from .config import models_dir
 from .methods import (
-    ABLATIONS,
-    CLASSIC_METHODS,
-    SCRATCH_METHODS,
     continue_from_sft,
     ilrec_settings,
     load_checkpoint,
@@ -19,6 +16,7 @@ from .methods import (
     sasrec_model,
     train_sft,
 )
+from .names import ABLATIONS, CLASSIC_METHODS, SCRATCH_METHODS
 
 
 def ilrec_plan(a, out, dataset, methods):
@@ -30,7 +28,7 @@ def ilrec_plan(a, out, dataset, methods):
         if method == "ilrec_tuned":
             chosen_file = out / dataset / "sweep" / "chosen.json"
             if not chosen_file.exists():
-                raise SystemExit(f"ilrec_tuned needs {chosen_file}: run benchmarks.ilrec_sweep (and --report).")
+                raise SystemExit(f"ilrec_tuned needs {chosen_file}: run benchmarks.accuracy.sweep (and --report).")
             chosen = json.loads(chosen_file.read_text())
             overrides, source = chosen["ilrec"], chosen.get("reward") or "mf"
         cfg = ilrec_settings(a, method, overrides)

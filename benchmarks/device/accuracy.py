@@ -8,7 +8,8 @@ Protocol (one cell per method, evaluated on the same seeded subset of test users
   the identifier tokens are new; bf16 autocast, `--sft_epochs`; then merged into the model.
 - from that merged SFT model, each with a fresh LoRA adapter (embeddings frozen) and the same extra budget
   (`--extra_epochs` of the training examples): `sft_more` (TRL SFTTrainer), `ilrec` (ILRecTrainer with the
-  configuration the CPU validation sweep chose, `benchmarks/results/accuracy_round1/instruments/sweep/chosen.json`, and the MF reward for L_CRR) and `dpo`
+  configuration the first CPU validation sweep chose on Instruments, `ILREC_SETTINGS`: layer L-1 only, the other
+  settings at their defaults, and the MF reward for L_CRR) and `dpo`
   (TRL DPOTrainer, reference = the SFT model; as many pairs as examples in the extra budget: chosen = the target,
   rejected = a random item or, for half of the pairs, the SFT model's best wrong beam).
 - metrics: Hit@K and NDCG@K from constrained beam search over the catalogue trie (20 beams), per-user ranks kept;
@@ -20,7 +21,7 @@ cells, and `--resume_from` adopts the cells of an earlier `accuracy.json` (copie
 Before each cell the stage checks the time left in `--budget_s` and stops cleanly (status "incomplete") when the
 cell would not fit; rerun to continue.
 
-    python benchmarks/device/accuracy.py --model_dir /tmp/ilrec_device/smollm2 --data_dir .device_kit/b/data \
+    python -m benchmarks.device.accuracy --model_dir /tmp/ilrec_device/smollm2 --data_dir .device_kit/b/data \
         --state /tmp/ilrec_device/accuracy --out $OUT/accuracy.json
     ... --smoke            # CPU check: 48 training examples, 4 test users, 2 steps per method
 """
@@ -37,25 +38,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ("sft", "sft_more", "ilrec", "dpo")
-SWEEP_CHOICE = REPO / "benchmarks" / "results" / "accuracy_round1" / "instruments" / "sweep" / "chosen.json"
-DEFAULT_ILREC = {"negative_scope": "trie", "ilrec_layers": [-2], "cpo_alpha": 0.1, "cpd_weight": 0.1,
-                 "crr_weight": 0.1}
+# the first CPU validation sweep's choice on Instruments (seed 0; see docs/research_log.md): L-1 only, the rest at the
+# defaults. The GPU cells of 2026-11-27 were made with it.
+ILREC_SETTINGS = {"negative_scope": "trie", "ilrec_layers": [-2], "negative_phi": 1.0, "cpo_alpha": 0.1,
+                  "cpd_weight": 0.1, "crr_weight": 0.1, "crr_temperature": 1.0}
 KS = (5, 10, 20)
 # flags that must be equal for cells of two runs to be comparable (resume)
 SHARED_FLAGS = ("users_seed", "eval_users", "max_history", "sft_epochs", "extra_epochs", "batch", "lr", "lr2",
                 "dpo_lr", "lora_r", "seed", "smoke")
-
-
-def ilrec_settings() -> dict:
-    """The ILRec settings the CPU validation sweep chose (its `chosen.json`), else the defaults."""
-    settings = dict(DEFAULT_ILREC)
-    try:
-        chosen = json.loads(SWEEP_CHOICE.read_text())["ilrec"]
-        settings.update({k: v for k, v in chosen.items() if k in ("ilrec_layers", "negative_phi", "cpo_alpha",
-                                                                   "cpd_weight", "crr_weight", "crr_temperature")})
-    except (OSError, KeyError, ValueError, TypeError):
-        pass
-    return settings
 
 
 def lora_config(r: int):
@@ -111,7 +101,7 @@ class Run:
         self.cells = self._load_cells()
         self.report = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)",
                        "data": repr(self.data), "eval_users": n, "flags": self.flags,
-                       "ilrec_settings": ilrec_settings(), "cells": self.cells}
+                       "ilrec_settings": dict(ILREC_SETTINGS), "cells": self.cells}
 
     # ---------------------------------------------------------------------------------------------- bookkeeping
     def _load_cells(self) -> dict:
@@ -202,7 +192,7 @@ class Run:
             trainer = SFTTrainer(model=model, args=train_config(SFTConfig, a, work, a.extra_epochs, a.lr2, a.batch),
                                  train_dataset=self.data.train, processing_class=self.tok, peft_config=peft)
         elif method == "ilrec":
-            settings = ilrec_settings()
+            settings = dict(ILREC_SETTINGS)
             reward_fn = None
             if settings.get("crr_weight", 0) > 0:
                 mf = MatrixFactorizationReward(seed=a.seed).fit(self.data.train, num_items=len(self.data.catalog),
@@ -227,7 +217,7 @@ class Run:
 
     def dpo_pairs(self, sft_model):
         """Chosen = the training target; rejected = a random item or (half) the SFT model's best wrong beam."""
-        from benchmarks.dpo_pairs import preference_pairs
+        from benchmarks.accuracy.dpo_pairs import preference_pairs
         from ilrec_trl.generation import constrained_beam_search
 
         a, data = self.a, self.data
@@ -282,7 +272,7 @@ def ensure_model(model_dir: Path, gguf: str | None) -> None:
         raise SystemExit(f"accuracy: {model_dir} holds no model and no --gguf file was given")
     t = time.time()
     try:
-        from ilrec_trl.models.gguf import convert_gguf_to_hf
+        from ilrec_trl.models import convert_gguf_to_hf
     except ImportError:  # the converter moved: the same de-quantising load, then save_pretrained
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -5,5 +5,4 @@
 # one's size together with the working tree (each must stay within 64 MiB). See docs/gpu.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec python benchmarks/device/kit.py build "$@"
+exec python -m benchmarks.device.kit build "$@"

@@ -4,9 +4,9 @@
 SmolLM2-135M-Instruct's architecture and tokenizer (from the kit's `smollm2_shape/`; the weights are random: a step
 costs the same whatever their values, so this stage needs neither half of the GGUF file) with 4 x 225 semantic-ID
 tokens added; LC-Rec prompts with 20-item histories over a catalogue of 2,000 random 4-level identifiers (the data
-of benchmarks/step_overhead.py, whose helpers this reuses). `ilrec`: all three losses (0.1 each), trie scope, layers
-L-1..L-4, step_overhead's deterministic trie-max collaborative reward. bf16 autocast, AdamW, no gradient
-checkpointing. Per batch size, the variants run in ABBA order (`--repeats` pairs); each run builds a fresh model.
+of `benchmarks.speed.step_overhead`, whose helpers this reuses). `ilrec`: all three losses (0.1 each), trie scope,
+layers L-1..L-4, step_overhead's deterministic collaborative reward (the library's `CatalogRewardFn`). bf16
+autocast, AdamW, no gradient checkpointing. Per batch size, the variants run in ABBA order (`--repeats` pairs); each run builds a fresh model.
 
 Measured: wall time of each optimizer step (`on_step_begin` -> `on_step_end`, CUDA synchronised at both ends),
 median over the steps after `--warmup`; peak CUDA memory (`torch.cuda.max_memory_allocated`, reset after the model
@@ -17,8 +17,8 @@ is on the GPU) and the same minus the weights.
 and the most self CPU time, and the totals of the marked regions (`compute_loss`, and ILRec's
 `ilrec.build_request`: scope mask, trie prefix nodes and rewards): where ILRec's extra time goes on the GPU.
 
-    python benchmarks/device/overhead.py --shape .device_kit/a/smollm2_shape --out $OUT/overhead.json
-    python benchmarks/device/overhead.py --shape ... --out /tmp/o.json --smoke     # CPU, 2-layer model, 2 steps
+    python -m benchmarks.device.overhead --shape .device_kit/a/smollm2_shape --out $OUT/overhead.json
+    python -m benchmarks.device.overhead --shape ... --out /tmp/o.json --smoke     # CPU, 2-layer model, 2 steps
 """
 
 import argparse
@@ -32,14 +32,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: step_overhead's data helpers
-from step_overhead import (  # noqa: E402
+from benchmarks.speed.step_overhead.data import (
     ILREC_LAYERS,
     ILREC_WEIGHTS,
-    NUM_USERS,
-    TrieMaxReward,
     build_examples,
     code_tokens,
+    collaborative_reward,
     semantic_ids,
 )
 
@@ -150,7 +148,7 @@ def run_one(variant, shape, batch, warmup, steps, smoke, profile_steps=0):
     else:
         args = ILRecConfig(**common, **ILREC_WEIGHTS, negative_scope="trie", ilrec_layers=ILREC_LAYERS)
         trainer = ILRecTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                               catalog=catalog, reward_fn=TrieMaxReward(catalog, NUM_USERS))
+                               catalog=catalog, reward_fn=collaborative_reward(catalog))
     trainer.add_callback(Timer())
     profiled = {}
     if profile_steps:

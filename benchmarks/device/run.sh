@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # One stage of the offline GPU kit, on the GPU machine (docs/gpu.md gives the exact `run` calls):
 #
-#   bash benchmarks/device/run.sh check|overhead|accuracy|round2|stage [--smoke]
+#   bash benchmarks/device/run.sh check|overhead|accuracy|harness|stage [--smoke]
 #
 #   check     versions, GPU, the trainer's CUDA tests (tests/test_cuda_trainer.py) in fp32 and bf16
 #   overhead  bf16 step time and peak CUDA memory, SFTTrainer vs ILRecTrainer, SmolLM2-135M shape, batch 16 and 64
 #   accuracy  SmolLM2-135M LoRA SFT on the Instruments slice, then sft_more / ilrec / dpo (resumable)
-#   round2    the CPU accuracy harness's round-2 protocol (tiny Llama, converged SFT, 0.5-epoch continuations) on
+#   harness   the CPU accuracy harness's protocol (tiny Llama, converged SFT, 0.5-epoch continuations) on
 #             the GPU, carrying .device_kit/c (whole data, no model): cells into benchmarks/results/accuracy_gpu,
 #             resumed from the committed cells and, within a session, from carried SFT checkpoints
-#             (outputs/accuracy_models/accuracy_gpu); $OUT/round2.tar.gz brings both back. ILREC_ROUND2_ARGS
-#             replaces the default arguments (MovieLens-100K, seeds 0 1 2: see the stage below), ILREC_ROUND2_NAME
+#             (outputs/accuracy_models/accuracy_gpu); $OUT/harness.tar.gz brings both back. ILREC_HARNESS_ARGS
+#             replaces the default arguments (MovieLens-100K, seeds 0 1 2: see the stage below), ILREC_HARNESS_NAME
 #             the results folder's name (default accuracy_gpu; e.g. accuracy_gpu_depth12 with --layers 12)
 #   stage     only stage the carried half of the model and install the wheels
 #   --smoke   on a CPU, tiny budgets (benchmarks/device/simulate.sh)
@@ -20,7 +20,7 @@
 # Environment: ILREC_RESULTS_DIR (default $OUT, else outputs/device): <stage>.json, <stage>.log, env.json;
 # ILREC_DEVICE_WORK (default /tmp/ilrec_device): wheels installed, model, accuracy state (lives as long as the
 # machine); ILREC_KIT_DIR (default .device_kit); ILREC_STAGE_BUDGET_S (default check 180, overhead 170,
-# accuracy 420, round2 480 seconds; 3600 with --smoke); PYTHON (default python3).
+# accuracy 420, harness 480 seconds; 3600 with --smoke); PYTHON (default python3).
 set -uo pipefail
 export ILREC_STAGE_STARTED=$(date +%s)  # the budget counts from here
 stage=${1:-}
@@ -33,8 +33,8 @@ for arg in "$@"; do
   esac
 done
 case "$stage" in
-  check) budget=180 ;; overhead) budget=170 ;; accuracy) budget=420 ;; round2) budget=480 ;; stage) budget=60 ;;
-  *) echo "usage: run.sh check|overhead|accuracy|round2|stage [--smoke]"; exit 2 ;;
+  check) budget=180 ;; overhead) budget=170 ;; accuracy) budget=420 ;; harness) budget=480 ;; stage) budget=60 ;;
+  *) echo "usage: run.sh check|overhead|accuracy|harness|stage [--smoke]"; exit 2 ;;
 esac
 [[ ${#smoke[@]} -gt 0 ]] && budget=3600  # a CPU (shared with other jobs) runs the smoke steps of SmolLM2 slowly
 budget=${ILREC_STAGE_BUDGET_S:-$budget}
@@ -56,9 +56,9 @@ if [[ -z "$carried" ]]; then
   say "ERROR: no kit here: carry .device_kit/a, /b or /c (build it with benchmarks/device/make_kit.sh)"
   exit 2
 fi
-"$py" benchmarks/device/kit.py stage --kit "$kit" --work "$work" || exit 2
+"$py" -m benchmarks.device.kit stage --kit "$kit" --work "$work" || exit 2
 if [[ "$stage" == accuracy ]]; then
-  "$py" benchmarks/device/kit.py require-model --work "$work" || exit 3
+  "$py" -m benchmarks.device.kit require-model --work "$work" || exit 3
 fi
 
 # 2. the wheels the machine lacks, installed once per machine
@@ -74,7 +74,7 @@ export PYTHONPATH="$repo:$work/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME="$work/hf" HF_DATASETS_DISABLE_PROGRESS_BARS=1
 require_cuda=--require_cuda
 [[ ${#smoke[@]} -gt 0 || "$stage" == stage ]] && require_cuda=""
-"$py" benchmarks/device/kit.py env --stage "$stage" --out "$results/env.json" $require_cuda || exit 4
+"$py" -m benchmarks.device.kit env --stage "$stage" --out "$results/env.json" $require_cuda || exit 4
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total,temperature.gpu --format=csv
 
 # 3. the stage, under its budget
@@ -86,40 +86,40 @@ case "$stage" in
     timeout "$budget" "$py" -m pytest tests/test_cuda_trainer.py -q -rfEs -p no:cacheprovider \
       --junitxml "$work/check_junit.xml" || rc=$?
     if [[ -f "$work/check_junit.xml" ]]; then
-      "$py" benchmarks/device/kit.py junit --junit "$work/check_junit.xml" --env "$results/env.json" \
+      "$py" -m benchmarks.device.kit junit --junit "$work/check_junit.xml" --env "$results/env.json" \
         --out "$results/check.json" || { [[ $rc == 0 ]] && rc=1; }
     fi ;;
   overhead)
-    timeout "$budget" "$py" benchmarks/device/overhead.py --shape "$carried/smollm2_shape" \
+    timeout "$budget" "$py" -m benchmarks.device.overhead --shape "$carried/smollm2_shape" \
       --out "$results/overhead.json" "${smoke[@]}" || rc=$? ;;
   accuracy)
     name=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['gguf']['name'])" "$work/manifest.json")
     resume=()
     [[ -f "$kit/resume/accuracy.json" ]] && resume=(--resume_from "$kit/resume/accuracy.json")
-    timeout "$((budget + 30))" "$py" benchmarks/device/accuracy.py --gguf "$work/model/$name" \
+    timeout "$((budget + 30))" "$py" -m benchmarks.device.accuracy --gguf "$work/model/$name" \
       --model_dir "$work/smollm2" --data_dir "$carried/data" --state "$work/accuracy" \
       --out "$results/accuracy.json" --budget_s "$budget" "${resume[@]}" "${smoke[@]}" || rc=$? ;;
-  round2)
+  harness)
     if [[ ${#smoke[@]} -gt 0 ]]; then  # the synthetic data, tiny budgets, a scratch folder
-      base="$work/round2_smoke"; rel_out=results; rel_models=models
+      base="$work/harness_smoke"; rel_out=results; rel_models=models
       args="--dataset synthetic --seeds 0 --eval_users 24 --valid_users 24 --sft_epochs 2 --sft_eval_every 1
             --extra_epochs 0.2 --dpo_pairs 32 --methods popular mf sft sft_more dpo ilrec"
     else
-      name=${ILREC_ROUND2_NAME:-accuracy_gpu}  # another name for another shared flag (e.g. --layers 12)
+      name=${ILREC_HARNESS_NAME:-accuracy_gpu}  # another name for another shared flag (e.g. --layers 12)
       base="$repo"; rel_out=benchmarks/results/$name; rel_models=outputs/accuracy_models/$name
       # DPO at Instruments' validation choice (MovieLens is not re-tuned), once the sweep has made it
-      dpo=$("$py" benchmarks/device/kit.py dpo-choice --chosen benchmarks/results/accuracy/instruments/sweep/chosen.json)
-      args=${ILREC_ROUND2_ARGS:-"--dataset ml100k --seeds 0 1 2 --eval_users 0 --valid_users 2000 --sft_epochs 4
+      dpo=$("$py" -m benchmarks.device.kit dpo-choice --chosen benchmarks/results/accuracy/instruments/sweep/chosen.json)
+      args=${ILREC_HARNESS_ARGS:-"--dataset ml100k --seeds 0 1 2 --eval_users 0 --valid_users 2000 --sft_epochs 4
             --sft_eval_every 0.5 --sft_patience 2 --eval_batch 256 $dpo
             --methods popular mf sft sft_more dpo ilrec ilrec_no_crr ilrec_no_cpo ilrec_no_cpd"}
     fi
     mkdir -p "$base/$rel_models"
-    say "round2: python -m benchmarks.accuracy $(echo $args) --out $base/$rel_out"
+    say "harness: python -m benchmarks.accuracy $(echo $args) --out $base/$rel_out"
     timeout "$budget" "$py" -m benchmarks.accuracy $args --data_dir "$carried/data_full" --out "$base/$rel_out" \
       --models_dir "$base/$rel_models" || rc=$?
     # the cells, run_args.json and report, and the SFT checkpoints (to carry into a resuming call), not DPO's pairs
-    tar czf "$results/round2.tar.gz" --exclude='dpo_pairs_*' -C "$base" "$rel_out" "$rel_models"
-    say "round2.tar.gz: $(du -h "$results/round2.tar.gz" | cut -f1)" ;;
+    tar czf "$results/harness.tar.gz" --exclude='dpo_pairs_*' -C "$base" "$rel_out" "$rel_models"
+    say "harness.tar.gz: $(du -h "$results/harness.tar.gz" | cut -f1)" ;;
   stage) ;;
 esac
 [[ $rc == 124 ]] && say "the stage hit its ${budget}s budget (timeout): what it finished is in $results"

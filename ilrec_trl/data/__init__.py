@@ -1,5 +1,7 @@
-"""Recommendation data: leave-one-out splits, prompts, tokenizers and loaders."""
+"""Recommendation data: leave-one-out splits, prompts, tokenizers, loaders, and the data arguments the command lines
+parse (`DataArguments`, `load_data`)."""
 
+from .arguments import DataArguments, load_data
 from .identifiers import make_unique_semantic_ids, make_unique_titles
 from .loaders import load_index_file, load_interactions, load_lcrec_dataset, load_movielens_100k, load_recbole
 from .prompt_completion import load_prompt_completion_dataset
@@ -17,7 +19,9 @@ from .tokenizers import (
 )
 
 __all__ = [
+    "DataArguments",
     "DataFormatError",
+    "load_data",
     "load_index_file",
     "load_interactions",
     "load_lcrec_dataset",

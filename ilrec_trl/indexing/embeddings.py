@@ -58,6 +58,19 @@ def encoder_embeddings(texts: list[str], encoder: str, batch_size: int = 64, max
     return _normalise(torch.cat(out))
 
 
+def item_texts(data) -> list[str]:
+    """The text to embed for every catalogue item of a [`~ilrec_trl.data.RecData`], in item-id order: its title, and
+    its item text (e.g. genres or a description) after a full stop when it has one. What `ilrec-index --embedding
+    text` embeds."""
+    titles = data.catalog.titles
+    if titles is None:
+        raise ValueError(
+            f"{data.name} has no item titles or texts to embed: use --embedding cf, or give an item table with titles."
+        )
+    extra = data.item_text or [""] * len(titles)
+    return [f"{t}. {x}" if x else str(t) for t, x in zip(titles, extra)]
+
+
 def text_embeddings(texts: list[str], encoder: str | None = None, dim: int = 64, seed: int = 0,
                     batch_size: int = 64, device: str | None = None) -> torch.Tensor:
     """Embeddings of item texts: through `encoder` (local folder) when given, else TF-IDF + truncated SVD."""

@@ -7,7 +7,7 @@ Two trainers are included, chosen by `algorithm`:
   conjugate-gradient steps warm-started from the previous factors (Takács et al., 2011; the `implicit` library's
   default), vectorised over all rows at once: a CG step is one pass over the positive pairs in fixed-size chunks, so
   memory is O(pairs + (users + items) x dim), whatever a single user's number of interactions. On Amazon
-  Instruments it reaches a higher validation Hit@10 than (tuned) BPR (docs/benchmarks.md §3).
+  Instruments it reaches a higher validation Hit@10 than (tuned) BPR (docs/benchmarks.md, "Collaborative reward").
 - `"bpr"`: Bayesian Personalised Ranking (Rendle et al., 2009) with an item bias, uniformly sampled negatives and
   Adam, in mini-batches.
 

@@ -4,7 +4,8 @@ A compact, faithful SASRec: learned item + position embeddings (scaled by sqrt(d
 self-attention blocks with a point-wise two-layer feed-forward, dropout, and the item embedding table shared as the
 output layer. Two losses: `loss="ce"` (default; full softmax over the catalogue, the common modern variant) and
 `loss="bce"` (the paper's: binary cross-entropy with one uniformly sampled negative per position). On Amazon
-Instruments `"ce"` reached validation Hit@10 0.119 against 0.087 for `"bce"` (docs/benchmarks.md §4).
+Instruments `"ce"` reached validation Hit@10 0.119 against 0.087 for `"bce"` (docs/research_log.md, first accuracy
+protocol).
 
 Training sequences are each user's training items, rebuilt from the leave-one-out training rows (the first row's
 history, then every row's target), the last `max_len` of them. Scoring reads the history given at scoring time (the

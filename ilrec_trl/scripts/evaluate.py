@@ -81,7 +81,7 @@ def run(argv=None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(eval_args.model)
     model = AutoModelForCausalLM.from_pretrained(eval_args.model).to(state.device)
     data.bind(tokenizer)
-    if data.catalog.vocab_size > model.get_output_embeddings().out_features:
+    if data.catalog.trie.vocab_size > model.get_output_embeddings().out_features:
         raise UserError("The model's vocabulary lacks the identifier tokens of this dataset's catalogue.")
     split = data.test if eval_args.split == "test" else data.valid
     metrics = evaluate_recommendations(

@@ -19,7 +19,14 @@ from trl import TrlParser
 
 from ..atomic import write_text_atomic
 from ..errors import UserError
-from ..indexing import codes_to_index, collaborative_embeddings, mix_embeddings, residual_kmeans, text_embeddings
+from ..indexing import (
+    codes_to_index,
+    collaborative_embeddings,
+    item_texts,
+    mix_embeddings,
+    residual_kmeans,
+    text_embeddings,
+)
 from .common import DataArguments, check_writable, load_data, parse_cli, run_cli
 
 logger = logging.getLogger("ilrec_trl.index")
@@ -52,17 +59,6 @@ class IndexArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the SVD, the MF model and k-means."})
     report: str | None = field(default=None, metadata={"help": "Report JSON (default: <output>.report.json)."})
     encoder_batch_size: int = field(default=64, metadata={"help": "Texts per encoder batch."})
-
-
-def item_texts(data) -> list[str]:
-    """Title (and item text, e.g. genres or a description) of every catalogue item."""
-    titles = data.catalog.titles
-    if titles is None:
-        raise UserError(
-            f"{data.name} has no item titles or texts to embed: use --embedding cf, or give an item table with titles."
-        )
-    extra = data.item_text or [""] * len(titles)
-    return [f"{t}. {x}" if x else str(t) for t, x in zip(titles, extra)]
 
 
 def build_embeddings(data, args: IndexArguments):

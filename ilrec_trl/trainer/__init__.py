@@ -1,5 +1,7 @@
 from .ilrec_config import ILRecConfig
-from .ilrec_trainer import ILRecTrainer
+from .ilrec_trainer import CONTEXT_KEY, ContextCollator, ILRecTrainer
 from .recommender_mixin import RecommenderTrainerMixin, RecSFTTrainer
+from .request import ILRecRequest
 
-__all__ = ["ILRecConfig", "ILRecTrainer", "RecSFTTrainer", "RecommenderTrainerMixin"]
+__all__ = ["CONTEXT_KEY", "ContextCollator", "ILRecConfig", "ILRecRequest", "ILRecTrainer", "RecSFTTrainer",
+           "RecommenderTrainerMixin"]

@@ -8,6 +8,7 @@ import torch
 from trl import SFTConfig
 
 from ..errors import UserError
+from ..layers import validate_ilrec_layers
 from ..scopes import AUTO, SCOPES
 
 logger = logging.getLogger(__name__)
@@ -180,18 +181,7 @@ def validate_ilrec_fields(cfg) -> None:
     def fail(name, value, fix):
         raise UserError(f"ILRecConfig.{name}={value!r} is invalid: {fix}")
 
-    layers = cfg.ilrec_layers
-    if isinstance(layers, int):
-        layers = cfg.ilrec_layers = [layers]
-    if not layers:
-        fail("ilrec_layers", layers, "give at least one decoder layer index, e.g. [-2, -3, -4, -5].")
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
-        fail("ilrec_layers", layers, "every entry must be an integer layer index.")
-    if len(set(layers)) != len(layers):
-        fail("ilrec_layers", layers, "each layer may appear only once.")
-    if list(layers) == [-1]:
-        fail("ilrec_layers", layers, "it names only the final decoder layer, whose distribution is the final one: "
-             "L_CPD would be 0 and no self-hard negative found. Use layers below it, e.g. [-2, -3, -4, -5].")
+    cfg.ilrec_layers = validate_ilrec_layers(cfg.ilrec_layers)
     for name, choices in (
         ("negative_scope", NEGATIVE_SCOPES),
         ("negative_threshold", NEGATIVE_THRESHOLDS),

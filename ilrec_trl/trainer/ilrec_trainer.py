@@ -8,14 +8,13 @@ from transformers.trainer_utils import IntervalStrategy
 from trl import SFTTrainer
 
 from ..catalog import CatalogProtocol
-from ..errors import UserError
-from ..layers import LayerCapture, find_decoder_layers, find_final_norm, resolve_layer_indices, unwrap_model
+from ..layers import LayerCapture, find_decoder_layers, find_final_norm, unwrap_model, validate_ilrec_layers
 from ..losses import ILRecLossParams, ilrec_loss, metric_values
-from ..rewards.protocol import RewardContext
 from ..scopes import NegativeScope, make_scope
 from .ilrec_config import ILRecConfig
 from .model_forward import ILRecForwardPatch
 from .recommender_mixin import RecommenderTrainerMixin
+from .request import ILRecRequest, build_request
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +22,11 @@ CONTEXT_KEY = "ilrec_context"
 
 
 class ContextCollator:
-    """Wraps a collator: the batch also carries `ilrec_context`, the listed columns of each example (user context
-    for the `reward_fn`)."""
+    """Wraps a collator: the batch also carries `CONTEXT_KEY` (`"ilrec_context"`), `{column: [value per example]}` of
+    the listed columns present in the examples (the user context for the `reward_fn`), and the wrapped collator never
+    sees those columns. `ILRecTrainer` wraps its collator with it (`reward_context_columns`); a trainer of your own
+    that needs per-example context in `compute_loss` can do the same and pop `CONTEXT_KEY` from its inputs. Public:
+    `from ilrec_trl.trainer import CONTEXT_KEY, ContextCollator`."""
 
     def __init__(self, collator, columns: list[str]):
         self.collator = collator
@@ -42,18 +44,6 @@ class ContextCollator:
         if name == "collator":  # not set yet (e.g. while unpickling in a dataloader worker)
             raise AttributeError(name)
         return getattr(self.collator, name)
-
-
-def check_reward_values(rewards: torch.Tensor) -> None:
-    """Refuse NaN or +inf token rewards: L_CRR would be 0 (or NaN) at every step, silently. `-inf` is allowed: it
-    excludes a token."""
-    bad = torch.isnan(rewards) | torch.isposinf(rewards)
-    if bad.any():
-        raise UserError(
-            f"reward_fn returned {int(torch.isnan(rewards).sum())} NaN and {int(torch.isposinf(rewards).sum())} +inf "
-            f"values of {rewards.numel()} (first at row {int(bad.nonzero()[0, 0])}): L_CRR would be 0 or NaN at every "
-            f"step. Return finite rewards (-inf only to exclude a token)."
-        )
 
 
 class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
@@ -92,35 +82,34 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
         scope = make_scope(args.negative_scope, catalog, one_example_per_row=not (args.packing or args.padding_free))
         if args.negative_scope != scope.name:
             logger.info(f"ILRec: negative_scope={args.negative_scope!r} -> {scope.name!r}.")
-        self._check_arguments(args, reward_fn, catalog, scope)
+        loss_params = ILRecLossParams.from_config(args)
+        crr_on = loss_params.crr_on(reward_fn)  # whether reward_fn is ever called
+        self._check_arguments(args, reward_fn, catalog, scope, crr_on)
         super().__init__(model, args, *pargs, **kwargs)
 
         self.scope: NegativeScope = scope
-        self.loss_params = ILRecLossParams.from_config(args)
+        self.loss_params = loss_params
+        self.crr_on = crr_on
 
         self.reward_fn = reward_fn
         self.catalog = catalog
         self.recommender_config = recommender_config
         if catalog is not None and hasattr(catalog, "is_bound") and not catalog.is_bound:
             catalog.bind(self.processing_class)
-        if args.crr_weight > 0 and reward_fn is None:
-            logger.info("ILRec: no reward_fn given, so collaborative reward regularisation (L_CRR) is off.")
-        if reward_fn is not None and args.crr_weight == 0:
+        if not crr_on and reward_fn is not None:
             logger.warning("ILRec: a reward_fn was given but crr_weight=0, so it is never called.")
+        elif not crr_on and loss_params.uses_rewards:
+            logger.info("ILRec: no reward_fn given, so collaborative reward regularisation (L_CRR) is off.")
 
         base = unwrap_model(self.model)
         self._decoder_layers = find_decoder_layers(base, args.layers_module_path)
         self._final_norm = find_final_norm(base, args.final_norm_module_path)
-        self._layer_positions = resolve_layer_indices(args.ilrec_layers, len(self._decoder_layers))
-        if len(set(self._layer_positions)) != len(self._layer_positions):
-            raise ValueError(
-                f"ILRecConfig.ilrec_layers={args.ilrec_layers} names the same decoder layer twice (negative indices "
-                f"count from the top of the model's {len(self._decoder_layers)} layers); list each layer once."
-            )
+        self._layer_positions = validate_ilrec_layers(args.ilrec_layers, len(self._decoder_layers))
         self._vocab_size = base.get_output_embeddings().out_features
-        if catalog is not None and getattr(catalog, "vocab_size", 0) > self._vocab_size:
+        trie = getattr(catalog, "trie", None)  # an ItemCatalog (a CatalogProtocol object may have none)
+        if trie is not None and trie.vocab_size > self._vocab_size:
             raise ValueError(
-                f"The catalogue's identifiers use token ids up to {catalog.vocab_size - 1}, but the model's output "
+                f"The catalogue's identifiers use token ids up to {trie.vocab_size - 1}, but the model's output "
                 f"head has only {self._vocab_size} rows: add the identifier tokens to the tokenizer and call "
                 f"model.resize_token_embeddings(len(tokenizer)) before building the trainer."
             )
@@ -134,7 +123,7 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
 
     # ------------------------------------------------------------------ validation
     @staticmethod
-    def _check_arguments(args: ILRecConfig, reward_fn, catalog, scope: NegativeScope) -> None:
+    def _check_arguments(args: ILRecConfig, reward_fn, catalog, scope: NegativeScope, crr_on: bool) -> None:
         if catalog is not None and not isinstance(catalog, CatalogProtocol):
             raise TypeError(
                 "catalog must implement item_token_mask / prefix_nodes / continuation_mask (see "
@@ -142,12 +131,13 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
             )
         if reward_fn is not None and not callable(reward_fn):
             raise TypeError("reward_fn must be callable: reward_fn(ctx: RewardContext) -> FloatTensor[N, V].")
-        needs_rows = scope.needs_prefix_nodes or reward_fn is not None
+        needs_rows = scope.needs_prefix_nodes or crr_on
         if (args.packing or args.padding_free) and needs_rows:
             raise ValueError(
-                "ILRecConfig.packing / padding_free cannot be combined with negative_scope='trie' or a reward_fn: "
-                "both need one example per batch row (to find each completion's item prefix and user). Set "
-                "packing=False and padding_free=False, or use negative_scope='full'/'item' without a reward_fn."
+                "ILRecConfig.packing / padding_free cannot be combined with negative_scope='trie' or a reward_fn "
+                "(with crr_weight > 0): both need one example per batch row (to find each completion's item prefix "
+                "and user). Set packing=False and padding_free=False, or use negative_scope='full'/'item' without a "
+                "reward_fn."
             )
         if args.loss_type != "nll":
             raise ValueError(
@@ -211,7 +201,8 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
 
     def _logs_this_step(self) -> bool:
         """Whether the metrics of this optimizer step reach a log (always in evaluation; in training, on the steps that
-        `logging_steps` logs, every step with another `logging_strategy`, never with `"no"`)."""
+        `logging_steps` logs, every step with another `logging_strategy`, never with `"no"`): the steps whose
+        requests ask for the diagnostics (see [`~ilrec_trl.losses.diagnostics`])."""
         args, step = self.args, self.state.global_step + 1  # DefaultFlowCallback's test, before the step ends
         if not self.model.training or args.logging_strategy == IntervalStrategy.EPOCH:
             return True
@@ -222,39 +213,12 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
         every = args.logging_steps if args.logging_steps >= 1 else self.state.logging_steps  # a ratio: resolved at train()
         return step % max(int(every), 1) == 0
 
-    def build_ilrec_request(self, labels: torch.Tensor, context: dict | None) -> dict:
-        """Scope mask and token rewards at the target positions (computed outside autograd)."""
-        shift_labels = labels[:, 1:]
-        mask = shift_labels != -100
-        request: dict = {}
-        use_rewards = self.reward_fn is not None and self.args.crr_weight > 0
-        needs_nodes = self.scope.needs_prefix_nodes or (use_rewards and self.catalog is not None)
-        nodes = self.catalog.prefix_nodes(shift_labels) if needs_nodes else None
-        scope_mask = self.scope.mask(nodes, self._vocab_size, labels.device)
-        if scope_mask is not None:
-            request["scope_mask"] = scope_mask
-        if use_rewards:
-            rows = mask.nonzero(as_tuple=True)[0]
-            ctx = RewardContext(
-                context=context or {},
-                rows=rows,
-                targets=shift_labels[mask],
-                prefix_nodes=nodes,
-                catalog=self.catalog,
-                vocab_size=self._vocab_size,
-            )
-            with torch.no_grad():
-                rewards = self.reward_fn(ctx)
-            expected = (rows.numel(), self._vocab_size)
-            if not isinstance(rewards, torch.Tensor) or tuple(rewards.shape) != expected:
-                shape = tuple(rewards.shape) if isinstance(rewards, torch.Tensor) else type(rewards).__name__
-                raise ValueError(
-                    f"reward_fn returned {shape}, expected a tensor of shape [N, V]={expected} (one row per target "
-                    f"position, one column per vocabulary token)."
-                )
-            check_reward_values(rewards)
-            request["rewards"] = rewards.to(labels.device)
-        return request
+    def build_ilrec_request(self, labels: torch.Tensor, context: dict | None, diagnostics: bool = True
+                            ) -> ILRecRequest:
+        """The [`ILRecRequest`] of a batch: scope mask and, with L_CRR on, token rewards (see [`build_request`])."""
+        return build_request(labels, context, scope=self.scope, catalog=self.catalog,
+                             reward_fn=self.reward_fn if self.crr_on else None, vocab_size=self._vocab_size,
+                             diagnostics=diagnostics)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         context = inputs.pop(CONTEXT_KEY, None)
@@ -263,8 +227,7 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
         if return_outputs:
             raise NotImplementedError("ILRecTrainer computes no full logits; use prediction_loss_only=True.")
         mode = "train" if self.model.training else "eval"
-        request = self.build_ilrec_request(inputs["labels"], context)
-        request["layer_top1"] = self._logs_this_step()
+        request = self.build_ilrec_request(inputs["labels"], context, diagnostics=self._logs_this_step())
         outputs = model(**inputs, ilrec_request=request)
 
         loss = ilrec_loss(outputs, num_items_in_batch)  # the terms' one reduction, as TRL reduces its NLL

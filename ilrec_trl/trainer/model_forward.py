@@ -9,6 +9,7 @@ import torch
 from ..layers import LayerCapture
 from ..logit_lens import logit_transform, project, project_on_columns
 from ..losses import ILRecLossOutput, ILRecLossParams, columns_for_layers, ilrec_losses
+from .request import ILRecRequest
 
 
 def _param_device(module, default):
@@ -17,9 +18,9 @@ def _param_device(module, default):
 
 
 class ILRecForwardPatch:
-    """Patches `model.forward` so that `model(..., ilrec_request={...})` returns an [`ILRecLossOutput`]; without
-    `ilrec_request` the previous forward (TRL's fused LM head, or the model's own) runs unchanged. [`remove`] restores
-    the exact previous state.
+    """Patches `model.forward` so that `model(..., ilrec_request=ILRecRequest(...))` returns an
+    [`ILRecLossOutput`]; without `ilrec_request` the previous forward (TRL's fused LM head, or the model's own) runs
+    unchanged. [`remove`] restores the exact previous state.
 
     When the negative scope and the threshold let the maths read only some vocabulary columns of the intermediate
     layers (see [`columns_for_layers`]) and the head is a plain `nn.Linear`, those layers are projected onto these
@@ -50,7 +51,10 @@ class ILRecForwardPatch:
         model.forward = types.MethodType(forward, model)
         self._installed = model.__dict__["forward"]
 
-    def run(self, model, args, kwargs, request: dict) -> ILRecLossOutput:
+    def run(self, model, args, kwargs, request: ILRecRequest) -> ILRecLossOutput:
+        if not isinstance(request, ILRecRequest):
+            raise TypeError(f"ilrec_request must be an ilrec_trl.trainer.request.ILRecRequest, got "
+                            f"{type(request).__name__}.")
         labels = kwargs.pop("labels", None)
         if labels is None:
             raise ValueError("The ILRec forward needs `labels` (the batch's shifted targets come from them).")
@@ -76,17 +80,17 @@ class ILRecForwardPatch:
         normed = self.final_norm(layer_hidden.to(_param_device(self.final_norm, device))).to(device)
         normed = normed.to(final_hidden.dtype)
         targets = shift_labels[mask]
-        scope_mask, rewards = request.get("scope_mask"), request.get("rewards")
-        columns = columns_for_layers(scope_mask, targets, self.params)
+        options = dict(scope_mask=request.scope_mask, rewards=request.rewards, layer_ids=self.layer_ids,
+                       diagnostics=request.diagnostics)
+        columns = columns_for_layers(request.scope_mask, targets, self.params)
         if columns is not None and self.restrict_layer_projection and type(head) is torch.nn.Linear:
             # the intermediate layers through the scope's head rows only (the maths reads nothing else)
             final, layers, hits = project_on_columns(head, final_hidden, normed, columns, targets, self.scale,
-                                                     self.softcap, with_top1=request.get("layer_top1", True))
-            return ilrec_losses(final, layers, targets, self.params, scope_mask=scope_mask, rewards=rewards,
-                                layer_ids=self.layer_ids, layer_columns=columns, layer_top1_hits=hits)
+                                                     self.softcap, with_top1=request.diagnostics)
+            return ilrec_losses(final, layers, targets, self.params, layer_columns=columns, layer_top1_hits=hits,
+                                **options)
         logits = project(head, torch.cat([final_hidden[None], normed]), self.scale, self.softcap)  # [K+1, N, V]
-        return ilrec_losses(logits[0], logits[1:], targets, self.params, scope_mask=scope_mask, rewards=rewards,
-                            layer_ids=self.layer_ids)
+        return ilrec_losses(logits[0], logits[1:], targets, self.params, **options)
 
     def remove(self) -> None:
         if self.model.__dict__.get("forward") is self._installed:

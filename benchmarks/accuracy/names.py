@@ -1,0 +1,12 @@
+"""The harness's method names, in one place (the flags, the runner and the report read them)."""
+
+CLASSIC_METHODS = ("popular", "mf", "sasrec")
+ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"cpd_weight": 0.0},
+             "ilrec_no_crr": {"crr_weight": 0.0}, "ilrec_tuned": {}, "ilrec_sasrec_reward": {},
+             "ilrec_sasrec_reward_no_cpo": {"cpo_alpha": 0.0}}
+LLM_METHODS = ("sft_more", "dpo", *ABLATIONS)
+# the second protocol: ILRec over the whole run from a fresh model, trained and selected like `sft`
+SCRATCH_METHODS = ("ilrec_scratch",)
+ALL_METHODS = (*CLASSIC_METHODS, "sft", *LLM_METHODS, *SCRATCH_METHODS)
+# the collaborative model behind L_CRR: the MF reward (the product's default) unless named here
+REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec", "ilrec_sasrec_reward_no_cpo": "sasrec"}
