@@ -413,7 +413,7 @@ TABLE_EXTRA = {"train_seconds": "train s (wall)", "train_cpu_seconds": "train s 
 SMOKE_TEST_NOTE = (
     "This is a smoke test on synthetic data: it shows that training and evaluation run end to end, not how ILRec "
     "compares with SFT on real data (the synthetic items mean nothing, so its ratios are no evidence either way). "
-    "Real-data results: docs/benchmarks.md, section Accuracy."
+    "Real-data results: docs/benchmarks.md, section Accuracy today."
 )
 
 
