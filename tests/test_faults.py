@@ -278,6 +278,51 @@ CASES = [
 ]
 
 
+# --------------------------------------------------------------------------------------- refused since earlier
+def unknown_flag(tmp):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.run([*TINY, "--no_such_flag", "1", "--output_dir", str(tmp / "o")])
+    assert exit_info.value.code == 2 and not (tmp / "o").exists()
+
+
+def final_decoder_layer_only(tmp):
+    refused(r"--ilrec_layers \[5\] names only the final decoder layer \(of 6\)", train_cli.run,
+            [*TINY, "--ilrec_layers", "5", "--output_dir", str(tmp / "o")])
+    assert not (tmp / "o" / "run_config.json").exists()
+
+
+def unknown_reward_model(tmp):
+    refused(r"--reward_model 'nope' is neither one of", train_cli.run,
+            [*TINY, "--reward_model", "nope", "--output_dir", str(tmp / "o")], error=(ValueError, FileNotFoundError))
+
+
+def resume_true_without_a_checkpoint(tmp):
+    refused(r"--resume_from_checkpoint true: no complete checkpoint-\* folder", train_cli.run,
+            [*TINY, "--method", "sft", "--resume_from_checkpoint", "true", "--output_dir", str(tmp / "o")])
+
+
+def truncated_lcrec_json(tmp):
+    (tmp / "Toys.inter.json").write_text('{"0": [1, 2, 3], "1": [2,')
+    refused(r"Toys\.inter\.json' is not valid JSON .*truncated", train_cli.run,
+            ["--dataset", "lcrec", "--data_dir", str(tmp), "--lcrec_prefix", "Toys", "--output_dir", str(tmp / "o")])
+
+
+def lcrec_without_data_dir(tmp):
+    refused(r"--dataset lcrec needs --data_dir \(or the ILREC_DATA_DIR environment variable\)", train_cli.run,
+            ["--dataset", "lcrec", "--output_dir", str(tmp / "o")])
+
+
+def unknown_accelerate_config(tmp):
+    from ilrec_trl.scripts.launch import accelerate_config_path
+
+    with pytest.raises(UserError, match=r"--accelerate_config 'zero9' is neither a file nor a shipped config"):
+        accelerate_config_path("zero9")
+
+
+CASES += [unknown_flag, final_decoder_layer_only, unknown_reward_model, resume_true_without_a_checkpoint,
+          truncated_lcrec_json, lcrec_without_data_dir, unknown_accelerate_config]
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.__name__) for c in CASES])
 def test_bad_input(case, tmp_path, no_training):
     case(tmp_path)
