@@ -1,6 +1,6 @@
 """Quickstart: from an interactions CSV to recommendations from a saved model, with semantic IDs built on the way.
 
-    python examples/quickstart.py                 # writes everything under ./quickstart (~30 s of CPU time)
+    python examples/quickstart.py                 # writes everything under ./quickstart (~40 s of CPU time)
     python examples/quickstart.py --workdir DIR --max_steps 40
 
 The steps are the ones docs/quickstart.md runs from the command line, called here through the scripts' `run()`:
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     model_dir = work / "model"
     train.run(["--config", train.default_config_path(), *data_flags, "--index_file", str(index_file),
                "--method", "ilrec", "--max_steps", str(args.max_steps), "--template", "sequence",
-               "--eval_split", "none", "--output_dir", str(model_dir), "--overwrite"])
+               "--eval_split", "none", "--output_dir", str(model_dir), "--overwrite_output_dir"])
 
     # 4. The saved folder is a recommender: histories use the CSV's own item ids.
     rec = Recommender.from_pretrained(model_dir)

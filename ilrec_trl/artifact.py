@@ -9,11 +9,10 @@ Both are written atomically (temporary file, then rename), so an interrupted sav
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .atomic import write_text_atomic
 from .catalog import CatalogError, ItemCatalog
 from .data.prompts import DEFAULT_TEMPLATE, PROMPT_TEMPLATES
 
@@ -90,20 +89,6 @@ def data_fingerprint(data) -> str:
             if column in split.column_names:
                 digest.update("\x1f".join(split[column]).encode())
     return digest.hexdigest()[:16]
-
-
-def write_text_atomic(path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_recommender_artifacts(output_dir, catalog: ItemCatalog, config: RecommenderConfig | None = None) -> None:

@@ -13,7 +13,12 @@ from .catalog import ItemCatalog
 from .generation import Recommendations, constrained_beam_search
 
 logger = logging.getLogger(__name__)
-DEFAULT_KS = (1, 5, 10, 20)
+DEFAULT_KS = (1, 5, 10, 20)  # the project's one list of cut-offs K (ilrec-train, ilrec-eval, validation metrics)
+
+
+def ks_within(num_beams: int, ks=DEFAULT_KS) -> tuple[int, ...]:
+    """The cut-offs of `ks` that `num_beams` beams can fill (at least `num_beams` itself when none can)."""
+    return tuple(k for k in ks if k <= num_beams) or (num_beams,)
 
 
 def target_ranks(ranked: list[list[int]], targets: list[int]) -> np.ndarray:

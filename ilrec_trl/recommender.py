@@ -7,6 +7,7 @@
 """
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,6 +48,18 @@ def _load_model(path: Path, dtype):
 
         return AutoPeftModelForCausalLM.from_pretrained(str(path), **kwargs)
     return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+
+
+def checked_k(k, num_items: int) -> int:
+    """`k` items per user, refused below 1; above the catalogue's size it is lowered to it, with a warning (every
+    item is returned, so the lists are shorter than asked)."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k={k!r} is invalid: the number of items per user, >= 1.")
+    if k > num_items:
+        warnings.warn(f"k={k} is larger than the catalogue ({num_items} items): each user gets all {num_items} items, "
+                      f"ranked (fewer with exclude_seen).", UserWarning, stacklevel=4)
+        return num_items
+    return k
 
 
 class Recommender:
@@ -169,8 +182,7 @@ class Recommender:
               batch_size: int, progress: bool | None) -> list[list[tuple]]:
         """Beam search over the catalogue for each prompt; without the `seen` items of each row when given (rows
         left short of `k` are searched again with `k + len(seen)` beams)."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k={k!r} is invalid: the number of items per user, >= 1.")
+        k = checked_k(k, len(self.catalog))
         if not prompts:
             return []
         beams = max(num_beams or self.config.num_beams, k)

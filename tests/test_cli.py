@@ -173,9 +173,13 @@ def test_output_dir_holding_a_different_finished_run(tmp_path):
         train_cli.run([*TINY, "--output_dir", str(out), "--negative_phi", "2.0"])
     with pytest.raises(ValueError, match=r"training\.cpo_penalty"):
         train_cli.run([*TINY, "--output_dir", str(out), "--cpo_penalty", "additive"])
-    # the same run (tracking and resume fields aside) is accepted
+    # the same finished run (tracking and resume fields aside) is refused (training again would replace its
+    # results) unless resumed or overwritten on purpose
     signature = train_cli.run_signature(config)
-    train_cli.check_output_dir(out, signature, overwrite=False, resuming=False)
+    with pytest.raises(ValueError, match="already holds this run, finished"):
+        train_cli.check_output_dir(out, signature, overwrite=False, resuming=False)
+    train_cli.check_output_dir(out, signature, overwrite=False, resuming=True)
+    train_cli.check_output_dir(out, signature, overwrite=True, resuming=False)
     config["training"]["report_to"] = ["tensorboard"]
     assert train_cli.run_signature(config) == signature
 
@@ -201,7 +205,7 @@ def test_unknown_flag_fails_fast(tmp_path):
 def test_compare_resumes_each_arm_from_its_own_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "run"
     argv = [*TINY, "--output_dir", str(out), "--save_strategy", "steps", "--save_steps", "2"]
-    with pytest.raises(ValueError, match=r"no checkpoint-\* folder under .*run/(sft|ilrec)"):
+    with pytest.raises(ValueError, match=r"no complete checkpoint-\* folder under .*run/(sft|ilrec)"):
         train_cli.run([*argv, "--resume_from_checkpoint", "true"])
     with pytest.raises(ValueError, match="must be `true`"):
         train_cli.run([*argv, "--resume_from_checkpoint", str(tmp_path)])
@@ -274,15 +278,14 @@ def test_truncated_json_names_the_file(tmp_path):
 
 
 def test_dataset_without_completion_names_the_column(monkeypatch, tmp_path):
-    from ilrec_trl.data import load_synthetic
-    from ilrec_trl.scripts import common
+    from ilrec_trl.data import arguments, load_synthetic
 
     def no_completion(**kwargs):
         data = load_synthetic(**kwargs)
         data.train = data.train.remove_columns(["completion"])
         return data
 
-    monkeypatch.setattr(common, "load_synthetic", no_completion)
+    monkeypatch.setattr(arguments, "load_synthetic", no_completion)  # what load_data calls
     with pytest.raises(ValueError, match="train split of .* has no column 'completion'"):
         train_cli.run([*TINY, "--output_dir", str(tmp_path)])
 

@@ -304,7 +304,9 @@ def test_cli_dispatch_tables_and_recbole(tables):
     rb = DataArguments(dataset="recbole", interactions_file=str(write_recbole(tables)), min_rating=4)
     assert sequences(load_data(rb)) == {"u1": [0, 2, 3]}
     with pytest.raises(ValueError, match="--index_file is for movielens"):
-        load_data(DataArguments(dataset="synthetic", index_file="x.json"))
+        load_data(DataArguments(dataset="lcrec", index_file="x.json"))
+    with pytest.raises(ValueError, match="--index_file given with no --dataset"):  # the files would be unread
+        DataArguments(index_file="x.json")
 
 
 TRAIN_QUICK = ["--method", "sft", "--max_steps", "2", "--eval_max_users", "2", "--eval_num_beams", "4",

@@ -395,7 +395,7 @@ def test_column_projection_gives_the_full_projections_loss_gradients_and_metrics
     from ilrec_trl.trainer.model_forward import ILRecForwardPatch
 
     base = tiny_llama(tokenizer, num_layers=6, hidden_size=32, num_heads=4, seed=1, tie_word_embeddings=tied)
-    args = args_factory(negative_scope=scope, cpo_alpha=0.5, cpd_weight=0.3, crr_weight=0.4, cpd_detach_teacher=False)
+    args = args_factory(negative_scope=scope, cpo_alpha=0.5, cpd_weight=0.3, crr_weight=0.4, cpd_teacher_gradient=True)
     results = []
     for restrict in (True, False):
         m = copy.deepcopy(base)

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError, UserFileError
 from .loaders import load_interactions, load_lcrec_dataset, load_movielens_100k, load_recbole
 from .prompt_completion import load_prompt_completion_dataset
 from .rec_data import RecData
@@ -86,11 +87,15 @@ class DataArguments:
 def resolve_data_source(args: DataArguments) -> None:
     """Settle `dataset` and `lcrec_prefix` from the flags, in place: `--dataset_name` alone means a Hugging Face
     dataset; with `--dataset lcrec` it is the old spelling of `--lcrec_prefix` (deprecated, still honoured)."""
+    if args.dataset is None and not args.dataset_name:
+        check_files_name_a_dataset(args)
     if args.dataset is None:
         args.dataset = "hf" if args.dataset_name else "synthetic"
+    if args.dataset == "synthetic":
+        check_files_name_a_dataset(args)
     if args.dataset == "lcrec" and args.dataset_name is not None:
         if args.lcrec_prefix is not None and args.lcrec_prefix != args.dataset_name:
-            raise ValueError(
+            raise UserError(
                 f"--dataset_name {args.dataset_name!r} and --lcrec_prefix {args.lcrec_prefix!r} disagree: with "
                 f"--dataset lcrec give only --lcrec_prefix."
             )
@@ -103,22 +108,40 @@ def resolve_data_source(args: DataArguments) -> None:
     if args.dataset == "lcrec" and args.lcrec_prefix is None:
         args.lcrec_prefix = "Instruments"
     if args.dataset == "hf" and not args.dataset_name:
-        raise ValueError("--dataset hf needs --dataset_name (a hub id, a local folder or a file).")
+        raise UserError("--dataset hf needs --dataset_name (a hub id, a local folder or a file).")
     if args.dataset_config is not None and args.dataset != "hf":
-        raise ValueError("--dataset_config is the configuration of a --dataset_name hub dataset; drop it.")
+        raise UserError("--dataset_config is the configuration of a --dataset_name hub dataset; drop it.")
     if args.dataset_name is not None and args.dataset != "hf":
-        raise ValueError(
+        raise UserError(
             f"--dataset_name names a Hugging Face dataset, but --dataset is {args.dataset}; drop one of them."
         )
+
+
+# Flags that point at data files: without --dataset, the default is the embedded synthetic set, which reads none.
+FILE_FLAGS = ("data_dir", "interactions_file", "items_file", "index_file")
+
+
+def check_files_name_a_dataset(args: DataArguments) -> None:
+    """Data files given without `--dataset` are refused: the run would train on the embedded synthetic data and exit
+    0, the files unread. With an explicit `--dataset synthetic` they are ignored, with a warning saying so."""
+    given = [f"--{name}" for name in FILE_FLAGS if getattr(args, name) is not None]
+    if not given:
+        return
+    if args.dataset == "synthetic":
+        logger.warning("%s ignored: --dataset synthetic is the embedded data and reads no files.", " and ".join(given))
+        return
+    guess = "interactions" if args.interactions_file else "movielens (ml-100k), lcrec, recbole"
+    raise UserError(f"{' and '.join(given)} given with no --dataset: the data would be the embedded synthetic set and "
+                    f"the files would not be read. Name the source with --dataset (e.g. {guess}).")
 
 
 def resolve_data_dir(args: DataArguments) -> Path:
     path = args.data_dir or os.environ.get("ILREC_DATA_DIR")
     if path is None:
-        raise ValueError(f"--dataset {args.dataset} needs --data_dir (or the ILREC_DATA_DIR environment variable).")
+        raise UserError(f"--dataset {args.dataset} needs --data_dir (or the ILREC_DATA_DIR environment variable).")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"--data_dir {str(path)!r} does not exist.")
+        raise UserFileError(f"--data_dir {str(path)!r} does not exist.")
     return path
 
 
@@ -126,7 +149,7 @@ def load_data(args: DataArguments) -> RecData:
     """Load the [`RecData`] the arguments describe (clear errors before any training starts)."""
     common = dict(max_history=args.max_history, min_interactions=args.min_interactions, template=args.template)
     if args.index_file is not None and args.dataset not in ("movielens", "interactions", "recbole"):
-        raise ValueError(f"--index_file is for movielens, interactions or recbole, not --dataset {args.dataset}.")
+        raise UserError(f"--index_file is for movielens, interactions or recbole, not --dataset {args.dataset}.")
     if args.dataset == "synthetic":
         template = "sequence" if args.template == "lcrec" else args.template
         data = load_synthetic(num_users=args.synthetic_users, num_items=args.synthetic_items,
@@ -136,12 +159,12 @@ def load_data(args: DataArguments) -> RecData:
                                   **common)
     elif args.dataset == "movielens":
         if args.scheme == "semantic_id" and args.index_file is None:
-            raise ValueError("--dataset movielens --scheme semantic_id needs --index_file (build it with ilrec-index).")
+            raise UserError("--dataset movielens --scheme semantic_id needs --index_file (build it with ilrec-index).")
         data = load_movielens_100k(resolve_data_dir(args), index_file=args.index_file, **common,
                                    **({} if args.min_rating is None else {"min_rating": args.min_rating}))
     elif args.dataset in ("interactions", "recbole"):
         if not args.interactions_file:
-            raise ValueError(f"--dataset {args.dataset} needs --interactions_file.")
+            raise UserError(f"--dataset {args.dataset} needs --interactions_file.")
         loader = load_interactions if args.dataset == "interactions" else load_recbole
         title = args.title_column or ("title" if args.dataset == "interactions" else None)  # recbole: detected
         data = loader(args.interactions_file, args.items_file, user_column=args.user_column,
@@ -154,7 +177,7 @@ def load_data(args: DataArguments) -> RecData:
                                               identifier_column=args.title_column or "title",
                                               config_name=args.dataset_config)
     else:
-        raise ValueError(f"--dataset {args.dataset!r} is invalid: choose one of {list(DATASETS)}.")
+        raise UserError(f"--dataset {args.dataset!r} is invalid: choose one of {list(DATASETS)}.")
     check_columns(data)
     if args.max_train_examples is not None:
         data.train = data.train.select(range(min(args.max_train_examples, len(data.train))))
@@ -175,7 +198,7 @@ def check_columns(data: RecData) -> None:
         columns = dataset.column_names
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"The {split} split of {data.name} has no column {missing[0]!r} (columns: {columns}). ilrec-train needs "
                 f"TRL's prompt-completion format plus the recommendation columns {list(REQUIRED_COLUMNS)}: the "
                 f"completion is the target item's identifier; build the splits with ilrec_trl.data.leave_one_out."

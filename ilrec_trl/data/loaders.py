@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ..catalog import CatalogError, ItemCatalog
+from ..errors import UserError, UserFileError
 from .identifiers import make_unique_semantic_ids, make_unique_titles
 from .prompts import DEFAULT_TEMPLATE
 from .rec_data import RecData, leave_one_out
@@ -30,13 +31,13 @@ def read_json(path: Path):
         with open(path) as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): the "
+        raise UserError(f"{str(path)!r} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): the "
                          f"file is truncated or corrupt; copy it again.") from err
 
 
 def _check_scheme(scheme):
     if scheme is not None and scheme not in SCHEMES:
-        raise ValueError(f"scheme={scheme!r} is invalid: choose 'semantic_id' or 'title'.")
+        raise UserError(f"scheme={scheme!r} is invalid: choose 'semantic_id' or 'title'.")
 
 
 def is_semantic_id(text: str) -> bool:
@@ -52,16 +53,27 @@ def _find_file(data_dir: Path, name: str, suffix: str) -> Path | None:
     return None
 
 
+def _unique_keys(pairs, path: Path) -> dict:
+    """A JSON object as a dict, refusing a key given twice (`json.load` would keep the last one, silently)."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise CatalogError(f"index file {str(path)!r}: the key {key!r} appears twice (the second would silently "
+                               f"replace the first): keep one entry per item id.")
+        seen[key] = value
+    return seen
+
+
 def load_index_file(path, num_items: int | None = None) -> tuple[list[str], int]:
     """Read an LC-Rec `index.json` (`{"<item id>": ["<a_1>", "<b_7>", ...]}`, item ids `0..n-1`, as `ilrec-index`
     writes) and return `(unique identifiers in item-id order, number of items that got a collision level)`.
     With `num_items`, the index must cover exactly that many items."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"index file {str(path)!r} does not exist (build one with ilrec-index).")
+        raise UserFileError(f"index file {str(path)!r} does not exist (build one with ilrec-index).")
     try:
         with open(path) as f:
-            index = json.load(f)
+            index = json.load(f, object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
     except json.JSONDecodeError as e:
         raise CatalogError(f"index file {str(path)!r} is not valid JSON (truncated?): {e}") from None
     if not isinstance(index, dict) or not index:
@@ -101,10 +113,10 @@ def load_lcrec_dataset(
     _check_scheme(scheme)
     data_dir = Path(data_dir)
     if not data_dir.exists():
-        raise FileNotFoundError(f"data_dir {str(data_dir)!r} does not exist; point it at the folder of {name}.inter.json.")
+        raise UserFileError(f"data_dir {str(data_dir)!r} does not exist; point it at the folder of {name}.inter.json.")
     inter_path = _find_file(data_dir, name, ".inter.json")
     if inter_path is None:
-        raise FileNotFoundError(f"No {name}.inter.json under {data_dir} (also looked in {data_dir / name}).")
+        raise UserFileError(f"No {name}.inter.json under {data_dir} (also looked in {data_dir / name}).")
     sequences = read_json(inter_path)
     item_path = _find_file(data_dir, name, ".item.json")
     titles = None
@@ -114,7 +126,7 @@ def load_lcrec_dataset(
     if scheme == "semantic_id":
         index_path = _find_file(data_dir, name, ".index.json")
         if index_path is None:
-            raise FileNotFoundError(f"scheme='semantic_id' needs {name}.index.json under {data_dir}.")
+            raise UserFileError(f"scheme='semantic_id' needs {name}.index.json under {data_dir}.")
         identifiers, resolved = load_index_file(index_path)
         logger.info("%s: %d items, %d had colliding semantic IDs and got an extra level.", name, len(identifiers),
                     resolved)
@@ -122,7 +134,7 @@ def load_lcrec_dataset(
             titles = [titles_by_id.get(i) or "" for i in range(len(identifiers))]
     else:
         if item_path is None:
-            raise FileNotFoundError(
+            raise UserFileError(
                 f"scheme='title' needs {name}.item.json (item titles) under {data_dir}; use scheme='semantic_id'."
             )
         ids = sorted(titles_by_id)
@@ -139,6 +151,25 @@ MOVIELENS_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
     "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )
+
+
+def _movielens_rating(line: str, path: Path, number: int, num_items: int) -> tuple[int, int, int, int]:
+    """`(user, item, rating, timestamp)` of one `u.data` line (four integers separated by tabs or spaces); an error
+    naming the file, the line and the field otherwise."""
+    fields = line.split()
+    if len(fields) != 4:
+        raise DataFormatError(f"{path}:{number}: expected 4 fields 'user item rating timestamp', found "
+                              f"{len(fields)} ({line.strip()[:60]!r}): fix or remove the line.")
+    values = []
+    for name, value in zip(("user", "item", "rating", "timestamp"), fields):
+        try:
+            values.append(int(value))
+        except ValueError:
+            raise DataFormatError(f"{path}:{number}: the field {name} is {value!r}, not an integer: fix or remove the "
+                                  f"line.") from None
+    if not 1 <= values[1] <= num_items:
+        raise DataFormatError(f"{path}:{number}: item {values[1]} is not a movie of u.item (ids 1..{num_items}).")
+    return tuple(values)
 
 
 def load_movielens_100k(
@@ -159,12 +190,15 @@ def load_movielens_100k(
             data_dir = candidate
             break
     else:
-        raise FileNotFoundError(f"No u.data under {data_dir} (or {data_dir / 'ml-100k'}): point data_dir at ml-100k.")
+        raise UserFileError(f"No u.data under {data_dir} (or {data_dir / 'ml-100k'}): point data_dir at ml-100k.")
     raw_titles, genres = {}, {}
     with open(data_dir / "u.item", encoding="latin-1") as f:
-        for line in f:
+        for number, line in enumerate(f, start=1):
             parts = line.rstrip("\n").split("|")
             if len(parts) > 1:
+                if not parts[0].isdigit() or int(parts[0]) < 1:
+                    raise DataFormatError(f"{data_dir / 'u.item'}:{number}: the movie id {parts[0]!r} is not a "
+                                          f"positive integer (expected 'id|title|date|...'): fix or remove the line.")
                 raw_titles[int(parts[0]) - 1] = parts[1]
                 flags = parts[5:5 + len(MOVIELENS_GENRES)]
                 genres[int(parts[0]) - 1] = ", ".join(g for g, on in zip(MOVIELENS_GENRES, flags) if on == "1")
@@ -173,7 +207,7 @@ def load_movielens_100k(
     events = {}
     with open(data_dir / "u.data") as f:
         for order, line in enumerate(f):
-            user, item, rating, ts = (int(x) for x in line.split())
+            user, item, rating, ts = _movielens_rating(line, data_dir / "u.data", order + 1, num_items)
             if rating >= min_rating:
                 events.setdefault(user, []).append((ts, order, item - 1))
     sequences = {user: [item for _, _, item in sorted(ev)] for user, ev in events.items()}
@@ -196,12 +230,12 @@ def _item_catalog(raw_ids, names, index_file, scheme, role):
     """Identifiers and titles for items `raw_ids` with names `names` (from an item table, or None)."""
     if index_file is not None:
         if scheme == "title":
-            raise ValueError("An index file gives semantic IDs: drop scheme='title' (or drop the index file).")
+            raise UserError("An index file gives semantic IDs: drop scheme='title' (or drop the index file).")
         identifiers, resolved = load_index_file(index_file, num_items=len(raw_ids))
         return identifiers, resolved, names, "semantic_id"
     if names is None:
         if scheme == "semantic_id":
-            raise ValueError(
+            raise UserError(
                 f"scheme='semantic_id' needs an index file (build one with ilrec-index) or an item table whose "
                 f"identifier column holds semantic IDs; the {role} has neither."
             )

@@ -1,5 +1,7 @@
 """Prompt templates for next-item prediction (LC-Rec style), for semantic IDs and titles alike."""
 
+from ..errors import UserError
+
 PROMPT_TEMPLATES = {
     "lcrec": (
         "The user has interacted with items {history} in chronological order. "
@@ -17,7 +19,7 @@ def format_prompt(history_identifiers: list[str], template: str = DEFAULT_TEMPLA
     format string with a `{history}` field."""
     fmt = PROMPT_TEMPLATES.get(template, template)
     if "{history}" not in fmt:
-        raise ValueError(
+        raise UserError(
             f"prompt template {template!r} is neither one of {sorted(PROMPT_TEMPLATES)} nor a format string with a "
             f"{{history}} field."
         )

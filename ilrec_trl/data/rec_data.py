@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datasets import Dataset
 
 from ..catalog import CatalogError, ItemCatalog
+from ..errors import UserError
 from .prompts import DEFAULT_TEMPLATE, format_prompt
 
 logger = logging.getLogger(__name__)
@@ -72,9 +73,9 @@ def leave_one_out(
     recent items before it as history. Users with fewer than `min_interactions` items are dropped (and counted).
     Deterministic: users are taken in sorted order."""
     if min_interactions < 3:
-        raise ValueError("min_interactions must be >= 3 (one train, one valid and one test target).")
+        raise UserError("min_interactions must be >= 3 (one train, one valid and one test target).")
     if max_history < 1:
-        raise ValueError("max_history must be >= 1.")
+        raise UserError("max_history must be >= 1.")
     catalog.completion_prefix = completion_prefix  # the catalogue owns it: completions and bind() read it there
     train, valid, test = [], [], []
     dropped = 0
@@ -104,7 +105,7 @@ def leave_one_out(
             "one test target per user).", name, dropped, len(sequences), min_interactions,
         )
     if not test:
-        raise ValueError(
+        raise UserError(
             f"{name}: no users left: all {dropped} users have fewer than {min_interactions} interactions, and "
             f"leave-one-out needs at least 3 per user (one train, one valid and one test target). Check that the "
             f"user and item columns are the right ones, or give more interactions per user."

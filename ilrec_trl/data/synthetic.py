@@ -5,6 +5,7 @@ than chance, and ILRec vs SFT differences are measurable in minutes on a CPU."""
 import numpy as np
 
 from ..catalog import ItemCatalog
+from ..errors import UserError
 from .prompts import DEFAULT_TEMPLATE
 from .rec_data import RecData, leave_one_out
 
@@ -13,7 +14,7 @@ def synthetic_semantic_ids(num_items: int, code_sizes=(8, 8, 4), seed: int = 0) 
     """Unique 3-level semantic IDs `<a_i><b_j><c_k>` for `num_items` items (items of a cluster share `<a_i>`)."""
     capacity = int(np.prod(code_sizes))
     if num_items > capacity:
-        raise ValueError(f"num_items={num_items} exceeds the {capacity} distinct codes of code_sizes={code_sizes}.")
+        raise UserError(f"num_items={num_items} exceeds the {capacity} distinct codes of code_sizes={code_sizes}.")
     rng = np.random.default_rng(seed)
     codes = rng.permutation(capacity)[:num_items]
     codes.sort()  # neighbouring items share prefixes

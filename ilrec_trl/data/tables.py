@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import UserError, UserFileError
+
 logger = logging.getLogger(__name__)
 
 TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".json": "json", ".jsonl": "jsonl"}
 RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError):
     """An input file is malformed: a missing column, a bad header, an empty or non-numeric value, an unknown item."""
 
 
@@ -43,7 +45,7 @@ def read_table(path, role: str = "interactions") -> pd.DataFrame:
     """Read a CSV/TSV/Parquet/JSON/JSONL table. Text columns come back as strings."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{role} file {str(path)!r} does not exist.")
+        raise UserFileError(f"{role} file {str(path)!r} does not exist.")
     frame = _read_any(path, role)
     if frame.empty:
         raise DataFormatError(f"{role} file {str(path)!r} has no rows.")
@@ -59,7 +61,7 @@ def read_recbole(path, role: str = "interactions") -> pd.DataFrame:
     `float` columns are numeric, the others strings."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{role} file {str(path)!r} does not exist.")
+        raise UserFileError(f"{role} file {str(path)!r} does not exist.")
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\r\n")
     if not header:

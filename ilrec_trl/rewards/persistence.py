@@ -5,6 +5,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..atomic import atomic_path, write_text_atomic
+
 
 class ConfigAttributes:
     """A reward model's settings (its `config` dict) readable as attributes: `model.dim`, `model.loss`, ..."""
@@ -46,13 +48,16 @@ def dataset_fingerprint(*datasets) -> str:
 
 
 def save_model(path, tensors: dict, meta: dict, fmt: str, weights: str, config: str) -> Path:
-    """Write `tensors` to `path/weights` (safetensors) and `meta` (+ `format`, `version`) to `path/config` (JSON)."""
+    """Write `tensors` to `path/weights` (safetensors) and `meta` (+ `format`, `version`) to `path/config` (JSON),
+    each through a temporary file and a rename."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / weights))
-    (path / config).write_text(json.dumps({"format": fmt, "version": 1, **meta}))
+    # each file atomically (a killed process leaves the old file or the new one), the config last
+    with atomic_path(path / weights) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    write_text_atomic(path / config, json.dumps({"format": fmt, "version": 1, **meta}))
     return path
 
 

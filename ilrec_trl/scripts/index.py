@@ -17,7 +17,8 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..artifact import write_text_atomic
+from ..atomic import write_text_atomic
+from ..errors import UserError
 from ..indexing import (
     codes_to_index,
     collaborative_embeddings,
@@ -26,7 +27,7 @@ from ..indexing import (
     residual_kmeans,
     text_embeddings,
 )
-from .common import DataArguments, load_data
+from .common import DataArguments, check_writable, load_data, parse_cli, run_cli
 
 logger = logging.getLogger("ilrec_trl.index")
 EMBEDDINGS = ("text", "cf", "mix")
@@ -62,7 +63,7 @@ class IndexArguments:
 
 def build_embeddings(data, args: IndexArguments):
     if args.embedding not in EMBEDDINGS:
-        raise ValueError(f"--embedding {args.embedding!r} is invalid: choose one of {list(EMBEDDINGS)}.")
+        raise UserError(f"--embedding {args.embedding!r} is invalid: choose one of {list(EMBEDDINGS)}.")
     parts, weights = [], []
     if args.embedding in ("text", "mix"):
         parts.append(text_embeddings(item_texts(data), encoder=args.encoder, dim=args.embedding_dim, seed=args.seed,
@@ -90,18 +91,30 @@ def format_report(stats: dict) -> str:
     return "\n".join(lines)
 
 
+def check_catalog_size(data) -> None:
+    """Semantic IDs tell items apart: a catalogue of one item has nothing to index (and no vocabulary to embed)."""
+    if len(data.catalog) < 2:
+        raise UserError(f"{data.name} has {len(data.catalog)} item(s) after filtering: semantic IDs need a catalogue "
+                        f"of at least 2 items. Check the item table and the interactions (--min_interactions, "
+                        f"--min_rating drop users and their items).")
+
+
 def run(argv=None) -> dict:
     """Run with these command-line arguments; returns the report (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    index_args, data_args = TrlParser((IndexArguments, DataArguments)).parse_args_and_config(argv)
+    index_args, data_args = parse_cli(TrlParser((IndexArguments, DataArguments), prog="ilrec-index",
+                                      allow_abbrev=False), argv)
     if not index_args.output:
-        raise ValueError("--output is required: the index.json file to write.")
+        raise UserError("--output is required: the index.json file to write.")
     if not 0 <= index_args.cf_weight <= 1:
-        raise ValueError(f"--cf_weight {index_args.cf_weight} must be between 0 and 1.")
+        raise UserError(f"--cf_weight {index_args.cf_weight} must be between 0 and 1.")
     output = Path(index_args.output)
     report_path = Path(index_args.report) if index_args.report else output.with_suffix(".report.json")
+    check_writable(output, "--output")
+    check_writable(report_path, "--report")
     data = load_data(data_args)
+    check_catalog_size(data)
     embeddings = build_embeddings(data, index_args)
     result = residual_kmeans(embeddings, levels=index_args.levels, codebook_size=index_args.codebook_size,
                              iters=index_args.kmeans_iters, seed=index_args.seed, balanced=index_args.balanced,
@@ -120,7 +133,7 @@ def run(argv=None) -> dict:
 
 def main(argv=None) -> None:
     """Console entry point."""
-    run(argv)
+    run_cli("ilrec-index", run, argv)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ script relaunching itself under `accelerate launch`, as `trl sft --accelerate_co
 from importlib import resources
 from pathlib import Path
 
+from ..errors import UserError
+
 
 def accelerate_config_path(name: str) -> str:
     """A shipped accelerate config by name (`ddp`, `zero2`, `zero3`, `zero3_offload`) or a path to one."""
@@ -13,7 +15,7 @@ def accelerate_config_path(name: str) -> str:
     candidate = shipped / f"{name}.yaml"
     if not candidate.is_file():
         names = sorted(p.name[:-5] for p in shipped.iterdir() if p.name.endswith(".yaml"))
-        raise ValueError(f"--accelerate_config {name!r} is neither a file nor a shipped config: choose one of {names} "
+        raise UserError(f"--accelerate_config {name!r} is neither a file nor a shipped config: choose one of {names} "
                          f"or give the path of an accelerate config file.")
     return str(candidate)
 
@@ -25,7 +27,7 @@ def launch_with_accelerate(argv: list[str], module: str) -> None:
 
     i = argv.index("--accelerate_config")
     if i + 1 >= len(argv):
-        raise ValueError("--accelerate_config needs a value: a shipped config name or a file.")
+        raise UserError("--accelerate_config needs a value: a shipped config name or a file.")
     config_file = accelerate_config_path(argv[i + 1])
     rest = argv[:i] + argv[i + 2:]
     launch_command(launch_command_parser().parse_args(["--config_file", config_file, "-m", module, *rest]))

@@ -17,8 +17,11 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from ..artifact import load_recommender_artifacts, write_text_atomic
+from ..artifact import load_recommender_artifacts
+from ..atomic import write_text_atomic
 from ..catalog import CatalogError
+from ..errors import UserError, UserFileError
+from .common import check_writable, parse_cli, run_cli
 
 logger = logging.getLogger("ilrec_trl.recommend")
 
@@ -42,7 +45,7 @@ def read_users(path, catalog, prompts: bool = False) -> list[dict]:
     optional `history`). Errors name the file, the line and the field (or the unknown id)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--input {str(path)!r} does not exist.")
+        raise UserFileError(f"--input {str(path)!r} does not exist.")
     users = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -52,26 +55,26 @@ def read_users(path, catalog, prompts: bool = False) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object.") from None
+                raise UserError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object.") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object {{\"user\": ..., \"history\": [...]}}.")
+                raise UserError(f"{where}: expected a JSON object {{\"user\": ..., \"history\": [...]}}.")
             for name in ("user", "prompt" if prompts else "history"):
                 if name not in row:
                     why = " (this model was trained on prompts as they are: give each user's prompt)" * prompts
-                    raise ValueError(f"{where}: the field {name!r} is missing{why}.")
+                    raise UserError(f"{where}: the field {name!r} is missing{why}.")
             if prompts and (not isinstance(row["prompt"], str) or not row["prompt"].strip()):
-                raise ValueError(f"{where}: the field 'prompt' must be a non-empty string.")
+                raise UserError(f"{where}: the field 'prompt' must be a non-empty string.")
             history = row.get("history", [])
             if not isinstance(history, list) or not (history or prompts):
-                raise ValueError(f"{where}: the field 'history' must be a non-empty list of item ids.")
+                raise UserError(f"{where}: the field 'history' must be a non-empty list of item ids.")
             for item in history:
                 try:
                     catalog.position_of(item)
                 except CatalogError as e:
-                    raise ValueError(f"{where}: field 'history': {e}") from None
+                    raise UserError(f"{where}: field 'history': {e}") from None
             users.append({"user": row["user"], "history": history, "prompt": row.get("prompt")})
     if not users:
-        raise ValueError(f"--input {str(path)!r} holds no users.")
+        raise UserError(f"--input {str(path)!r} holds no users.")
     return users
 
 
@@ -79,12 +82,13 @@ def run(argv=None) -> list[dict]:
     """Run with these command-line arguments and return the output rows (used by `main` and the tests)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    (args,) = TrlParser((RecommendArguments,)).parse_args_and_config(argv)
+    (args,) = parse_cli(TrlParser((RecommendArguments,), prog="ilrec-recommend", allow_abbrev=False), argv)
     for name in ("model", "input", "output"):
         if getattr(args, name) is None:
-            raise ValueError(f"--{name} is required.")
+            raise UserError(f"--{name} is required.")
     if args.k < 1:
-        raise ValueError(f"--k {args.k} is invalid: the number of items per user, >= 1.")
+        raise UserError(f"--k {args.k} is invalid: the number of items per user, >= 1.")
+    check_writable(args.output, "--output")  # before the input is read and the model loaded
     from ..recommender import Recommender, resolve_model_path
 
     model_dir = resolve_model_path(args.model)
@@ -112,7 +116,7 @@ def run(argv=None) -> list[dict]:
 
 def main(argv=None) -> None:
     """Console entry point."""
-    run(argv)
+    run_cli("ilrec-recommend", run, argv)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import SFTConfig
 
+from ..errors import UserError
 from ..layers import validate_ilrec_layers
 from ..scopes import AUTO, SCOPES
 
@@ -72,8 +73,10 @@ class ILRecConfig(SFTConfig):
             Weight of the cross-layer distillation loss L_CPD.
         cpd_temperature (`float`, *optional*, defaults to `1.0`):
             Temperature of both distributions in L_CPD.
-        cpd_detach_teacher (`bool`, *optional*, defaults to `True`):
-            Whether the final-layer teacher of L_CPD is detached (stop-gradient).
+        cpd_teacher_gradient (`bool`, *optional*, defaults to `False`):
+            Whether L_CPD's gradient also flows into its final-layer teacher. By default the teacher is detached
+            (stop-gradient), so L_CPD moves only the intermediate layers (and those below them). Read by the losses
+            as `cpd_detach_teacher` (its negation).
         crr_weight (`float`, *optional*, defaults to `0.1`):
             Weight of the collaborative reward loss L_CRR. Has no effect without a `reward_fn`.
         crr_temperature (`float`, *optional*, defaults to `1.0`):
@@ -130,7 +133,11 @@ class ILRecConfig(SFTConfig):
     )
     cpd_weight: float = field(default=0.1, metadata={"help": "Weight of L_CPD."})
     cpd_temperature: float = field(default=1.0, metadata={"help": "Temperature of L_CPD."})
-    cpd_detach_teacher: bool = field(default=True, metadata={"help": "Detach the final-layer teacher of L_CPD."})
+    cpd_teacher_gradient: bool = field(
+        default=False,
+        metadata={"help": "Let L_CPD's gradient flow into its final-layer teacher too (by default the teacher is "
+                          "detached: L_CPD moves only the intermediate layers)."},
+    )
     crr_weight: float = field(default=0.1, metadata={"help": "Weight of L_CRR (needs a reward_fn)."})
     crr_temperature: float = field(default=1.0, metadata={"help": "Temperature of the reward softmax of L_CRR."})
     ilrec_start_step: int = field(default=0, metadata={"help": "Global step from which ILRec losses are used."})
@@ -150,6 +157,11 @@ class ILRecConfig(SFTConfig):
     )
     rec_eval_batch_size: int = field(default=16, metadata={"help": "Examples per beam-search batch in evaluate()."})
 
+    @property
+    def cpd_detach_teacher(self) -> bool:
+        """Whether the final-layer teacher of L_CPD is detached (what the losses read): `not cpd_teacher_gradient`."""
+        return not self.cpd_teacher_gradient
+
     def __post_init__(self):
         # Launched on several CPU processes without a backend, transformers would see a world size of 1 and every
         # process would silently train alone: pick gloo, the CPU backend.
@@ -167,7 +179,7 @@ def validate_ilrec_fields(cfg) -> None:
     """Check the ILRec fields of `cfg` (an [`ILRecConfig`] or any object with the same attributes)."""
 
     def fail(name, value, fix):
-        raise ValueError(f"ILRecConfig.{name}={value!r} is invalid: {fix}")
+        raise UserError(f"ILRecConfig.{name}={value!r} is invalid: {fix}")
 
     cfg.ilrec_layers = validate_ilrec_layers(cfg.ilrec_layers)
     for name, choices in (
@@ -191,6 +203,11 @@ def validate_ilrec_fields(cfg) -> None:
             fail(name, getattr(cfg, name), "a temperature must be > 0.")
     if not (isinstance(cfg.ilrec_start_step, int) and cfg.ilrec_start_step >= 0):
         fail("ilrec_start_step", cfg.ilrec_start_step, "it must be an integer >= 0.")
+    max_steps = getattr(cfg, "max_steps", -1)
+    if cfg.ilrec_start_step > 0 and 0 < max_steps <= cfg.ilrec_start_step:
+        fail("ilrec_start_step", cfg.ilrec_start_step, f"it is at or after the last step (max_steps={max_steps}), so "
+             f"no step would use the ILRec losses: the run would be plain SFT reported as ILRec. Lower it below "
+             f"{max_steps} or raise max_steps.")
     validate_rec_eval_fields(cfg)
 
 
@@ -198,15 +215,15 @@ def validate_rec_eval_fields(cfg) -> None:
     """Check the `rec_eval_*` fields (ranking metrics in `evaluate()`)."""
     beams = getattr(cfg, "rec_eval_num_beams", 0)
     if not (isinstance(beams, int) and beams >= 0):
-        raise ValueError(f"ILRecConfig.rec_eval_num_beams={beams!r} is invalid: an integer >= 0 (0 = off).")
+        raise UserError(f"ILRecConfig.rec_eval_num_beams={beams!r} is invalid: an integer >= 0 (0 = off).")
     if beams == 0:
         return
     ks = cfg.rec_eval_ks = [cfg.rec_eval_ks] if isinstance(cfg.rec_eval_ks, int) else list(cfg.rec_eval_ks)
     if not ks or not all(isinstance(k, int) and 1 <= k <= beams for k in ks):
-        raise ValueError(
+        raise UserError(
             f"ILRecConfig.rec_eval_ks={ks!r} is invalid: give cut-offs between 1 and rec_eval_num_beams={beams}."
         )
     if cfg.rec_eval_max_users is not None and cfg.rec_eval_max_users < 1:
-        raise ValueError(f"ILRecConfig.rec_eval_max_users={cfg.rec_eval_max_users!r} is invalid: >= 1 or None.")
+        raise UserError(f"ILRecConfig.rec_eval_max_users={cfg.rec_eval_max_users!r} is invalid: >= 1 or None.")
     if cfg.rec_eval_batch_size < 1:
-        raise ValueError(f"ILRecConfig.rec_eval_batch_size={cfg.rec_eval_batch_size!r} is invalid: >= 1.")
+        raise UserError(f"ILRecConfig.rec_eval_batch_size={cfg.rec_eval_batch_size!r} is invalid: >= 1.")

@@ -137,7 +137,8 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
                 "ILRecConfig.packing / padding_free cannot be combined with negative_scope='trie' or a reward_fn "
                 "(with crr_weight > 0): both need one example per batch row (to find each completion's item prefix "
                 "and user). Set packing=False and padding_free=False, or use negative_scope='full'/'item' without a "
-                "reward_fn."
+                "reward_fn, and then only with a flash-attention kernel (attn_implementation='flash_attention_2' on a "
+                "CUDA GPU): any other attention builds a mask quadratic in the whole packed batch."
             )
         if args.loss_type != "nll":
             raise ValueError(

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from ..rewards.protocol import RewardContext
 from ..scopes import NegativeScope
 
@@ -25,6 +26,18 @@ class ILRecRequest:
     scope_mask: torch.Tensor | None = None
     rewards: torch.Tensor | None = None
     diagnostics: bool = True
+
+
+def check_reward_values(rewards: torch.Tensor) -> None:
+    """Refuse NaN or +inf token rewards: L_CRR would be 0 (or NaN) at every step, silently. `-inf` is allowed: it
+    excludes a token."""
+    bad = torch.isnan(rewards) | torch.isposinf(rewards)
+    if bad.any():
+        raise UserError(
+            f"reward_fn returned {int(torch.isnan(rewards).sum())} NaN and {int(torch.isposinf(rewards).sum())} +inf "
+            f"values of {rewards.numel()} (first at row {int(bad.nonzero()[0, 0])}): L_CRR would be 0 or NaN at every "
+            f"step. Return finite rewards (-inf only to exclude a token)."
+        )
 
 
 @torch.no_grad()
@@ -68,5 +81,6 @@ def build_request(
                 f"reward_fn returned {shape}, expected a tensor of shape [N, V]={expected} (one row per target "
                 f"position, one column per vocabulary token)."
             )
+        check_reward_values(rewards)
         rewards = rewards.to(labels.device)
     return ILRecRequest(scope_mask=scope_mask, rewards=rewards, diagnostics=diagnostics)
