@@ -28,7 +28,8 @@ from ..atomic import write_text_atomic
 from ..data import build_tokenizer
 from ..errors import UserError, UserFileError
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations, ks_within
-from ..layers import find_decoder_layers, resolve_layer_indices, unwrap_model
+from ..layers import find_decoder_layers, unwrap_model, validate_ilrec_layers
+from ..losses import ILRecLossParams
 from ..models import ModelArguments, load_model, quantization_config
 from ..rewards import build_reward
 from ..trainer import ILRecConfig, ILRecTrainer, RecSFTTrainer
@@ -219,16 +220,13 @@ def resume_target(value, arm_dir: Path, compare: bool):
 
 
 def check_ilrec_layers(model, args: ILRecConfig) -> None:
-    """Refuse an `ilrec_layers` that names only the final decoder layer: its "intermediate" distribution is then the
-    final one, so L_CPD is 0 and the negatives are the final layer's own top tokens (no self-hard negatives)."""
+    """`ilrec_layers` against the model's decoder layers (in range, distinct, not only the final layer), before any
+    training: `validate_ilrec_layers` is the one check, said here as a user error."""
     num_layers = len(find_decoder_layers(unwrap_model(model), args.layers_module_path))
-    positions = resolve_layer_indices(args.ilrec_layers, num_layers)
-    if set(positions) == {num_layers - 1}:
-        raise UserError(
-            f"--ilrec_layers {args.ilrec_layers} names only the final decoder layer (of {num_layers}): ILRec's "
-            f"negatives and L_CPD come from intermediate layers, so L_CPD would be 0 and no self-hard negative found. "
-            f"Use layers below the last, e.g. [-2, -3, -4, -5]."
-        )
+    try:
+        validate_ilrec_layers(args.ilrec_layers, num_layers)
+    except ValueError as err:
+        raise UserError(f"--ilrec_layers {args.ilrec_layers}: {err}") from None
 
 
 def check_reward_covers_users(reward_fn, data) -> None:
@@ -482,7 +480,7 @@ def prepare(plan: RunPlan):
     check_lengths(data, tokenizer, training_args)
     reward_fn = (build_reward(plan.script_args.reward_model, data, plan.output_dir, seed=training_args.seed,
                               main_process_first=training_args.main_process_first(desc="reward model"))
-                 if "ilrec" in plan.methods and training_args.crr_weight > 0 else None)
+                 if "ilrec" in plan.methods and ILRecLossParams.from_config(training_args).uses_rewards else None)
     check_reward_covers_users(reward_fn, data)
     return data, tokenizer, reward_fn
 
