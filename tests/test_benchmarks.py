@@ -288,7 +288,7 @@ def test_depth_report_reads_the_first_logit_lens_log_and_the_paired_difference(t
 
     from benchmarks.accuracy import depth
     from benchmarks.accuracy.cells import save_cell
-    from benchmarks.accuracy.stats import hierarchical_bootstrap
+    from benchmarks.accuracy.stats import crossed_bootstrap
     from ilrec_trl.evaluation import per_user_metrics
 
     rng = np.random.default_rng(0)
@@ -304,7 +304,7 @@ def test_depth_report_reads_the_first_logit_lens_log_and_the_paired_difference(t
                     {"mean_token_accuracy": 0.6, "top1_layer_-2": 0.6, "top1_layer_-3": 0.6}]  # later: ignored
             save_cell(folder / "ilrec.json", "ilrec", ilrec, 1.0, {"train_logs": logs})
             diffs.append(per_user_metrics(ilrec, (10,))["ndcg@10"] - per_user_metrics(base, (10,))["ndcg@10"])
-        expected[layers] = hierarchical_bootstrap(diffs)
+        expected[layers] = crossed_bootstrap(np.stack(diffs))  # the same 300 users in both seeds
     summary = depth.main(["--dataset", "toy", "--runs", f"6={tmp_path / 'd6'}", f"12={tmp_path / 'd12'}",
                           "--png", str(tmp_path / "depth.png")])
     assert list(summary) == [6, 12] and (tmp_path / "depth.png").exists()
