@@ -56,7 +56,7 @@ def test_a_window_killed_mid_seed_is_resumed_by_the_next(tmp_path, base_model):
     local = tmp_path / "local"  # the connected machine: committed cells and the carried state folder
     cells = local / "results" / "accuracy_smollm2" / "continuation" / "synthetic" / "seed0"
 
-    first, log1, out1 = window(tmp_path, "1", base_model, local, budget=90, hold="sft_more")
+    first, log1, out1 = window(tmp_path, "1", base_model, local, budget=180, hold="sft_more")
     assert first["status"] == "incomplete"
     assert first["ran"] == [{**first["ran"][0], "made": ["sft"], "exit": "budget"}], log1[-3000:]
     assert [p.name for p in sorted(out1.glob("state.tar.part*"))][:2] == ["state.tar.part00", "state.tar.part01"]
@@ -82,3 +82,21 @@ def test_a_window_killed_mid_seed_is_resumed_by_the_next(tmp_path, base_model):
     records, left_out = summarise(rows=[("tiny", "accuracy_smollm2/continuation", "synthetic", "ilrec", "sft_more")],
                                   results=local / "results", n_boot=50)
     assert len(records) == 1 and records[0]["users"] == 4 and not left_out
+
+
+def test_collect_records_a_passing_check_and_leaves_the_state_of_call_1(tmp_path):
+    files, state, record = tmp_path / "files", tmp_path / "state", tmp_path / "check_passed.json"
+    files.mkdir()
+    state.mkdir()
+    (state / "state.tar.part00").write_bytes(b"x")  # carried from the last window: call 1's files leave it be
+    check = {"counts": {"passed": 13, "failed": 0, "error": 0, "skipped": 0}, "code_digest": "ab" * 32,
+             "env": {"gpu": {"name": "H100"}}}
+    (files / "check.json").write_text(json.dumps({**check, "counts": {**check["counts"], "failed": 1}}))
+    collect = [sys.executable, "-m", "benchmarks.device.accuracy", "collect", str(files), "--state", str(state),
+               "--results", str(tmp_path / "results"), "--check_record", str(record)]
+    subprocess.run(collect, cwd=ROOT, check=True)
+    assert not record.exists()  # a failed check is not recorded
+    (files / "check.json").write_text(json.dumps(check))
+    subprocess.run(collect, cwd=ROOT, check=True)
+    assert json.loads(record.read_text())["code_digest"] == "ab" * 32
+    assert (state / "state.tar.part00").read_bytes() == b"x"

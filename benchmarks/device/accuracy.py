@@ -47,7 +47,7 @@ PROTOCOLS = {  # protocol: (its methods, its own flags); --store_sft: its later 
     "paper": (["sft", "ilrec_scratch", "ilrec_scratch_sasrec_reward"], ["--sft_patience", "8",
                                                                        "--scratch_sft_epochs", "0.25"]),
 }
-SMOKE = ["--max_train_examples", "48", "--batch", "8", "--sft_epochs", "1", "--eval_users", "4", "--valid_users", "4",
+SMOKE = ["--max_train_examples", "16", "--batch", "8", "--sft_epochs", "1", "--eval_users", "4", "--valid_users", "4",
          "--eval_batch", "8", "--dpo_pairs", "8", "--sasrec_epochs", "2"]
 
 
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     r.add_argument("--min_start_s", type=float, default=90.0, help="no new (seed, protocol) with less time left")
     r.add_argument("--pack_s", type=float, default=15.0, help="seconds kept for packing the results")
     r.add_argument("--harness_args", default="", help="more harness flags (appended)")
-    r.add_argument("--smoke", action="store_true", help="CPU check: 48 training examples, 4 test users")
+    r.add_argument("--smoke", action="store_true", help="CPU check: 16 training examples, 4 test users")
     c = sub.add_parser("collect", help="connected machine: unpack a call's returned files")
     c.add_argument("files", help="the call's files_at folder")
     c.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
