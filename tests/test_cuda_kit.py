@@ -146,21 +146,24 @@ def test_data_transfer_carries_the_wheels_and_no_model_half(small_kit, tmp_path)
         kit_build.full_data(data, tmp_path / "full2")
 
 
-def test_dpo_choice_prints_the_sweeps_flags_or_nothing(tmp_path):
-    chosen = tmp_path / "chosen.json"
-    assert kit_cli("dpo-choice", "--chosen", str(chosen)).stdout == ""  # no sweep yet
-    chosen.write_text(json.dumps({"dpo_lr": None, "dpo_beta": None}))
-    assert kit_cli("dpo-choice", "--chosen", str(chosen)).stdout == ""
-    chosen.write_text(json.dumps({"dpo_lr": 3e-05, "dpo_beta": 0.5}))
-    assert kit_cli("dpo-choice", "--chosen", str(chosen)).stdout.split() == ["--dpo_lr", "3e-05", "--dpo_beta", "0.5"]
+def test_check_runs_only_when_the_code_under_test_changed(tmp_path):
+    record = tmp_path / "check_passed.json"
+    assert kit_cli("check-needed", "--record", str(record)).returncode == 0  # nothing recorded: run it
+    record.write_text(json.dumps({"code_digest": kit.code_digest(), "date": "today", "device": "gpu"}))
+    skipped = kit_cli("check-needed", "--record", str(record))
+    assert skipped.returncode == 10 and "skipped" in skipped.stdout
+    record.write_text(json.dumps({"code_digest": "0" * 64}))
+    assert kit_cli("check-needed", "--record", str(record)).returncode == 0
 
 
 def test_working_tree_leaves_room_for_the_largest_kit_folder():
     """Every transfer carries the working tree: with the largest kit folder it must stay within the device's
     transfer limit. Committed model weights or large binaries break this (keep them git-ignored)."""
     tree = kit_build.tree_size(ROOT)
-    assert tree + kit_build.KIT_FOLDER_MAX <= kit_build.LIMIT, (
-        f"working tree {tree / 2**20:.1f} MiB + largest kit folder {kit_build.KIT_FOLDER_MAX / 2**20:.0f} MiB is over the "
+    carried = max(kit_build.KIT_FOLDER_MAX, kit_build.B_FOLDER_MAX + kit_build.STATE_MAX)  # a; b + the state
+    assert tree + carried <= kit_build.LIMIT, (
+        f"working tree {tree / 2**20:.1f} MiB + the largest carried folders {carried / 2**20:.0f} MiB (a kit folder, or "
+        f"half b and the accuracy state) is over the "
         f"{kit_build.LIMIT / 2**20:.0f} MiB transfer limit; the largest tracked files: "
         + ", ".join(f"{p} ({s / 2**20:.1f} MiB)" for s, p in largest_tracked(5)))
 

@@ -14,9 +14,10 @@ SFT), `dpo` (TRL DPOTrainer, offline negatives: random items and the SFT model's
 `benchmarks.accuracy.sweep` chose on the validation split), and `ilrec_sasrec_reward` (full ILRec whose L_CRR reward
 comes from the seed's SASRec instead of MF, the paper's choice) with its CPO ablation `ilrec_sasrec_reward_no_cpo`.
 Second protocol: `ilrec_scratch`, ILRec over the whole run from the same fresh model, schedule and validation
-selection as `sft` (plain SFT for its first `--scratch_sft_epochs`), compared with `sft`.
-Classic: `popular`, `mf`, `sasrec` (`ilrec_trl.rewards.SASRecReward`). GPU scale: `--base_model` (+ `--lora_r`, `--bf16`), see
-benchmarks/device/accuracy_gpu.sh. All methods are evaluated on the same seeded subset of test users (`--eval_users`) with
+selection as `sft` (plain SFT for its first `--scratch_sft_epochs`), compared with `sft`; `ilrec_scratch_sasrec_reward`
+the same with SASRec's reward.
+Classic: `popular`, `mf`, `sasrec` (`ilrec_trl.rewards.SASRecReward`). GPU scale: `--base_model` (+ `--lora_r`: adapters and the identifier rows, compact
+checkpoints, benchmarks/accuracy/lora.py; `--bf16`), driven window by window by benchmarks/device/accuracy.py. All methods are evaluated on the same seeded subset of test users (`--eval_users`) with
 constrained beam search (20 beams); metrics are Hit@5/10 and NDCG@5/10.
 
     python -m benchmarks.accuracy --dataset instruments --seeds 0 1 2      # run (resumes), then report

@@ -34,6 +34,11 @@ def stored_sft_dir(out, dataset, seed) -> Path:
     return Path(out) / dataset / f"seed{seed}" / "sft_model"
 
 
+def has_checkpoint(model_dir) -> bool:
+    """A saved model (`save_pretrained`) or a compact LoRA checkpoint (lora.py) is in `model_dir`."""
+    return any((Path(model_dir) / name).exists() for name in ("config.json", "compact.json"))
+
+
 def weights_digest(model_dir) -> str:
     """SHA-256 of a saved model's weights (every `*.safetensors` file, in name order): what identifies the SFT
     checkpoint a seed's cells continued from."""
@@ -55,7 +60,7 @@ def restore_sft(out, dataset, seed, sft_dir: Path) -> bool:
     """Copy a seed's stored SFT weights (`stored_sft_dir`) into `sft_dir` when that has no checkpoint, after checking
     that they are the weights its sft cell was made with (`checkpoint_sha256`). True if restored."""
     stored, cell_file = stored_sft_dir(out, dataset, seed), cell_path(out, dataset, seed, "sft")
-    if (Path(sft_dir) / "config.json").exists() or not (stored / "selection.json").exists() or not cell_file.exists():
+    if has_checkpoint(sft_dir) or not (stored / "selection.json").exists() or not cell_file.exists():
         return False
     expected, found = json.loads(cell_file.read_text()).get("checkpoint_sha256"), weights_digest(stored)
     if expected != found:

@@ -38,6 +38,8 @@ def prepare(a):
     from ilrec_trl.data import build_tokenizer
 
     data = load(a)
+    if getattr(a, "max_train_examples", 0):  # smoke runs: the first N training examples
+        data.train = data.train.select(range(min(a.max_train_examples, len(data.train))))
     return data, build_tokenizer(data, a.base_model)
 
 
@@ -93,6 +95,8 @@ def build_parser(description=None):
                    help="Seeded validation users scored during SFT (early stopping) and by SASRec's early stopping.")
     p.add_argument("--eval_batch", type=int, default=64)
     p.add_argument("--max_history", type=int, default=10)
+    p.add_argument("--max_train_examples", type=int, default=0,
+                   help="Train on the first N training examples only (0 = all; for smoke runs).")
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch", type=int, default=256)
@@ -122,7 +126,10 @@ def build_parser(description=None):
     p.add_argument("--base_model", default=None,
                    help="GPU scale: a pretrained causal LM folder or hub id (e.g. SmolLM2-135M-Instruct) instead of "
                         "the tiny Llama from scratch; its tokenizer gets the semantic-ID tokens.")
-    p.add_argument("--lora_r", type=int, default=0, help="LoRA rank for every training stage (0 = full fine-tuning).")
+    p.add_argument("--lora_r", type=int, default=0,
+                   help="LoRA rank for every training stage (0 = full fine-tuning): adapters on every linear layer, "
+                        "the identifier tokens' embedding rows trained in full during SFT, checkpoints compact "
+                        "(benchmarks/accuracy/lora.py).")
     p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU).")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--models_dir", default=None,

@@ -21,12 +21,16 @@ def reward_source(method):
     return REWARD_SOURCE.get(method, "mf")
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, base_model=None):
     """A saved model, placed where the Trainer trains (CUDA when there is one): the reload check and the scoring of a
-    reused checkpoint then run on the same device, with the same numerics, as the in-memory model's."""
+    reused checkpoint then run on the same device, with the same numerics, as the in-memory model's. A compact LoRA
+    checkpoint (`lora.py`) is rebuilt on `base_model`."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path).to("cuda" if torch.cuda.is_available() else "cpu")
+    from .lora import is_compact, load_compact
+
+    model = load_compact(path, base_model) if is_compact(path) else AutoModelForCausalLM.from_pretrained(path)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def ranks_of(model, tok, data, split, batch_size):
@@ -65,18 +69,28 @@ def new_model(a, tok, seed):
     return model
 
 
-def lora_config(a):
-    """LoRA on every linear layer, with the embeddings and head trained in full (the new identifier tokens have no
-    pretrained rows); None = full fine-tuning."""
+def adapted(a, model, train_new_rows=True):
+    """With `--lora_r`: fresh LoRA adapters on every linear layer, and the identifier tokens' embedding rows trained
+    in full when `train_new_rows` (lora.py: the pretrained rows stay frozen); else `model` (full fine-tuning)."""
     if not a.lora_r:
-        return None
-    from peft import LoraConfig
+        return model
+    from .lora import base_vocab, with_adapters
 
-    return LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0, target_modules="all-linear",
-                      modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
+    return with_adapters(model, a.lora_r, base_vocab(a.base_model), train_new_rows)
 
 
-def best_on_validation_callback(trainer, valid, catalog, eval_steps, patience, batch_size, state_dir: Path):
+def save_model(a, model, path):
+    """A LoRA model as a compact checkpoint (adapters + new rows), any other with `save_pretrained`."""
+    if a.lora_r:
+        from .lora import base_vocab, save_compact
+
+        save_compact(model, path, base_vocab(a.base_model), a.lora_r)
+    else:
+        model.save_pretrained(str(path))
+
+
+def best_on_validation_callback(trainer, valid, catalog, eval_steps, patience, batch_size, state_dir: Path,
+                                save=None):
     """`RecommendationEvalCallback` on the validation users that also keeps the best NDCG@10's weights and stops
     training after `patience` evaluations without improvement. Its state (the curve, and the best weights as
     `best-step<N>/`) lives in `state_dir` next to the trainer's checkpoints, so an interrupted SFT resumes."""
@@ -115,7 +129,7 @@ def best_on_validation_callback(trainer, valid, catalog, eval_steps, patience, b
                 if self.best_step == h["step"]:
                     for old in state_dir.glob("best-step*"):
                         shutil.rmtree(old)
-                    self.trainer.model.save_pretrained(str(self.best_dir()))
+                    (save or (lambda m, p: m.save_pretrained(str(p))))(self.trainer.model, self.best_dir())
                 tmp = state_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps({"history": self.history}))
                 tmp.replace(state_file)
@@ -154,25 +168,30 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
     state_dir = Path(f"{sft_dir}_train")
     steps_per_epoch = math.ceil(len(data.train) / a.batch)
     eval_steps = max(1, round(a.sft_eval_every * steps_per_epoch))
-    saving = {"save_strategy": "steps", "save_steps": eval_steps, "save_total_limit": 1} if a.sft_patience else {}
-    model = new_model(a, tok, seed)
+    # trainer checkpoints (resume within a machine's life); a LoRA run has none: its compact best weights are what
+    # survives, and an interrupted LoRA stage is rerun
+    saving = {"save_strategy": "steps", "save_steps": eval_steps, "save_total_limit": 1} \
+        if a.sft_patience and not a.lora_r else {}
+    if a.lora_r:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    model = adapted(a, new_model(a, tok, seed))
     scratch = {}
     if method == "sft":
         trainer = SFTTrainer(model=model, args=train_args(SFTConfig, state_dir, seed, a.sft_epochs, a.lr, a.batch,
                                                           bf16=a.bf16, **saving),
-                             train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
+                             train_dataset=data.train, processing_class=tok)
     elif method in SCRATCH_METHODS:
         from ilrec_trl import ILRecConfig, ILRecTrainer
 
         cfg = ilrec_settings(a, "ilrec")
-        reward_fn = reward_fn_for("ilrec", cfg, reward_models or {}, data.catalog)
+        reward_fn = reward_fn_for(method, cfg, reward_models or {}, data.catalog)
         start_step = round(a.scratch_sft_epochs * steps_per_epoch)
         trainer = ILRecTrainer(model=model, args=train_args(ILRecConfig, state_dir, seed, a.sft_epochs, a.lr, a.batch,
                                                             logging_steps=0.02, bf16=a.bf16, ilrec_start_step=start_step,
                                                             **cfg, **saving),
                                train_dataset=data.train, processing_class=tok, catalog=data.catalog,
-                               reward_fn=reward_fn, peft_config=lora_config(a))
-        scratch = {"config": cfg, "reward": reward_source("ilrec") if reward_fn is not None else None,
+                               reward_fn=reward_fn)
+        scratch = {"config": cfg, "reward": reward_source(method) if reward_fn is not None else None,
                    "ilrec_start_step": start_step}
     else:
         raise ValueError(f"train_sft trains sft or {SCRATCH_METHODS}, not {method!r}")
@@ -180,7 +199,7 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
     if a.sft_patience:
         state_dir.mkdir(parents=True, exist_ok=True)
         callback = best_on_validation_callback(trainer, valid, data.catalog, eval_steps, a.sft_patience,
-                                               a.eval_batch, state_dir)
+                                               a.eval_batch, state_dir, save=lambda m, p: save_model(a, m, p))
         trainer.add_callback(callback)
         resume = get_last_checkpoint(str(state_dir))
         if resume:
@@ -194,30 +213,30 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
     if scratch:
         extra["train_logs"] = [e for e in trainer.state.log_history if "loss" in e][-30:]
     if callback is not None:
-        if a.lora_r:  # the best adapter on a fresh copy of the base model (built the same way, same seed)
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(new_model(a, tok, seed), callback.best_dir()).to(
-                "cuda" if torch.cuda.is_available() else "cpu")
-        else:
+        if not a.lora_r:  # (a LoRA run's best weights are loaded below, once copied)
             model = load_checkpoint(callback.best_dir())
         if scratch:  # the chosen weights never trained with ILRec's losses: the cell is an SFT model
             extra["best_before_ilrec_start"] = callback.best_step <= scratch["ilrec_start_step"]
         extra.update(valid_curve=callback.history, best_step=callback.best_step,
                      best_epoch=round(callback.best_step / steps_per_epoch, 3), valid_users=len(valid),
                      valid_ndcg10_in_memory=callback.best, resumed_from=resume)
-    if a.lora_r:  # every later stage starts from the merged SFT model and trains a fresh adapter on it
-        model = model.merge_and_unload()
     shutil.rmtree(sft_dir, ignore_errors=True)  # a fresh folder: nothing derived from an earlier checkpoint survives
-    model.save_pretrained(str(sft_dir))
-    tok.save_pretrained(str(sft_dir))
+    if a.lora_r:  # compact: the best weights as saved (later stages load them merged and train fresh adapters)
+        from .cells import copy_dir
+
+        copy_dir(callback.best_dir(), Path(sft_dir)) if callback is not None else save_model(a, model, sft_dir)
+        model = load_checkpoint(sft_dir, a.base_model)  # the cell scores the merged model every later stage starts from
+    else:
+        model.save_pretrained(str(sft_dir))
+        tok.save_pretrained(str(sft_dir))
     if callback is not None:
         from ilrec_trl.evaluation import metrics_from_ranks
 
-        reloaded = load_checkpoint(sft_dir)
+        reloaded = model if a.lora_r else load_checkpoint(sft_dir)
         score = metrics_from_ranks(ranks_of(reloaded, tok, data, valid, a.eval_batch), (10,))["ndcg@10"]
         extra["valid_ndcg10_reloaded"] = score
-        if abs(score - callback.best) > 1e-9:
+        # merged LoRA weights round differently from the adapters' forward: a user may move by a rank
+        if abs(score - callback.best) > (0.005 if a.lora_r else 1e-9):
             raise RuntimeError(f"The SFT checkpoint saved in {sft_dir} scores validation NDCG@10 {score:.6f} when "
                                f"reloaded, the in-memory model {callback.best:.6f}: the saved model is not the one "
                                "that was selected.")
@@ -315,12 +334,13 @@ def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, 
 
     if lr2 is None:
         lr2 = a.dpo_lr if method == "dpo" and a.dpo_lr is not None else a.lr2
-    model = load_checkpoint(sft_dir)
+    # fresh adapters only (a LoRA run's identifier rows stay as SFT left them: DPO's reference is the adapter-free model)
+    model = adapted(a, load_checkpoint(sft_dir, a.base_model), train_new_rows=False)
     extra = {"lr": lr2}
     if method == "sft_more":
         trainer = SFTTrainer(model=model, args=train_args(SFTConfig, work, seed, a.extra_epochs, lr2, a.batch,
                                                           bf16=a.bf16),
-                             train_dataset=data.train, processing_class=tok, peft_config=lora_config(a))
+                             train_dataset=data.train, processing_class=tok)
     elif method == "dpo":
         beta = (overrides or {}).get("beta", a.dpo_beta)
         n_pairs = dpo_pair_count(a, data)
@@ -328,7 +348,7 @@ def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, 
         pairs = dpo_dataset(data, model, tok, seed, n_pairs, a.eval_batch, cache_dir=cache)
         trainer = DPOTrainer(model=model, args=train_args(DPOConfig, work, seed, 1, lr2, a.batch // 2, beta=beta,
                                                           bf16=a.bf16),
-                             train_dataset=pairs, processing_class=tok, peft_config=lora_config(a))
+                             train_dataset=pairs, processing_class=tok)
         extra.update(dpo_pairs=len(pairs), beta=beta)
     else:
         cfg = ilrec_settings(a, method, overrides)
@@ -338,7 +358,7 @@ def continue_from_sft(a, data, tok, reward_models, sft_dir, seed, method, work, 
                                                             logging_steps=0.05,  # 20 logs, any length
                                                             bf16=a.bf16, **cfg),
                                train_dataset=data.train, processing_class=tok, catalog=data.catalog,
-                               reward_fn=reward_fn, peft_config=lora_config(a))
+                               reward_fn=reward_fn)
         extra["config"] = cfg
         extra["reward"] = source if reward_fn is not None else None
     with completion_positions_only() as head:

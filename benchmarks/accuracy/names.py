@@ -6,7 +6,9 @@ ABLATIONS = {"ilrec": {}, "ilrec_no_cpo": {"cpo_alpha": 0.0}, "ilrec_no_cpd": {"
              "ilrec_sasrec_reward_no_cpo": {"cpo_alpha": 0.0}}
 LLM_METHODS = ("sft_more", "dpo", *ABLATIONS)
 # the second protocol: ILRec over the whole run from a fresh model, trained and selected like `sft`
-SCRATCH_METHODS = ("ilrec_scratch",)
+# (`ilrec_scratch_sasrec_reward`: the same with L_CRR's reward from SASRec, the paper's choice)
+SCRATCH_METHODS = ("ilrec_scratch", "ilrec_scratch_sasrec_reward")
 ALL_METHODS = (*CLASSIC_METHODS, "sft", *LLM_METHODS, *SCRATCH_METHODS)
 # the collaborative model behind L_CRR: the MF reward (the product's default) unless named here
-REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec", "ilrec_sasrec_reward_no_cpo": "sasrec"}
+REWARD_SOURCE = {"ilrec_sasrec_reward": "sasrec", "ilrec_sasrec_reward_no_cpo": "sasrec",
+                 "ilrec_scratch_sasrec_reward": "sasrec"}

@@ -4,7 +4,7 @@ import json
 import time
 from pathlib import Path
 
-from .cells import cell_path, restore_sft, save_cell, store_sft, weights_digest
+from .cells import cell_path, has_checkpoint, restore_sft, save_cell, store_sft, weights_digest
 from .config import models_dir
 from .methods import (
     continue_from_sft,
@@ -17,6 +17,16 @@ from .methods import (
     train_sft,
 )
 from .names import ABLATIONS, CLASSIC_METHODS, SCRATCH_METHODS
+
+
+def hold_before(method):
+    """`ILREC_ACCURACY_HOLD=<method>` makes the run wait (for its caller's time limit) before training that method:
+    how the window tests stop a run mid-seed at a known place."""
+    import os
+
+    if os.environ.get("ILREC_ACCURACY_HOLD") == method:
+        print(f"[hold] before {method}", flush=True)
+        time.sleep(3600)
 
 
 def ilrec_plan(a, out, dataset, methods):
@@ -53,7 +63,7 @@ def selected_model(a, data, tok, seed, out_dir, valid, method="sft", reward_mode
     t = time.time()
     if reuse and (out_dir / "selection.json").exists():
         extra = {**json.loads((out_dir / "selection.json").read_text()), "reused_checkpoint": True}
-        return load_checkpoint(out_dir), extra, extra["train_seconds"]
+        return load_checkpoint(out_dir, a.base_model), extra, extra["train_seconds"]
     model, extra = train_sft(a, data, tok, seed, out_dir, valid, method=method, reward_models=reward_models)
     return model, extra, time.time() - t
 
@@ -75,7 +85,7 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
     sources = {source for _, source in plan.values()}
     scratch = [m for m in SCRATCH_METHODS if wanted(m)]
     if scratch and ilrec_settings(a, "ilrec")["crr_weight"] > 0:
-        sources.add(reward_source("ilrec"))
+        sources.update(reward_source(m) for m in scratch)
     mf = None
     if wanted("mf") or "mf" in sources:
         t = time.time()
@@ -97,7 +107,7 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
     llm = [m for m in a.methods if m not in (*CLASSIC_METHODS, "sft", *SCRATCH_METHODS) and not done(m)]
     if "sft" in a.methods or llm or a.store_sft:  # a checkpoint kept beside the cells (another session or machine)
         restore_sft(out, dataset, seed, sft_dir)
-    if ("sft" in a.methods or llm) and not (done("sft") and (sft_dir / "config.json").exists()):
+    if ("sft" in a.methods or llm) and not (done("sft") and has_checkpoint(sft_dir)):
         # no cell: train, resuming an interrupted run, or take the finished checkpoint; a cell without its checkpoint
         # (another machine): retrain, which must reproduce the cell's ranks exactly
         model, extra, train_seconds = selected_model(a, data, tok, seed, sft_dir, valid, reuse=not done("sft"))
@@ -119,10 +129,11 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
             save_cell(cell_path(out, dataset, seed, "sft"), "sft", ranks, train_seconds,
                       {**extra, "eval_seconds": round(time.time() - t, 1),
                        "checkpoint_sha256": weights_digest(sft_dir)})
-    if a.store_sft and done("sft") and (sft_dir / "config.json").exists():
+    if a.store_sft and done("sft") and has_checkpoint(sft_dir):
         store_sft(out, dataset, seed, sft_dir)
 
     for method in llm:
+        hold_before(method)
         overrides, source = plan.get(method, (None, None))
         t = time.time()
         model, extra = continue_from_sft(a, data, tok, {"mf": mf, "sasrec": sas}, sft_dir, seed, method,
@@ -134,6 +145,7 @@ def run_seed(a, data, tok, split, valid, dataset, seed):
         save_cell(cell_path(out, dataset, seed, method), method, ranks, train_seconds, extra)
 
     for method in scratch:  # the second protocol: ILRec from a fresh model, trained and selected like `sft`
+        hold_before(method)
         model, extra, train_seconds = selected_model(a, data, tok, seed, models_dir(a, dataset, seed) / method,
                                                      valid, method=method, reward_models={"mf": mf, "sasrec": sas})
         t = time.time()

@@ -48,6 +48,12 @@ ROWS = [
     # the same with seed 7, whose SFT arm stopped 1.5 epochs before its ILRec arm: shown so the exclusion is visible
     ("MovieLens, whole run, with seed 7 (arms of unequal length)", ("accuracy_scratch_full", "accuracy_ml100k_lr3e-4"),
      "ml100k", "ilrec_scratch", "sft", ("seed6", "seed7", "seed8", "seed9", "seed10")),
+    # SmolLM2-135M-Instruct (30 layers, LoRA + identifier rows) on a GPU, Instruments slice of 6,000 users
+    # (benchmarks/device/accuracy.py): the paper's protocol and the continuation
+    ("SmolLM2, paper's protocol (GPU)", "accuracy_smollm2/paper", "instruments", "ilrec_scratch", "sft"),
+    ("SmolLM2, paper's protocol (GPU)", "accuracy_smollm2/paper", "instruments", "ilrec_scratch_sasrec_reward", "sft"),
+    ("SmolLM2, continuation (GPU)", "accuracy_smollm2/continuation", "instruments", "ilrec", "sft_more"),
+    ("SmolLM2, continuation (GPU)", "accuracy_smollm2/continuation", "instruments", "ilrec", "dpo"),
 ]
 
 

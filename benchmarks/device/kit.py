@@ -10,8 +10,8 @@ Connected machine (`benchmarks/device/make_kit.sh` calls this):
 builds `.device_kit/a/` and `.device_kit/b/`, one folder per transfer. Both hold the same `common` part (the wheels
 the GPU machine lacks, an Instruments slice, SmolLM2's config and tokenizer, `manifest.json`); `a` adds the first
 half of SmolLM2-135M-Instruct's GGUF file and `b` the second half (the file is ~94 MiB: no transfer holds it).
-`.device_kit/c/` holds the wheels and the whole data folder (Instruments and MovieLens-100K) for the `harness` stage
-(the CPU accuracy harness's tiny-model protocol on the GPU); it carries no model, leaving room for checkpoints.
+`.device_kit/c/` holds the wheels and the whole data folder (Instruments and MovieLens-100K) and no model (for
+running the accuracy harness on whole data sets offline; no `run.sh` stage carries it).
 
 GPU machine (`benchmarks/device/run.sh` calls these; `--work` is a folder that lives as long as the machine):
 
@@ -187,6 +187,33 @@ def environment(args) -> int:
     return 0
 
 
+CHECKED_CODE = ("ilrec_trl", "tests/test_cuda_trainer.py", "tests/conftest.py")  # what `check` tests
+CHECK_RECORD = REPO / "benchmarks" / "results" / "gpu" / "check_passed.json"
+
+
+def code_digest(root=REPO) -> str:
+    """SHA-256 of the code `check` tests (every .py file of CHECKED_CODE, by path and content)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for entry in CHECKED_CODE:
+        path = Path(root) / entry
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
+def check_needed(args) -> int:
+    """Exit 0 when `check` must run (the code it tests changed since its last recorded pass), else 10."""
+    record = json.loads(Path(args.record).read_text()) if Path(args.record).is_file() else {}
+    if record.get("code_digest") == code_digest():
+        log(f"check: skipped, the code under test is the one that passed on {record.get('date')} "
+            f"({record.get('device')}); {args.record}")
+        return 10
+    log("check: the code under test changed since its last recorded pass (or none is recorded): running it")
+    return 0
+
+
 def junit_summary(args) -> int:
     """Fold pytest's JUnit XML into the stage's JSON: counts and each test's outcome and time."""
     import xml.etree.ElementTree as ET
@@ -205,18 +232,10 @@ def junit_summary(args) -> int:
                       **({"detail": detail} if detail else {})})
     counts = {k: sum(t["outcome"] == k for t in tests) for k in ("passed", "failed", "error", "skipped")}
     env = json.loads(Path(args.env).read_text()) if args.env and Path(args.env).is_file() else None
-    Path(args.out).write_text(json.dumps({"counts": counts, "tests": tests, "env": env}, indent=1))
+    Path(args.out).write_text(json.dumps({"counts": counts, "tests": tests, "env": env,
+                                          "code_digest": code_digest()}, indent=1))
     log("check: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     return 0 if counts["passed"] and not (counts["failed"] or counts["error"]) else 1
-
-
-def dpo_choice(args) -> int:
-    """Print `--dpo_lr X --dpo_beta Y` from a validation sweep's chosen.json, or nothing when it has no DPO choice."""
-    path = Path(args.chosen)
-    chosen = json.loads(path.read_text()) if path.is_file() else {}
-    if chosen.get("dpo_lr") is not None and chosen.get("dpo_beta") is not None:
-        print(f"--dpo_lr {chosen['dpo_lr']} --dpo_beta {chosen['dpo_beta']}")
-    return 0
 
 
 def main(argv=None) -> int:
@@ -238,8 +257,8 @@ def main(argv=None) -> int:
     j.add_argument("--junit", required=True)
     j.add_argument("--env")
     j.add_argument("--out", required=True)
-    d = sub.add_parser("dpo-choice", help="the DPO flags of a sweep's chosen.json (harness stage)")
-    d.add_argument("--chosen", required=True)
+    n = sub.add_parser("check-needed", help="exit 10 when `check` already passed on the code under test")
+    n.add_argument("--record", default=str(CHECK_RECORD))
     for name in ("stage", "require-model"):
         p = sub.add_parser(name)
         p.add_argument("--kit", default=str(REPO / ".device_kit"))
@@ -256,8 +275,8 @@ def main(argv=None) -> int:
             return environment(args)
         if args.command == "junit":
             return junit_summary(args)
-        if args.command == "dpo-choice":
-            return dpo_choice(args)
+        if args.command == "check-needed":
+            return check_needed(args)
         return require_model(args)
     except KitError as err:
         log(f"ERROR: {err}")

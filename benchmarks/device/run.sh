@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
 # One stage of the offline GPU kit, on the GPU machine (docs/gpu.md gives the exact `run` calls):
 #
-#   bash benchmarks/device/run.sh check|overhead|accuracy|harness|stage [--smoke]
+#   bash benchmarks/device/run.sh check|overhead|accuracy|stage [--smoke]
 #
-#   check     versions, GPU, the trainer's CUDA tests (tests/test_cuda_trainer.py) in fp32 and bf16
+#   check     versions, GPU, the trainer's CUDA tests (tests/test_cuda_trainer.py) in fp32 and bf16; skipped (exit 0)
+#             when the code under test is the one benchmarks/results/gpu/check_passed.json recorded as passed
 #   overhead  bf16 step time and peak CUDA memory, SFTTrainer vs ILRecTrainer, SmolLM2-135M shape, batch 16 and 64
-#   accuracy  SmolLM2-135M LoRA SFT on the Instruments slice, then sft_more / ilrec / dpo (resumable)
-#   harness   the CPU accuracy harness's protocol (tiny Llama, converged SFT, 0.5-epoch continuations) on
-#             the GPU, carrying .device_kit/c (whole data, no model): cells into benchmarks/results/accuracy_gpu,
-#             resumed from the committed cells and, within a session, from carried SFT checkpoints
-#             (outputs/accuracy_models/accuracy_gpu); $OUT/harness.tar.gz brings both back. ILREC_HARNESS_ARGS
-#             replaces the default arguments (MovieLens-100K, seeds 0 1 2: see the stage below), ILREC_HARNESS_NAME
-#             the results folder's name (default accuracy_gpu; e.g. accuracy_gpu_depth12 with --layers 12)
+#   accuracy  the next SmolLM2-135M cells of the accuracy harness (benchmarks/device/accuracy.py: protocols
+#             `continuation` and `paper`, seed after seed), resumed from the committed cells and the carried state
+#             ($ILREC_KIT_DIR/state); returns accuracy.json, cells.tar.gz and state.tar.part*
 #   stage     only stage the carried half of the model and install the wheels
 #   --smoke   on a CPU, tiny budgets (benchmarks/device/simulate.sh)
 #
@@ -20,7 +17,7 @@
 # Environment: ILREC_RESULTS_DIR (default $OUT, else outputs/device): <stage>.json, <stage>.log, env.json;
 # ILREC_DEVICE_WORK (default /tmp/ilrec_device): wheels installed, model, accuracy state (lives as long as the
 # machine); ILREC_KIT_DIR (default .device_kit); ILREC_STAGE_BUDGET_S (default check 180, overhead 170,
-# accuracy 420, harness 480 seconds; 3600 with --smoke); PYTHON (default python3).
+# accuracy 540 seconds; 3600 with --smoke); PYTHON (default python3).
 set -uo pipefail
 export ILREC_STAGE_STARTED=$(date +%s)  # the budget counts from here
 stage=${1:-}
@@ -33,8 +30,8 @@ for arg in "$@"; do
   esac
 done
 case "$stage" in
-  check) budget=180 ;; overhead) budget=170 ;; accuracy) budget=420 ;; harness) budget=480 ;; stage) budget=60 ;;
-  *) echo "usage: run.sh check|overhead|accuracy|harness|stage [--smoke]"; exit 2 ;;
+  check) budget=180 ;; overhead) budget=170 ;; accuracy) budget=540 ;; stage) budget=60 ;;
+  *) echo "usage: run.sh check|overhead|accuracy|stage [--smoke]"; exit 2 ;;
 esac
 [[ ${#smoke[@]} -gt 0 ]] && budget=3600  # a CPU (shared with other jobs) runs the smoke steps of SmolLM2 slowly
 budget=${ILREC_STAGE_BUDGET_S:-$budget}
@@ -82,6 +79,9 @@ rc=0
 case "$stage" in
   check)
     [[ ${#smoke[@]} -gt 0 ]] && export ILREC_TEST_CUDA_ON_CPU=1
+    "$py" -m benchmarks.device.kit check-needed
+    needed=$?
+    [[ $needed == 10 ]] && { say "stage check finished (skipped), exit 0"; exit 0; }
     rm -f "$work/check_junit.xml"
     timeout "$budget" "$py" -m pytest tests/test_cuda_trainer.py -q -rfEs -p no:cacheprovider \
       --junitxml "$work/check_junit.xml" || rc=$?
@@ -94,32 +94,9 @@ case "$stage" in
       --out "$results/overhead.json" "${smoke[@]}" || rc=$? ;;
   accuracy)
     name=$("$py" -c "import json,sys; print(json.load(open(sys.argv[1]))['gguf']['name'])" "$work/manifest.json")
-    resume=()
-    [[ -f "$kit/resume/accuracy.json" ]] && resume=(--resume_from "$kit/resume/accuracy.json")
-    timeout "$((budget + 30))" "$py" -m benchmarks.device.accuracy --gguf "$work/model/$name" \
-      --model_dir "$work/smollm2" --data_dir "$carried/data" --state "$work/accuracy" \
-      --out "$results/accuracy.json" --budget_s "$budget" "${resume[@]}" "${smoke[@]}" || rc=$? ;;
-  harness)
-    if [[ ${#smoke[@]} -gt 0 ]]; then  # the synthetic data, tiny budgets, a scratch folder
-      base="$work/harness_smoke"; rel_out=results; rel_models=models
-      args="--dataset synthetic --seeds 0 --eval_users 24 --valid_users 24 --sft_epochs 2 --sft_eval_every 1
-            --extra_epochs 0.2 --dpo_pairs 32 --methods popular mf sft sft_more dpo ilrec"
-    else
-      name=${ILREC_HARNESS_NAME:-accuracy_gpu}  # another name for another shared flag (e.g. --layers 12)
-      base="$repo"; rel_out=benchmarks/results/$name; rel_models=outputs/accuracy_models/$name
-      # DPO at Instruments' validation choice (MovieLens is not re-tuned), once the sweep has made it
-      dpo=$("$py" -m benchmarks.device.kit dpo-choice --chosen benchmarks/results/accuracy/instruments/sweep/chosen.json)
-      args=${ILREC_HARNESS_ARGS:-"--dataset ml100k --seeds 0 1 2 --eval_users 0 --valid_users 2000 --sft_epochs 4
-            --sft_eval_every 0.5 --sft_patience 2 --eval_batch 256 $dpo
-            --methods popular mf sft sft_more dpo ilrec ilrec_no_crr ilrec_no_cpo ilrec_no_cpd"}
-    fi
-    mkdir -p "$base/$rel_models"
-    say "harness: python -m benchmarks.accuracy $(echo $args) --out $base/$rel_out"
-    timeout "$budget" "$py" -m benchmarks.accuracy $args --data_dir "$carried/data_full" --out "$base/$rel_out" \
-      --models_dir "$base/$rel_models" || rc=$?
-    # the cells, run_args.json and report, and the SFT checkpoints (to carry into a resuming call), not DPO's pairs
-    tar czf "$results/harness.tar.gz" --exclude='dpo_pairs_*' -C "$base" "$rel_out" "$rel_models"
-    say "harness.tar.gz: $(du -h "$results/harness.tar.gz" | cut -f1)" ;;
+    timeout "$((budget + 30))" "$py" -m benchmarks.device.accuracy run --gguf "$work/model/$name" \
+      --model_dir "$work/smollm2" --data_dir "$carried/data" --work "$work" --out "$results" --state "$kit/state" \
+      --budget_s "$budget" "${smoke[@]}" || rc=$? ;;
   stage) ;;
 esac
 [[ $rc == 124 ]] && say "the stage hit its ${budget}s budget (timeout): what it finished is in $results"
