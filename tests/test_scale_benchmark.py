@@ -50,6 +50,6 @@ def test_smoke_run_measures_every_stage(tmp_path):
     assert record["beam search (20 beams)"]["users"] == 4
     assert record["training step (ILRec vs SFT)"]["ratio_to_sft_loss"] > 0
     candidates = record["MF reward, top-1000 candidates (64 users)"]
-    assert candidates["candidates"] == 1000 and candidates["max_abs_diff_where_rewarded"] < 1e-4
+    assert candidates["candidates"] == 1000 and candidates["exact_max_abs_diff_where_rewarded"] < 1e-4
     assert candidates["rewarded_tokens"] <= candidates["dense_rewarded_tokens"]
     assert "| catalogue bind + trie |" in table(result, stages)

@@ -60,7 +60,7 @@ def candidate_reward(state: dict, candidates: int = CANDIDATES) -> dict:
     out, rewards = _timed(fast, ctx)
     search, (items, _) = _timed(fast.score_fn, ctx.context["user_id"], ctx.context["history"])
     exact = mf.as_reward_fn(catalog, candidates=k, candidate_search="exact")
-    exact_record, _ = _timed(exact, ctx)
+    exact_record, exact_rewards = _timed(exact, ctx)
     exact_items, _ = exact.score_fn(ctx.context["user_id"], ctx.context["history"])
     dense_record, dense = _timed(mf.as_reward_fn(catalog), ctx)
     found = [len(set(a) & set(b)) for a, b in zip(items.tolist(), exact_items.tolist())]
@@ -69,7 +69,10 @@ def candidate_reward(state: dict, candidates: int = CANDIDATES) -> dict:
                search_cpu_s=search["cpu_s"], exact_cpu_s=exact_record["cpu_s"], dense_cpu_s=dense_record["cpu_s"],
                dense_peak_mb=dense_record["peak_mb"], recall_of_exact_top=sum(found) / (k * len(found)),
                rewarded_tokens=int(torch.isfinite(rewards).sum()), dense_rewarded_tokens=int(rewarded.sum()),
-               max_abs_diff_where_rewarded=float((rewards - dense)[torch.isfinite(rewards)].abs().max()))
+               exact_max_abs_diff_where_rewarded=float((exact_rewards - dense)[torch.isfinite(exact_rewards)]
+                                                       .abs().max()),
+               share_of_rewards_equal_to_dense=float(((rewards - dense).abs() < 1e-4)[torch.isfinite(rewards)]
+                                                     .float().mean()))
     return out
 
 

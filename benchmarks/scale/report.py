@@ -26,6 +26,7 @@ DETAILS = {  # stage -> [(label, path in its record, format)]
         ("search", ("method",), "{}"), ("index build", ("index_build_cpu_s",), "{:.2f} s"),
         ("of which the search", ("search_cpu_s",), "{:.3f} s"),
         ("recall of the exact top-M", ("recall_of_exact_top",), "{:.3f}"),
+        ("rewarded tokens whose reward equals the dense one", ("share_of_rewards_equal_to_dense",), "{:.3f}"),
         ("exact top-M, same batch", ("exact_cpu_s",), "{:.3f} s"),
         ("every item scored (dense), same batch", ("dense_cpu_s",), "{:.3f} s")],
     "training step, top-1000 candidates (ILRec vs SFT)": [

@@ -88,8 +88,9 @@ class TopItems:
     Args:
         item_vectors: `[I, d]` item factors.
         item_bias: `[I]` item biases (`None`: none).
-        method: `"faiss"` (default): an inverted-file inner-product index (`faiss.IndexIVFFlat`, `nlist` lists of
-            items, k-means trained once here on at most 64 items per list, seeded), searching `nprobe` lists per
+        method: `"faiss"` (default): an inverted-file index (`faiss.IndexIVFFlat`, `nlist` lists of items, k-means
+            trained once here on at most 64 items per list, seeded) over the item vectors made Euclidean (the
+            highest inner product is the nearest neighbour after one extra coordinate), searching `nprobe` lists per
             user: approximate, O(nprobe x items / nlist) per user. `"exact"`: every item, `chunk_size` at a time.
         nlist: lists of the index (default `sqrt(I)`; below 16 the faiss index is flat, i.e. exact).
         nprobe: lists searched per user (default 16, raised so that about 4 k items are scanned on average).
@@ -109,13 +110,17 @@ class TopItems:
         if method == "faiss":
             faiss = _faiss()
             faiss.omp_set_num_threads(torch.get_num_threads())
-            base = torch.cat([self.item_vectors, self.item_bias[:, None]], 1).numpy()  # bias as one more factor
+            # inner product -> Euclidean (Bachrach et al., 2014): the bias is one more factor, and one more
+            # coordinate brings every item to the same norm, so the nearest items are those of highest score
+            base = torch.cat([self.item_vectors, self.item_bias[:, None]], 1).double()
+            norms = base.pow(2).sum(1)
+            base = torch.cat([base, (norms.max() - norms).clamp(min=0).sqrt()[:, None]], 1).float().numpy()
             self.nlist = max(1, int(math.sqrt(num_items))) if nlist is None else int(nlist)
             if self.nlist < 16:
-                self.index = faiss.IndexFlatIP(base.shape[1])
+                self.index = faiss.IndexFlatL2(base.shape[1])
             else:
-                quantizer = faiss.IndexFlatIP(base.shape[1])
-                self.index = faiss.IndexIVFFlat(quantizer, base.shape[1], self.nlist, faiss.METRIC_INNER_PRODUCT)
+                quantizer = faiss.IndexFlatL2(base.shape[1])
+                self.index = faiss.IndexIVFFlat(quantizer, base.shape[1], self.nlist, faiss.METRIC_L2)
                 self.index.cp.max_points_per_centroid = 64
                 self.index.cp.seed = int(seed)
                 self.index.train(base)
@@ -140,7 +145,7 @@ class TopItems:
             return best_items, best_scores
         if hasattr(self.index, "nprobe"):
             self.index.nprobe = min(self.nlist, max(self.nprobe, math.ceil(4 * k * self.nlist / num_items)))
-        query = torch.cat([users, torch.ones(users.shape[0], 1)], 1).numpy()
+        query = torch.cat([users, torch.ones(users.shape[0], 1), torch.zeros(users.shape[0], 1)], 1).numpy()
         _, found = self.index.search(query, k)
         items = torch.from_numpy(found).long()
         safe = items.clamp(min=0)
