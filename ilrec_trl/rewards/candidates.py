@@ -88,18 +88,20 @@ class TopItems:
     Args:
         item_vectors: `[I, d]` item factors.
         item_bias: `[I]` item biases (`None`: none).
-        method: `"faiss"` (default): an inverted-file index (`faiss.IndexIVFFlat`, `nlist` lists of items, k-means
-            trained once here on at most 64 items per list, seeded) over the item vectors made Euclidean (the
-            highest inner product is the nearest neighbour after one extra coordinate), searching `nprobe` lists per
-            user: approximate, O(nprobe x items / nlist) per user. `"exact"`: every item, `chunk_size` at a time.
+        method: `"faiss"` (default): an inverted-file inner-product index (`faiss.IndexIVFFlat`, `nlist` lists of
+            items, k-means trained once here on at most 64 items per list, seeded), searching the `nprobe` lists of
+            highest inner product with the user: approximate, O(nlist + nprobe x items / nlist) per user.
+            `"exact"`: every item, `chunk_size` at a time.
         nlist: lists of the index (default `sqrt(I)`; below 16 the faiss index is flat, i.e. exact).
-        nprobe: lists searched per user (default 16, raised so that about 4 k items are scanned on average).
+        nprobe: lists searched per user (default 64, raised so that about 4 k items are scanned on average). On MF
+            factors of a synthetic 10^5-item log (top-1000), 16 / 64 / 128 of 316 lists found 70% / 96% / 99.8% of
+            the exact top-1000.
         seed: seed of the k-means.
     The returned scores are recomputed in torch from the factors, so they are the scores the dense path uses.
     """
 
     def __init__(self, item_vectors: torch.Tensor, item_bias: torch.Tensor | None = None, method: str = "faiss",
-                 nlist: int | None = None, nprobe: int = 16, seed: int = 0, chunk_size: int = 1 << 16):
+                 nlist: int | None = None, nprobe: int = 64, seed: int = 0, chunk_size: int = 1 << 16):
         if method not in SEARCH_METHODS:
             raise ValueError(f"method={method!r} is not supported; use one of {SEARCH_METHODS}.")
         self.item_vectors = item_vectors.float().contiguous()
@@ -110,17 +112,13 @@ class TopItems:
         if method == "faiss":
             faiss = _faiss()
             faiss.omp_set_num_threads(torch.get_num_threads())
-            # inner product -> Euclidean (Bachrach et al., 2014): the bias is one more factor, and one more
-            # coordinate brings every item to the same norm, so the nearest items are those of highest score
-            base = torch.cat([self.item_vectors, self.item_bias[:, None]], 1).double()
-            norms = base.pow(2).sum(1)
-            base = torch.cat([base, (norms.max() - norms).clamp(min=0).sqrt()[:, None]], 1).float().numpy()
+            base = torch.cat([self.item_vectors, self.item_bias[:, None]], 1).numpy()  # bias as one more factor
             self.nlist = max(1, int(math.sqrt(num_items))) if nlist is None else int(nlist)
             if self.nlist < 16:
-                self.index = faiss.IndexFlatL2(base.shape[1])
+                self.index = faiss.IndexFlatIP(base.shape[1])
             else:
-                quantizer = faiss.IndexFlatL2(base.shape[1])
-                self.index = faiss.IndexIVFFlat(quantizer, base.shape[1], self.nlist, faiss.METRIC_L2)
+                quantizer = faiss.IndexFlatIP(base.shape[1])
+                self.index = faiss.IndexIVFFlat(quantizer, base.shape[1], self.nlist, faiss.METRIC_INNER_PRODUCT)
                 self.index.cp.max_points_per_centroid = 64
                 self.index.cp.seed = int(seed)
                 self.index.train(base)
@@ -145,7 +143,7 @@ class TopItems:
             return best_items, best_scores
         if hasattr(self.index, "nprobe"):
             self.index.nprobe = min(self.nlist, max(self.nprobe, math.ceil(4 * k * self.nlist / num_items)))
-        query = torch.cat([users, torch.ones(users.shape[0], 1), torch.zeros(users.shape[0], 1)], 1).numpy()
+        query = torch.cat([users, torch.ones(users.shape[0], 1)], 1).numpy()
         _, found = self.index.search(query, k)
         items = torch.from_numpy(found).long()
         safe = items.clamp(min=0)
@@ -186,7 +184,7 @@ class FactorCandidates:
     """`candidate_fn` of a factor model (`model.user_vectors(user_ids, histories)`, item factors and bias): its
     top-`k` items per user by [`TopItems`] (the index is built once, here)."""
 
-    def __init__(self, model, k: int, method: str = "faiss", nprobe: int = 16):
+    def __init__(self, model, k: int, method: str = "faiss", nprobe: int = 64):
         num_items = model.item_factors.shape[0]
         if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= num_items):
             raise ValueError(f"candidates={k!r} must be an integer in 1..{num_items} (the number of items).")
