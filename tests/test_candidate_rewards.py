@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ilrec_trl import ItemCatalog
-from ilrec_trl.rewards import (CandidateRewardFn, MatrixFactorizationReward, RewardContext, TopItems,
-                               candidate_token_rewards, token_rewards)
+from ilrec_trl.rewards import (CandidateRewardFn, FactorCandidates, MatrixFactorizationReward, RewardContext,
+                               TopItems, candidate_token_rewards, token_rewards)
 
 from .test_token_rewards import CASES, positions, random_scores, random_sequences
 
@@ -124,3 +124,15 @@ def test_mf_reward_with_candidates(rec_data, tokenizer):
         model.as_reward_fn(catalog, candidates=len(catalog) + 1, candidate_search="exact")
     with pytest.raises(ValueError, match="method="):
         model.as_reward_fn(catalog, candidates=5, candidate_search="annoy")
+    with pytest.raises(ValueError, match="candidates="):
+        model.as_reward_fn(catalog, candidates=True, candidate_search="exact")
+    assert len(FactorCandidates(model, 3, "exact")(users, histories)[0][0]) == 3
+    pytest.importorskip("faiss")
+    torch.testing.assert_close(model.as_reward_fn(catalog, candidates=len(catalog))(ctx), dense)
+
+
+def test_faiss_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)
+    with pytest.raises(ImportError, match=r"ilrec-trl\[faiss\]"):
+        TopItems(torch.randn(10, 2), None, "faiss")
+    TopItems(torch.randn(10, 2), None, "exact")  # the exact search needs no library

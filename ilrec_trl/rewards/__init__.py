@@ -2,7 +2,7 @@
 `build_reward`, which fits or loads the one the CLI asks for."""
 
 from .build import REWARD_MODELS, build_reward
-from .candidates import CandidateRewardFn, TopItems, candidate_token_rewards
+from .candidates import CandidateRewardFn, FactorCandidates, TopItems, candidate_token_rewards
 from .mf import MatrixFactorizationReward, most_popular_scores
 from .persistence import dataset_fingerprint
 from .protocol import RewardContext, RewardFn
@@ -14,6 +14,7 @@ __all__ = [
     "REWARD_MODELS",
     "CandidateRewardFn",
     "CatalogRewardFn",
+    "FactorCandidates",
     "MatrixFactorizationReward",
     "RewardContext",
     "RewardFn",
