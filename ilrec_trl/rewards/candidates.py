@@ -97,7 +97,8 @@ class TopItems:
             factors of a synthetic 10^5-item log (top-1000), 16 / 64 / 128 of 316 lists found 70% / 96% / 99.8% of
             the exact top-1000.
         seed: seed of the k-means.
-    The returned scores are recomputed in torch from the factors, so they are the scores the dense path uses.
+    The scores returned are torch's (`user · item + bias`): the exact search's are the dense path's own, faiss's
+    are recomputed from the factors for the items it found. faiss runs `torch.get_num_threads()` threads.
     """
 
     def __init__(self, item_vectors: torch.Tensor, item_bias: torch.Tensor | None = None, method: str = "faiss",
