@@ -12,8 +12,8 @@ tokenized identifiers. A whole batch of prefixes is handled at once:
 
 The public interface used by the generation, the negative scopes and the token rewards: [`~TokenTrie.child`],
 [`~TokenTrie.walk`], [`~TokenTrie.prefix_path`], [`~TokenTrie.continuation_mask`], [`~TokenTrie.children`],
-[`~TokenTrie.item_at`], [`~TokenTrie.subtree_ranges`], [`~TokenTrie.sorted_item`] and
-[`~TokenTrie.depth_nodes`]. Every method takes and returns tensors on the caller's device; the trie keeps one copy of
+[`~TokenTrie.item_at`], [`~TokenTrie.subtree_ranges`], [`~TokenTrie.sorted_item`], [`~TokenTrie.depth_nodes`],
+[`~TokenTrie.node_depth`] and [`~TokenTrie.item_steps`]. Every method takes and returns tensors on the caller's device; the trie keeps one copy of
 its lookup tables per device. Building one is O(items x depth) (one sort, then vectorised over items per depth).
 """
 
@@ -128,7 +128,7 @@ class TokenTrie:
             self._device_cache[device] = {
                 name: getattr(self, name).to(device)
                 for name in ("edge_keys", "edge_child", "edge_token", "child_ptr", "node_item", "sorted_items",
-                             "node_first", "node_count", "item_nodes")}
+                             "node_first", "node_count", "item_nodes", "item_tokens", "level_ptr")}
         return self._device_cache[device]
 
     # -- lookups -------------------------------------------------------------------------------------------------
@@ -201,6 +201,24 @@ class TokenTrie:
             raise ValueError(f"depth={depth} is outside 0..{self.max_length}.")
         first, end = int(self.level_ptr[depth]), int(self.level_ptr[depth + 1])
         return self._on(device)["item_nodes"][:, depth], first, end - first
+
+    def node_depth(self, nodes: torch.Tensor) -> torch.Tensor:
+        """The depth of each node (the root is 0; node `-1` gets 0 too)."""
+        level_ptr = self._on(nodes.device)["level_ptr"]
+        return torch.searchsorted(level_ptr, nodes.clamp(min=0), right=True) - 1
+
+    def item_steps(self, items: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(node, token, child)`, each shaped like `items` (and `depths`, same shape): the node of each item's path
+        after `depth` tokens, its next token and the node after `depth + 1` tokens; `-1` past the item's end and for
+        item `-1`."""
+        t = self._on(items.device)
+        safe = items.clamp(min=0)
+        depth = depths.clamp(0, self.max_length)
+        inside = (items >= 0) & (depth < self.max_length)
+        node = torch.where(items >= 0, t["item_nodes"][safe, depth], -1)
+        child = torch.where(inside, t["item_nodes"][safe, (depth + 1).clamp(max=self.max_length)], -1)
+        token = torch.where(inside & (child >= 0), t["item_tokens"][safe, depth.clamp(max=self.max_length - 1)], -1)
+        return node, token, child
 
     def token_mask(self, vocab_size: int | None = None, exclude: int | None = None) -> torch.Tensor:
         """`[V]` bool: the tokens that appear in some sequence, except `exclude` (e.g. the end token)."""

@@ -42,11 +42,14 @@ def test_smoke_run_measures_every_stage(tmp_path):
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     (size, record), = result["sizes"].items()
     stages = [name for name in record if name != "generate"]
-    assert len(stages) == 9
+    assert len(stages) == 11
     for name in stages:
         assert "error" not in record[name], (name, record[name])
         assert record[name]["cpu_s"] > 0
     assert record["token_rewards (max)"]["positions"] == 64 * 5
     assert record["beam search (20 beams)"]["users"] == 4
     assert record["training step (ILRec vs SFT)"]["ratio_to_sft_loss"] > 0
+    candidates = record["MF reward, top-1000 candidates (64 users)"]
+    assert candidates["candidates"] == 1000 and candidates["exact_max_abs_diff_where_rewarded"] < 1e-4
+    assert candidates["rewarded_tokens"] <= candidates["dense_rewarded_tokens"]
     assert "| catalogue bind + trie |" in table(result, stages)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import catalog_stages, model_stages
+from . import candidate_stages, catalog_stages, model_stages
 from .report import plot, table
 from .synthetic import synthetic_log
 
@@ -48,6 +48,10 @@ def stages(smoke: bool, mf_epochs: int) -> list[tuple[str, object, tuple[str, ..
         ("training step (ILRec vs SFT)",
          lambda s: model_stages.training_step(s, 1 if smoke else 2, 4 if smoke else model_stages.TRAIN_BATCH),
          ("catalog",)),
+        (candidate_stages.REWARD_STAGE, candidate_stages.candidate_reward, ("catalog",)),
+        (candidate_stages.STEP_STAGE,
+         lambda s: candidate_stages.candidate_training_step(s, 1 if smoke else 2, 4 if smoke else
+                                                            model_stages.TRAIN_BATCH), ("catalog",)),
     ]
 
 

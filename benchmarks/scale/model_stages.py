@@ -96,7 +96,7 @@ def _step_times(trainer, steps: int) -> list[float]:
     return times[WARMUP_STEPS:steps]
 
 
-def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH) -> dict:
+def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH, reward_options: dict | None = None) -> dict:
     """One optimizer step at the same batch and model, median CPU seconds after one warm-up step:
 
     - `ilrec`: `ILRecTrainer`, all three losses (weights 0.1), trie scope, MF reward through the trie;
@@ -104,6 +104,8 @@ def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH) -> dict:
       SFT loss), the like-for-like baseline;
     - `sft`: `RecSFTTrainer` (TRL's `SFTTrainer`); on CPU, TRL's fused loss scores every position (prompt
       included) through the output head, so it is slower than the completion-only `sft_loss`.
+
+    `reward_options` go to `mf.as_reward_fn` (e.g. `candidates=1000`); built before the steps are timed.
     """
     from datasets import Dataset
 
@@ -128,7 +130,8 @@ def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH) -> dict:
             else:
                 trainer = ILRecTrainer(model=copy.deepcopy(base), args=args, train_dataset=dataset,
                                        processing_class=tokenizer, catalog=catalog,
-                                       reward_fn=mf.as_reward_fn(catalog) if weight else None)
+                                       reward_fn=mf.as_reward_fn(catalog, **(reward_options or {}))
+                                       if weight else None)
             record: dict = {}
             with measured(record):
                 times = _step_times(trainer, WARMUP_STEPS + steps)

@@ -22,12 +22,23 @@ DETAILS = {  # stage -> [(label, path in its record, format)]
                                      ("ILRec / SFT loss", ("ratio_to_sft_loss",), "{:.2f}x"),
                                      ("TRL SFTTrainer step", ("sft", "step_cpu_s"), "{:.2f} s"),
                                      ("ILRec / SFTTrainer", ("ratio_to_sft",), "{:.2f}x")],
+    "MF reward, top-1000 candidates (64 users)": [
+        ("search", ("method",), "{}"), ("index build", ("index_build_cpu_s",), "{:.2f} s"),
+        ("of which the search", ("search_cpu_s",), "{:.3f} s"),
+        ("recall of the exact top-M", ("recall_of_exact_top",), "{:.3f}"),
+        ("rewarded tokens whose reward equals the dense one", ("share_of_rewards_equal_to_dense",), "{:.3f}"),
+        ("exact top-M, same batch", ("exact_cpu_s",), "{:.3f} s"),
+        ("every item scored (dense), same batch", ("dense_cpu_s",), "{:.3f} s")],
+    "training step, top-1000 candidates (ILRec vs SFT)": [
+        ("SFT loss step (ILRecTrainer, weights 0)", ("sft_loss", "step_cpu_s"), "{:.2f} s"),
+        ("ILRec / SFT loss", ("ratio_to_sft_loss",), "{:.2f}x")],
 }
 
 
 LEGEND = {"beam search (20 beams)": "beam search, 20 beams, 64 users",
           "Recommender.recommend": "Recommender.recommend, batch 1 (p50)",
-          "training step (ILRec vs SFT)": "ILRec training step, batch 64"}
+          "training step (ILRec vs SFT)": "ILRec training step, batch 64",
+          "training step, top-1000 candidates (ILRec vs SFT)": "ILRec training step, top-1000 MF candidates"}
 
 
 def _get(record: dict, path: tuple):

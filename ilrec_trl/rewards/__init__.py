@@ -2,6 +2,7 @@
 `build_reward`, which fits or loads the one the CLI asks for."""
 
 from .build import REWARD_MODELS, build_reward
+from .candidates import CandidateRewardFn, FactorCandidates, TopItems, candidate_token_rewards
 from .mf import MatrixFactorizationReward, most_popular_scores
 from .persistence import dataset_fingerprint
 from .protocol import RewardContext, RewardFn
@@ -11,13 +12,17 @@ from .token_rewards import node_scores, token_rewards
 
 __all__ = [
     "REWARD_MODELS",
+    "CandidateRewardFn",
     "CatalogRewardFn",
+    "FactorCandidates",
     "MatrixFactorizationReward",
     "RewardContext",
     "RewardFn",
     "SASRecReward",
+    "TopItems",
     "ScoreMatrix",
     "build_reward",
+    "candidate_token_rewards",
     "check_scores",
     "dataset_fingerprint",
     "load_score_matrix",

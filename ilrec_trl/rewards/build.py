@@ -40,7 +40,8 @@ def _fitted_reward(cls, wanted, cache: Path, fingerprint: str, num_items: int, f
 
 
 def build_reward(kind: str, data, output_dir, seed: int = 0, model_kwargs: dict | None = None,
-                 show_progress: bool = True, main_process_first=None):
+                 show_progress: bool = True, main_process_first=None, candidates: int | None = None,
+                 candidate_search: str = "faiss"):
     """The L_CRR `reward_fn` named by `kind` (what `ilrec-train --reward_model` takes).
 
     Args:
@@ -59,7 +60,12 @@ def build_reward(kind: str, data, output_dir, seed: int = 0, model_kwargs: dict 
         main_process_first: under several processes, a context manager in which the main process runs first, e.g.
             `training_args.main_process_first(desc="reward model")`: the main process fits and writes the cache,
             the others then load it. `None`: every process fits (or loads) on its own.
+        candidates, candidate_search: MF only: reward each user's top-`candidates` items found by
+            `candidate_search` (`"faiss"` or `"exact"`), the others unrewarded; `None` (default) scores every item.
+            See [`MatrixFactorizationReward.as_reward_fn`].
     """
+    if candidates is not None and kind not in ("mf", "mf_implicit"):
+        raise ValueError(f"candidates={candidates!r} is supported with the MF reward only, not {kind!r}.")
     if kind == "none":
         return None
     if kind not in REWARD_MODELS:
@@ -84,7 +90,9 @@ def build_reward(kind: str, data, output_dir, seed: int = 0, model_kwargs: dict 
                 MatrixFactorizationReward, MatrixFactorizationReward(**kwargs, backend=backend), cache,
                 dataset_fingerprint(data.train), num_items,
                 lambda m: m.fit(data.train, num_items=num_items, show_progress=show_progress))
-    return model.as_reward_fn(data.catalog)
+    if kind == "sasrec":
+        return model.as_reward_fn(data.catalog)
+    return model.as_reward_fn(data.catalog, candidates=candidates, candidate_search=candidate_search)
 
 
 __all__ = ["REWARD_MODELS", "build_reward"]

@@ -342,8 +342,12 @@ class MatrixFactorizationReward(ConfigAttributes):
 
     __call__ = score_items
 
-    def as_reward_fn(self, catalog=None, aggregate: str = "max"):
-        """A [`~ilrec_trl.rewards.CatalogRewardFn`] for `ILRecTrainer(reward_fn=...)`."""
+    def as_reward_fn(self, catalog=None, aggregate: str = "max", candidates: int | None = None,
+                     candidate_search: str = "faiss"):
+        """A `reward_fn` for `ILRecTrainer(reward_fn=...)`: every item scored ([`~ilrec_trl.rewards.CatalogRewardFn`]),
+        or with `candidates=M` only each user's top-M items by `candidate_search` (`"faiss"` or `"exact"`; the index
+        is built here), the others unrewarded ([`~ilrec_trl.rewards.candidates.CandidateRewardFn`])."""
+        from .candidates import CandidateRewardFn, FactorCandidates
         from .reward_fns import CatalogRewardFn
 
         self._require_fitted()
@@ -352,6 +356,8 @@ class MatrixFactorizationReward(ConfigAttributes):
                 f"The model scores {self.num_items} items but the catalogue has {len(catalog)}; fit with "
                 f"num_items=len(catalog)."
             )
+        if candidates is not None:
+            return CandidateRewardFn(FactorCandidates(self, candidates, candidate_search), catalog, aggregate)
         return CatalogRewardFn(self.score_items, catalog, aggregate)
 
     # -- persistence -----------------------------------------------------------------------------------------------
