@@ -296,6 +296,18 @@ def unknown_reward_model(tmp):
             [*TINY, "--reward_model", "nope", "--output_dir", str(tmp / "o")], error=(ValueError, FileNotFoundError))
 
 
+def reward_candidates_with_sasrec(tmp):
+    refused(r"candidates=10 is supported with the MF reward only", train_cli.run,
+            [*TINY, "--reward_model", "sasrec", "--reward_candidates", "10", "--output_dir", str(tmp / "o")],
+            error=ValueError)
+
+
+def reward_candidates_above_the_catalogue(tmp):
+    refused(r"candidates", train_cli.run,
+            [*TINY, "--reward_candidates", "100000000", "--reward_candidate_search", "exact",
+             "--output_dir", str(tmp / "o")], error=ValueError)
+
+
 def resume_true_without_a_checkpoint(tmp):
     refused(r"--resume_from_checkpoint true: no complete checkpoint-\* folder", train_cli.run,
             [*TINY, "--method", "sft", "--resume_from_checkpoint", "true", "--output_dir", str(tmp / "o")])
@@ -319,7 +331,8 @@ def unknown_accelerate_config(tmp):
         accelerate_config_path("zero9")
 
 
-CASES += [unknown_flag, final_decoder_layer_only, unknown_reward_model, resume_true_without_a_checkpoint,
+CASES += [unknown_flag, final_decoder_layer_only, unknown_reward_model, reward_candidates_with_sasrec,
+          reward_candidates_above_the_catalogue, resume_true_without_a_checkpoint,
           truncated_lcrec_json, lcrec_without_data_dir, unknown_accelerate_config]
 
 

@@ -14,7 +14,7 @@ import torch
 from ..patches import completion_positions_only
 from .config import models_dir
 from .dpo_pairs import preference_pairs
-from .names import ABLATIONS, REWARD_SOURCE, SCRATCH_METHODS
+from .names import ABLATIONS, REWARD_OPTIONS, REWARD_SOURCE, SCRATCH_METHODS
 
 
 def reward_source(method):
@@ -308,10 +308,13 @@ def sasrec_model(a, data, dataset, seed):
 
 def reward_fn_for(method, cfg, reward_models, catalog, source=None):
     """L_CRR's reward for `method`: None without CRR, else the MF model's or SASRec's item scores over the trie (both
-    are the library's rewards, `MatrixFactorizationReward` and `SASRecReward`)."""
+    are the library's rewards, `MatrixFactorizationReward` and `SASRecReward`), with the method's reward options."""
     if cfg["crr_weight"] <= 0:
         return None
-    return reward_models[source or reward_source(method)].as_reward_fn(catalog)
+    options = dict(REWARD_OPTIONS.get(method, {}))
+    if "candidates" in options:  # a catalogue smaller than the candidate set (the synthetic data): every item
+        options["candidates"] = min(options["candidates"], len(catalog))
+    return reward_models[source or reward_source(method)].as_reward_fn(catalog, **options)
 
 
 def ilrec_settings(a, method, overrides=None):

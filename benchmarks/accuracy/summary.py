@@ -31,6 +31,7 @@ ROWS = [
     ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_no_crr", "ilrec"),
     ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_sasrec_reward", "sft_more"),
     ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_sasrec_reward", "ilrec"),
+    ("Instruments, 6 layers, lr2 1e-3", "accuracy", "instruments", "ilrec_mf_top1000", "ilrec"),
     ("MovieLens, 6 layers, lr2 1e-3", "accuracy", "ml100k", "ilrec", "sft_more"),
     ("MovieLens, 6 layers, lr2 1e-3", "accuracy", "ml100k", "ilrec", "dpo"),
     ("MovieLens, 6 layers, lr2 1e-3", "accuracy", "ml100k", "ilrec_no_crr", "ilrec"),

@@ -59,6 +59,18 @@ class TrainScriptArguments:
                           "split), none, or a path to a user x item score matrix. Fitted on the training split and "
                           "cached in <output_dir>/<name>_reward, reused only for the same data and settings."},
     )
+    reward_candidates: int | None = field(
+        default=None,
+        metadata={"help": "MF rewards only: reward each user's top-N items by the MF model and leave the others "
+                          "unrewarded, instead of scoring every item at every step (worth it from a few 10^5 items; "
+                          "docs/scale.md). None: every item."},
+    )
+    reward_candidate_search: str = field(
+        default="faiss",
+        metadata={"help": "How --reward_candidates finds the top-N: faiss (an inner-product index, pip install "
+                          "'ilrec-trl[faiss]'; approximate) or exact (every item scored in chunks).",
+                  "choices": ["faiss", "exact"]},
+    )
     eval_split: str = field(default="test", metadata={"help": "Split evaluated after training.",
                                                       "choices": ["test", "valid", "none"]})
     eval_num_beams: int = field(default=20, metadata={"help": "Beams of the constrained beam search."})
@@ -478,8 +490,11 @@ def prepare(plan: RunPlan):
     tokenizer = build_tokenizer(data, model_args.model_name_or_path, model_args.gguf_file,
                                 revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code)
     check_lengths(data, tokenizer, training_args)
-    reward_fn = (build_reward(plan.script_args.reward_model, data, plan.output_dir, seed=training_args.seed,
-                              main_process_first=training_args.main_process_first(desc="reward model"))
+    script_args = plan.script_args
+    reward_fn = (build_reward(script_args.reward_model, data, plan.output_dir, seed=training_args.seed,
+                              main_process_first=training_args.main_process_first(desc="reward model"),
+                              candidates=script_args.reward_candidates,
+                              candidate_search=script_args.reward_candidate_search)
                  if "ilrec" in plan.methods and ILRecLossParams.from_config(training_args).uses_rewards else None)
     check_reward_covers_users(reward_fn, data)
     return data, tokenizer, reward_fn
