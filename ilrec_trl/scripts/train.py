@@ -29,9 +29,11 @@ from .common import DataArguments, load_data, process_group_teardown, results_ta
 from .launch import launch_with_accelerate
 from .model_card import write_model_card
 from .run_record import check_output_dir, resolved_config, run_signature
-from .train_args import TrainScriptArguments, is_main_process, parse
+from .train_args import TrainScriptArguments, default_config_path, is_main_process, parse
 from .train_checks import (check_ilrec_layers, check_ilrec_starts, check_lengths, check_packing,
                            check_reward_covers_users, check_script_args, resume_target)
+
+__all__ = ["TrainScriptArguments", "default_config_path", "main", "parse", "run"]
 
 logger = logging.getLogger("ilrec_trl.train")
 
