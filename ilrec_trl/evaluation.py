@@ -3,12 +3,12 @@
 import json
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from .atomic import atomic_path
 from .catalog import ItemCatalog
 from .generation import Recommendations, constrained_beam_search
 
@@ -172,9 +172,8 @@ def evaluate_recommendations(
     metrics.update(catalog_coverage(recs.items, len(catalog), ks))
     metrics["num_users"] = len(targets)
     if output_jsonl is not None and process_rank_and_count()[0] == 0:
-        Path(output_jsonl).parent.mkdir(parents=True, exist_ok=True)
         users = split["user_id"] if "user_id" in split.column_names else list(range(len(targets)))
-        with open(output_jsonl, "w") as f:
+        with atomic_path(output_jsonl) as tmp, open(tmp, "w") as f:  # a killed run leaves the old file or the new
             for user, target, items, scores in zip(users, targets, recs.items, recs.scores):
                 f.write(json.dumps({"user_id": user, "target": target, "ranked": items,
                                     "scores": [s if math.isfinite(s) else None for s in scores]}) + "\n")

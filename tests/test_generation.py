@@ -164,6 +164,27 @@ def test_evaluate_writes_jsonl(model, tokenizer, rec_data, tmp_path):
     assert ranks.tolist() == [r["ranked"].index(r["target"]) + 1 if r["target"] in r["ranked"] else 0 for r in rows]
 
 
+def test_evaluate_jsonl_is_replaced_whole_or_not_at_all(model, tokenizer, rec_data, tmp_path, monkeypatch):
+    """A run that fails while writing its rankings leaves the previous file as it was, and no temporary file."""
+    import ilrec_trl.evaluation as evaluation
+
+    path = tmp_path / "ranked.jsonl"
+    path.write_text("previous rankings\n")
+    written = []
+
+    def dumps_then_fail(obj):
+        if written:
+            raise RuntimeError("killed mid-write")
+        written.append(obj)
+        return json.dumps(obj)
+
+    monkeypatch.setattr(evaluation.json, "dumps", dumps_then_fail)
+    with pytest.raises(RuntimeError, match="mid-write"):
+        evaluate_recommendations(model, tokenizer, rec_data.test, rec_data.catalog, num_beams=10, ks=(5,),
+                                 max_users=4, output_jsonl=str(path), progress=False)
+    assert path.read_text() == "previous rankings\n" and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 def test_callback_logs_metrics(model, tokenizer, rec_data, args_factory):
     trainer = ILRecTrainer(model=model, args=args_factory(max_steps=4, negative_scope="trie"),
                            train_dataset=rec_data.train, processing_class=tokenizer, catalog=rec_data.catalog)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult
 
+from ..atomic import atomic_path
+
 ILREC_PAPER = {
     "title": "Improving LLM-based Recommendation with Self-Hard Negatives from Intermediate Layers",
     "id": "2602.17410",
@@ -69,7 +71,9 @@ def model_card(result: dict, config: dict, table: str, dataset_name: str, base_m
 
 
 def write_model_card(directory: Path, **kwargs) -> Path:
-    """Write [`model_card`] as `directory/README.md`."""
+    """Write [`model_card`] as `directory/README.md` (atomically: a killed run leaves the old card or the new)."""
     path = Path(directory) / "README.md"
-    model_card(**kwargs).save(str(path))
+    card = model_card(**kwargs)
+    with atomic_path(path) as tmp:
+        card.save(str(tmp))
     return path
