@@ -117,17 +117,6 @@ def test_final_layer_only_refused_by_the_config():
         ILRecConfig(output_dir="x", ilrec_layers=[-1], report_to=[], use_cpu=True)
 
 
-def test_reward_matrix_with_too_few_rows_refused_before_training(tmp_path, monkeypatch):
-    from transformers import Trainer
-
-    monkeypatch.setattr(Trainer, "train", lambda self, *a, **k: pytest.fail("trained"))
-    matrix = tmp_path / "scores.npy"
-    np.save(matrix, np.zeros((3, 16), dtype=np.float32))
-    with pytest.raises(ValueError, match="score matrix has only 3 rows"):
-        train_cli.run([*TINY, "--output_dir", str(tmp_path / "run"), "--reward_model", str(matrix)])
-    assert not (tmp_path / "run" / "run_config.json").exists()
-
-
 def test_quantization_needs_a_model_bitsandbytes_and_a_gpu(tmp_path, tiny_model_dir):
     with pytest.raises(ValueError, match="pretrained model"):
         train_cli.run([*TINY, "--output_dir", str(tmp_path / "a"), "--load_in_4bit", "true"])

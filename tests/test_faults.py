@@ -308,6 +308,29 @@ def reward_candidates_above_the_catalogue(tmp):
              "--output_dir", str(tmp / "o")], error=ValueError)
 
 
+def reward_matrix_with_too_few_rows(tmp):
+    import numpy as np
+
+    np.save(tmp / "scores.npy", np.zeros((3, 16), dtype=np.float32))
+    refused(r"score matrix has only 3 rows", train_cli.run,
+            [*TINY, "--output_dir", str(tmp / "o"), "--reward_model", str(tmp / "scores.npy")], error=ValueError)
+    assert not (tmp / "o" / "run_config.json").exists()
+
+
+def reward_matrix_of_nan(tmp):
+    import numpy as np
+
+    np.save(tmp / "scores.npy", np.full((40, 16), np.nan, dtype=np.float32))
+    refused(r"NaN", train_cli.run,
+            [*TINY, "--output_dir", str(tmp / "o"), "--reward_model", str(tmp / "scores.npy")], error=ValueError)
+
+
+def compare_with_a_bad_ilrec_arm(tmp):
+    refused(r"ilrec_layers", train_cli.run, [*TINY, "--method", "compare", "--ilrec_layers", "9",
+                                             "--output_dir", str(tmp / "o")], error=ValueError)
+    assert not (tmp / "o" / "sft").exists()
+
+
 def resume_true_without_a_checkpoint(tmp):
     refused(r"--resume_from_checkpoint true: no complete checkpoint-\* folder", train_cli.run,
             [*TINY, "--method", "sft", "--resume_from_checkpoint", "true", "--output_dir", str(tmp / "o")])
@@ -332,7 +355,8 @@ def unknown_accelerate_config(tmp):
 
 
 CASES += [unknown_flag, final_decoder_layer_only, unknown_reward_model, reward_candidates_with_sasrec,
-          reward_candidates_above_the_catalogue, resume_true_without_a_checkpoint,
+          reward_candidates_above_the_catalogue, reward_matrix_with_too_few_rows, reward_matrix_of_nan,
+          compare_with_a_bad_ilrec_arm, resume_true_without_a_checkpoint,
           truncated_lcrec_json, lcrec_without_data_dir, unknown_accelerate_config]
 
 
