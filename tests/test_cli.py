@@ -5,7 +5,6 @@ import contextlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ilrec_trl.scripts import evaluate as eval_cli
