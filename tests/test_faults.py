@@ -200,7 +200,7 @@ def resume_path_to_an_incomplete_checkpoint(tmp):
     checkpoint = tmp / "run" / "checkpoint-4"
     checkpoint.mkdir(parents=True)
     (checkpoint / "model.safetensors").write_bytes(b"")
-    refused(r"checkpoint-4' is incomplete \(no trainer_state\.json", train_cli.run,
+    refused(r"checkpoint-4' is incomplete \(its trainer_state\.json is missing or torn", train_cli.run,
             [*TINY, "--method", "sft", "--output_dir", str(tmp / "run"), "--resume_from_checkpoint",
              str(checkpoint)])
 
@@ -412,15 +412,15 @@ def test_unexpected_errors_keep_their_traceback():
 
 # --------------------------------------------------------------------------------------- resume
 def test_resume_true_skips_an_incomplete_checkpoint(tmp_path, caplog):
-    for step, complete in ((2, True), (4, True), (6, False)):
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_step": 4}'), (6, '{"global_st'), (8, None)):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        if complete:
-            (folder / "trainer_state.json").write_text("{}")
+        if state is not None:  # checkpoint-6: torn while written; checkpoint-8: killed before it
+            (folder / "trainer_state.json").write_text(state)
     with caplog.at_level("WARNING"):
         target = train_cli.resume_target("true", tmp_path, compare=False)
     assert target == str(tmp_path / "checkpoint-4")
-    assert "checkpoint-6: it is incomplete" in caplog.text
+    assert "checkpoint-6: it is incomplete" in caplog.text and "checkpoint-8: it is incomplete" in caplog.text
 
 
 # --------------------------------------------------------------------------------------- crash consistency
@@ -495,17 +495,70 @@ def test_reward_cache_written_atomically(tmp_path, monkeypatch):
     assert torch.equal(tensors["w"], torch.ones(2)) and meta["fingerprint"] == "a"
 
 
-def test_resume_after_a_crash_while_saving_matches_the_uninterrupted_run(tmp_path, monkeypatch):
-    """A run killed while writing checkpoint-4 (no trainer_state.json yet) resumes with `--resume_from_checkpoint
-    true` from checkpoint-2, and its losses at steps 3 and 4 are those of the run that was never interrupted."""
-    argv = [*TINY, "--method", "ilrec", "--reward_model", "none", "--max_steps", "4", "--logging_steps", "1",
-            "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none"]
+# The real writers, each killed in a child process at the moment it writes its file (tests/scripts/kill_at_write.py:
+# SIGKILL at the open, the rename or the tensor save of that file): the user's previous file is still there, whole,
+# and the corrected rerun is not blocked by anything the killed run left.
+TRAIN = [*TINY, "--method", "ilrec", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2",
+         "--report_to", "none"]
+
+
+def killed_while_writing(target: Path, module: str, argv: list[str]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    child = subprocess.run([sys.executable, str(REPO / "tests" / "scripts" / "kill_at_write.py"), str(target), module,
+                            *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert child.returncode == -signal.SIGKILL, f"it did not reach {target.name}:\n{child.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished `ilrec-train` run (ILRec, MF reward, checkpoints at steps 2 and 4), copied by each test."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    train_cli.run([*TRAIN, "--output_dir", str(out)])
+    return out
+
+
+@pytest.mark.parametrize("target", ["results.json", "catalog.json", "run_config.json", "mf_reward/mf.safetensors",
+                                    "mf_reward/mf.json", "model.safetensors"])
+def test_train_killed_while_writing_keeps_the_previous_file(target, finished_run, tmp_path):
+    import shutil
+
     out = tmp_path / "run"
-    train_cli.run([*argv, "--output_dir", str(out)])
-    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
-    uninterrupted = {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
-    (out / "checkpoint-4" / "trainer_state.json").unlink()  # killed mid-save: the Trainer writes this file last
-    (out / "checkpoint-4" / "rng_state.pth").unlink(missing_ok=True)
+    shutil.copytree(finished_run, out)
+    before = (out / target).read_bytes()
+    # the user reruns it with another seed over the finished run; killed as it writes `target`
+    rerun = [*TRAIN, "--output_dir", str(out), "--overwrite_output_dir", "--seed", "1"]
+    killed_while_writing(out / target, "ilrec_trl.scripts.train", rerun)
+    if target == "model.safetensors":  # written in place by transformers' save_pretrained (as for any HF model):
+        assert (out / target).read_bytes() != before  # torn, and results.json still describes the old run
+        assert json.loads((out / "results.json").read_text())["config"]["training"]["seed"] == 42
+    else:
+        assert (out / target).read_bytes() == before
+    results = train_cli.run(rerun)  # the same command again: nothing left by the killed run blocks it
+    assert results and json.loads((out / "results.json").read_text())["config"]["training"]["seed"] == 1
+
+
+def test_recommend_killed_while_writing_keeps_the_previous_output(finished_run, tmp_path):
+    users = tmp_path / "users.jsonl"
+    users.write_text('{"user": "u1", "history": [1, 2, 3]}\n{"user": "u2", "history": [5]}\n')
+    out = tmp_path / "recs.jsonl"
+    base = ["--model", str(finished_run), "--input", str(users), "--output", str(out), "--device", "cpu"]
+    recommend_cli.run([*base, "--k", "3"])
+    before = out.read_bytes()
+    killed_while_writing(out, "ilrec_trl.scripts.recommend", [*base, "--k", "5"])
+    assert out.read_bytes() == before
+    recommend_cli.run([*base, "--k", "5"])
+    assert [len(json.loads(line)["items"]) for line in out.read_text().splitlines()] == [5, 5]
+
+
+def test_train_killed_while_saving_a_checkpoint_resumes_as_if_never_interrupted(finished_run, tmp_path, monkeypatch):
+    """Killed while transformers writes checkpoint-4's trainer_state.json (its last file): `--resume_from_checkpoint
+    true` skips the incomplete checkpoint-4, resumes from checkpoint-2, and its losses at steps 3 and 4 are those of
+    the run that was never interrupted."""
+    out = tmp_path / "run"
+    argv = [*TRAIN, "--logging_steps", "1", "--output_dir", str(out)]
+    killed_while_writing(out / "checkpoint-4" / "trainer_state.json", "ilrec_trl.scripts.train", argv)
+    torn = out / "checkpoint-4" / "trainer_state.json"
+    assert torn.read_text() == "" and (out / "checkpoint-4" / "model.safetensors").exists()
     from transformers import Trainer
 
     resumed_from, original = [], Trainer.train
@@ -515,13 +568,15 @@ def test_resume_after_a_crash_while_saving_matches_the_uninterrupted_run(tmp_pat
         return original(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     monkeypatch.setattr(Trainer, "train", spy)
-    train_cli.run([*argv, "--output_dir", str(out), "--resume_from_checkpoint", "true"])
+    train_cli.run([*argv, "--resume_from_checkpoint", "true"])
     assert resumed_from == [str(out / "checkpoint-2")]
-    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
-    resumed = {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
-    assert set(uninterrupted) >= {3, 4}
-    assert resumed[3] == pytest.approx(uninterrupted[3], rel=1e-5)
-    assert resumed[4] == pytest.approx(uninterrupted[4], rel=1e-5)
+    uninterrupted = tmp_path / "uninterrupted"
+    train_cli.run([*TRAIN, "--logging_steps", "1", "--output_dir", str(uninterrupted)])
+    losses = [{e["step"]: e["loss"] for e in json.loads((d / "checkpoint-4" / "trainer_state.json").read_text())[
+        "log_history"] if "loss" in e} for d in (out, uninterrupted)]
+    assert set(losses[1]) >= {3, 4}
+    assert losses[0][3] == pytest.approx(losses[1][3], rel=1e-5)
+    assert losses[0][4] == pytest.approx(losses[1][4], rel=1e-5)
 
 
 # --------------------------------------------------------------------------------------- first contact

@@ -1,6 +1,7 @@
 """`ilrec-train`'s checks of a run before anything trains: resuming, layers, packing, lengths, the reward's users,
 when ILRec starts. Each refusal is a `UserError` naming the flag and the fix."""
 
+import json
 import logging
 import math
 import re
@@ -16,9 +17,12 @@ logger = logging.getLogger("ilrec_trl.train")
 
 
 def is_complete_checkpoint(path: Path) -> bool:
-    """A checkpoint the Trainer finished writing: `trainer_state.json` is its last file (a process killed while
-    saving leaves a folder without it)."""
-    return (path / "trainer_state.json").is_file()
+    """A checkpoint the Trainer finished writing: `trainer_state.json` is its last file, written in place, so a
+    process killed while saving leaves a folder without it or with it torn (empty or cut short): it must parse."""
+    try:
+        return "global_step" in json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def last_complete_checkpoint(arm_dir: Path) -> str | None:
@@ -31,7 +35,7 @@ def last_complete_checkpoint(arm_dir: Path) -> str | None:
     for path in checkpoints:
         if is_complete_checkpoint(path):
             return str(path)
-        logger.warning("Skipping %s: it is incomplete (no trainer_state.json; the run stopped while saving it).",
+        logger.warning("Skipping %s: it is incomplete (its trainer_state.json is missing or torn: the run stopped while saving it).",
                        path)
     return None
 
@@ -56,8 +60,8 @@ def resume_target(value, arm_dir: Path, compare: bool):
         raise UserFileError(f"--resume_from_checkpoint {str(value)!r} does not exist: give a checkpoint folder "
                             f"or `true` for the latest one in --output_dir.")
     if not is_complete_checkpoint(Path(value)):
-        raise UserError(f"--resume_from_checkpoint {str(value)!r} is incomplete (no trainer_state.json: the run "
-                        f"stopped while saving it): give an earlier checkpoint, or `true` for the latest complete one.")
+        raise UserError(f"--resume_from_checkpoint {str(value)!r} is incomplete (its trainer_state.json is missing or "
+                        f"torn: the run stopped while saving it): give an earlier checkpoint, or `true` for the latest complete one.")
     return str(value)
 
 
