@@ -39,3 +39,17 @@ def write_text_atomic(path, text: str) -> None:
     """Write `text` (UTF-8) to `path` through a temporary file in the same folder, then rename: never half-written."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def move_files_atomically(source, destination) -> None:
+    """Move every file under the folder `source` to the same relative path under `destination`, each by one rename
+    (atomic), then remove `source`: for writers that fill a folder in place (`save_pretrained`), point them at a
+    temporary folder beside the destination and move it over, so a killed process leaves each file old or new."""
+    source, destination = Path(source), Path(destination)
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        target = destination / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    for folder in sorted((p for p in source.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        folder.rmdir()
+    source.rmdir()

@@ -1,5 +1,5 @@
 """`ilrec-train` / `ilrec-eval`: the embedded default end to end (shortened), the options doing what `--help` says,
-and bad input failing before anything trains."""
+and the run's identity (bad input: tests/test_faults.py)."""
 
 import contextlib
 import json
@@ -92,39 +92,7 @@ def test_help_with_a_config_shows_that_config(capsys):
     assert training.lr_scheduler_type == "cosine"  # not in the file: the script's default, as --help shows
 
 
-# ------------------------------------------------------------------------------------------- validation up front
-@pytest.mark.parametrize("bad, match", [
-    (["--ilrec_layers", "9"], "ilrec_layers"),
-    (["--ilrec_layers", "5"], "only the final decoder layer"),  # of the tiny model's 6
-    (["--packing", "true"], "packing"),
-])
-def test_compare_refuses_a_bad_ilrec_arm_before_either_trains(tmp_path, monkeypatch, bad, match):
-    from transformers import Trainer
-
-    trained = []
-    monkeypatch.setattr(Trainer, "train", lambda self, *a, **k: trained.append(type(self).__name__))
-    out = tmp_path / "run"
-    with pytest.raises(ValueError, match=match):
-        train_cli.run([*TINY, "--output_dir", str(out), *bad])
-    assert trained == [] and not (out / "run_config.json").exists() and not (out / "sft").exists()
-
-
-def test_final_layer_only_refused_by_the_config():
-    from ilrec_trl import ILRecConfig
-
-    with pytest.raises(ValueError, match="only the final decoder layer"):
-        ILRecConfig(output_dir="x", ilrec_layers=[-1], report_to=[], use_cpu=True)
-
-
-def test_quantization_needs_a_model_bitsandbytes_and_a_gpu(tmp_path, tiny_model_dir):
-    with pytest.raises(ValueError, match="pretrained model"):
-        train_cli.run([*TINY, "--output_dir", str(tmp_path / "a"), "--load_in_4bit", "true"])
-    with pytest.raises(ValueError, match="bitsandbytes|CUDA GPU"):
-        train_cli.run([*TINY, "--output_dir", str(tmp_path / "b"), "--load_in_8bit", "true",
-                       "--model_name_or_path", str(tiny_model_dir)])
-    assert not (tmp_path / "b").exists()
-
-
+# ------------------------------------------------------------------------------------------- ModelConfig
 def test_model_config_fields_reach_from_pretrained(tiny_model_dir, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -149,20 +117,15 @@ def test_model_config_fields_reach_from_pretrained(tiny_model_dir, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------- the run's identity
-def test_output_dir_holding_a_different_finished_run(tmp_path):
+def test_output_dir_holding_the_same_finished_run(tmp_path):
+    """The same finished run (tracking and resume fields aside) is refused (training again would replace its
+    results) unless resumed or overwritten on purpose. A different run is refused too: tests/test_faults.py."""
     out = tmp_path / "run"
     data, script, training, model = train_cli.parse([*TINY, "--output_dir", str(out)])
     config = train_cli.resolved_config(data, script, training, model)
     out.mkdir()
     (out / "run_config.json").write_text(json.dumps(config))
     (out / "results.json").write_text("{}")
-    # any field counts, not a hand-picked ten
-    with pytest.raises(ValueError, match=r"holds a different run .*training\.negative_phi"):
-        train_cli.run([*TINY, "--output_dir", str(out), "--negative_phi", "2.0"])
-    with pytest.raises(ValueError, match=r"training\.cpo_penalty"):
-        train_cli.run([*TINY, "--output_dir", str(out), "--cpo_penalty", "additive"])
-    # the same finished run (tracking and resume fields aside) is refused (training again would replace its
-    # results) unless resumed or overwritten on purpose
     signature = train_cli.run_signature(config)
     with pytest.raises(ValueError, match="already holds this run, finished"):
         train_cli.check_output_dir(out, signature, overwrite=False, resuming=False)
@@ -182,11 +145,6 @@ def test_failed_run_does_not_block_its_corrected_rerun(tmp_path):
     (out / "run_config.json").write_text(json.dumps({"data": {"dataset": "other"}}))
     results = train_cli.run([*TINY, "--output_dir", str(out), "--method", "sft"])
     assert results[0]["method"] == "sft" and (out / "results.json").exists()
-
-
-def test_unknown_flag_fails_fast(tmp_path):
-    with pytest.raises((SystemExit, ValueError)):
-        train_cli.run(["--no_such_flag", "1", "--output_dir", str(tmp_path)])
 
 
 # ------------------------------------------------------------------------------------------- resume per arm
@@ -246,41 +204,6 @@ def test_end_tracking_finishes_an_open_wandb_run():
                               accelerator=SimpleNamespace(end_training=lambda: finished.append("accelerate")))
     train_cli.end_tracking(trainer)
     assert finished == ["wandb", "accelerate"]
-
-
-# ------------------------------------------------------------------------------------------- data errors
-def test_missing_data_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv("ILREC_DATA_DIR", raising=False)
-    with pytest.raises(ValueError, match="needs --data_dir"):
-        train_cli.run(["--dataset", "lcrec", "--output_dir", str(tmp_path / "a")])
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        train_cli.run(["--dataset", "movielens", "--data_dir", str(tmp_path / "nope"), "--output_dir",
-                        str(tmp_path / "b")])
-
-
-def test_truncated_json_names_the_file(tmp_path):
-    (tmp_path / "Toys.inter.json").write_text('{"0": [1, 2, 3], "1": [2,')
-    with pytest.raises(ValueError, match=r"Toys\.inter\.json' is not valid JSON .*truncated"):
-        train_cli.run(["--dataset", "lcrec", "--data_dir", str(tmp_path), "--lcrec_prefix", "Toys",
-                       "--output_dir", str(tmp_path / "out")])
-
-
-def test_dataset_without_completion_names_the_column(monkeypatch, tmp_path):
-    from ilrec_trl.data import arguments, load_synthetic
-
-    def no_completion(**kwargs):
-        data = load_synthetic(**kwargs)
-        data.train = data.train.remove_columns(["completion"])
-        return data
-
-    monkeypatch.setattr(arguments, "load_synthetic", no_completion)  # what load_data calls
-    with pytest.raises(ValueError, match="train split of .* has no column 'completion'"):
-        train_cli.run([*TINY, "--output_dir", str(tmp_path)])
-
-
-def test_eval_model_must_exist(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--model"):
-        eval_cli.run(["--model", str(tmp_path / "missing")])
 
 
 # ------------------------------------------------------------------------------------------- shipped configs

@@ -289,6 +289,10 @@ def final_decoder_layer_only(tmp):
     refused(r"--ilrec_layers \[5\]: .*names only the final decoder layer \(of the model's 6\)", train_cli.run,
             [*TINY, "--ilrec_layers", "5", "--output_dir", str(tmp / "o")])
     assert not (tmp / "o" / "run_config.json").exists()
+    from ilrec_trl import ILRecConfig
+
+    with pytest.raises(ValueError, match="only the final decoder layer"):  # the library's config says it too
+        ILRecConfig(output_dir=str(tmp / "x"), ilrec_layers=[-1], report_to=[], use_cpu=True)
 
 
 def unknown_reward_model(tmp):
@@ -326,9 +330,70 @@ def reward_matrix_of_nan(tmp):
 
 
 def compare_with_a_bad_ilrec_arm(tmp):
-    refused(r"ilrec_layers", train_cli.run, [*TINY, "--method", "compare", "--ilrec_layers", "9",
-                                             "--output_dir", str(tmp / "o")], error=ValueError)
-    assert not (tmp / "o" / "sft").exists()
+    """Both arms are validated before either trains: the ILRec arm's layers or packing refuse the SFT arm too."""
+    for bad, match in ((["--ilrec_layers", "9"], "ilrec_layers"), (["--ilrec_layers", "5"], "only the final decoder"),
+                       (["--packing", "true"], "packing")):
+        out = tmp / "_".join(bad).strip("-")
+        refused(match, train_cli.run, [*TINY, "--method", "compare", *bad, "--output_dir", str(out)], error=ValueError)
+        assert not (out / "sft").exists() and not (out / "run_config.json").exists()
+
+
+def quantization_without_a_pretrained_model_or_a_gpu(tmp):
+    from ilrec_trl.data import build_word_tokenizer, load_synthetic
+    from ilrec_trl.models import tiny_llama
+
+    refused("pretrained model", train_cli.run, [*TINY, "--output_dir", str(tmp / "a"), "--load_in_4bit", "true"],
+            error=ValueError)
+    data = load_synthetic(num_users=20, num_items=16)
+    tok = build_word_tokenizer(list(data.train["prompt"]) + list(data.train["completion"]))
+    tiny_llama(tok, num_layers=2, hidden_size=16, num_heads=2, seed=0).save_pretrained(tmp / "model")
+    tok.save_pretrained(tmp / "model")
+    refused("bitsandbytes|CUDA GPU", train_cli.run, [*TINY, "--output_dir", str(tmp / "b"), "--load_in_8bit", "true",
+                                                     "--model_name_or_path", str(tmp / "model")], error=ValueError)
+    assert not (tmp / "b").exists()
+
+
+def output_dir_holding_a_different_finished_run(tmp):
+    out = tmp / "run"
+    data, script, training, model = train_cli.parse([*TINY, "--output_dir", str(out)])
+    out.mkdir()
+    (out / "run_config.json").write_text(json.dumps(train_cli.resolved_config(data, script, training, model)))
+    (out / "results.json").write_text("{}")
+    # any field of the resolved configuration counts
+    refused(r"holds a different run .*training\.negative_phi", train_cli.run,
+            [*TINY, "--output_dir", str(out), "--negative_phi", "2.0"], error=ValueError)
+    refused(r"training\.cpo_penalty", train_cli.run, [*TINY, "--output_dir", str(out), "--cpo_penalty", "additive"],
+            error=ValueError)
+
+
+def reward_file_missing(tmp):
+    """Refused before the run starts: no run_config.json is left to block the corrected rerun."""
+    refused("--reward_model", train_cli.run, [*TINY, "--output_dir", str(tmp / "o"), "--reward_model",
+                                              str(tmp / "missing.npy")], error=FileNotFoundError)
+    assert not (tmp / "o" / "run_config.json").exists()
+
+
+def movielens_data_dir_missing(tmp):
+    refused("does not exist", train_cli.run, ["--dataset", "movielens", "--data_dir", str(tmp / "nope"),
+                                              "--output_dir", str(tmp / "o")], error=FileNotFoundError)
+
+
+def dataset_without_a_completion_column(tmp):
+    from ilrec_trl.data import arguments, load_synthetic
+
+    def no_completion(**kwargs):
+        data = load_synthetic(**kwargs)
+        data.train = data.train.remove_columns(["completion"])
+        return data
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(arguments, "load_synthetic", no_completion)  # what load_data calls
+        refused("train split of .* has no column 'completion'", train_cli.run, [*TINY, "--output_dir", str(tmp / "o")],
+                error=ValueError)
+
+
+def eval_model_missing(tmp):
+    refused("--model", eval_cli.run, ["--model", str(tmp / "missing")], error=FileNotFoundError)
 
 
 def resume_true_without_a_checkpoint(tmp):
@@ -356,7 +421,9 @@ def unknown_accelerate_config(tmp):
 
 CASES += [unknown_flag, final_decoder_layer_only, unknown_reward_model, reward_candidates_with_sasrec,
           reward_candidates_above_the_catalogue, reward_matrix_with_too_few_rows, reward_matrix_of_nan,
-          compare_with_a_bad_ilrec_arm, resume_true_without_a_checkpoint,
+          compare_with_a_bad_ilrec_arm, quantization_without_a_pretrained_model_or_a_gpu,
+          output_dir_holding_a_different_finished_run, reward_file_missing, movielens_data_dir_missing,
+          dataset_without_a_completion_column, eval_model_missing, resume_true_without_a_checkpoint,
           truncated_lcrec_json, lcrec_without_data_dir, unknown_accelerate_config]
 
 
@@ -528,11 +595,7 @@ def test_train_killed_while_writing_keeps_the_previous_file(target, finished_run
     # the user reruns it with another seed over the finished run; killed as it writes `target`
     rerun = [*TRAIN, "--output_dir", str(out), "--overwrite_output_dir", "--seed", "1"]
     killed_while_writing(out / target, "ilrec_trl.scripts.train", rerun)
-    if target == "model.safetensors":  # written in place by transformers' save_pretrained (as for any HF model):
-        assert (out / target).read_bytes() != before  # torn, and results.json still describes the old run
-        assert json.loads((out / "results.json").read_text())["config"]["training"]["seed"] == 42
-    else:
-        assert (out / target).read_bytes() == before
+    assert (out / target).read_bytes() == before
     results = train_cli.run(rerun)  # the same command again: nothing left by the killed run blocks it
     assert results and json.loads((out / "results.json").read_text())["config"]["training"]["seed"] == 1
 

@@ -10,6 +10,7 @@ or both side by side), evaluate with constrained beam search, write `results.jso
 import copy
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from trl import get_peft_config
 
 from ..artifact import RecommenderConfig
-from ..atomic import write_text_atomic
+from ..atomic import move_files_atomically, write_text_atomic
 from ..data import build_tokenizer
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations, ks_within
 from ..losses import ILRecLossParams
@@ -77,6 +78,20 @@ def build_trainer(method, data, tokenizer, data_args, script_args, args, model_a
     return trainer
 
 
+def save_final_model(trainer, output_dir: Path) -> None:
+    """`trainer.save_model` into a temporary folder inside `output_dir`, whose files are then renamed over the
+    folder's: a run killed while saving (say a rerun with --overwrite_output_dir) leaves each file whole, old or new.
+    Every process calls it (under ZeRO-3 the weights are gathered from all of them); the main one writes."""
+    saving = output_dir / ".ilrec-saving"
+    if trainer.args.should_save and saving.exists():
+        shutil.rmtree(saving)  # left by a run killed while saving
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(saving))
+    if trainer.args.should_save:
+        move_files_atomically(saving, output_dir)
+    trainer.accelerator.wait_for_everyone()
+
+
 def train_and_evaluate(trainer, method, data, tokenizer, script_args, resume) -> dict:
     args = trainer.args
     output_dir = Path(args.output_dir)
@@ -84,7 +99,7 @@ def train_and_evaluate(trainer, method, data, tokenizer, script_args, resume) ->
     trainer.train(resume_from_checkpoint=resume)
     # wall time depends on whatever else runs on the machine; CPU time (this process, all its threads) less so
     train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    trainer.save_model(str(output_dir))
+    save_final_model(trainer, output_dir)
     result = {"method": method, "train_seconds": round(train_seconds, 1),
               "train_cpu_seconds": round(train_cpu_seconds, 1),
               "train_loss": next((e["train_loss"] for e in trainer.state.log_history if "train_loss" in e), None)}
