@@ -453,6 +453,31 @@ def test_diagnostics_only_on_logged_steps(model, tokenizer, rec_data, args_facto
     assert "eval_top1_layer_-2" in trainer.evaluate() and calls[-1] is True
 
 
+def test_metrics_reach_the_host_only_on_logged_steps(model, tokenizer, rec_data, args_factory, monkeypatch):
+    """The per-step sums stay on the device between logs: one gather (one transfer) per logged step, none on the
+    others, and the logged value is the ratio of the sums since the previous log."""
+    args = args_factory(negative_scope="trie", max_steps=4, logging_steps=2)
+    trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
+                           catalog=rec_data.catalog)
+    seen, gathered, original = [], [], ILRecTrainer._log_ilrec_metrics
+
+    def spy(self, mode, inputs, metrics):
+        seen.append({name: (float(num), float(den)) for name, (num, den) in metrics.items()})
+        return original(self, mode, inputs, metrics)
+
+    monkeypatch.setattr(ILRecTrainer, "_log_ilrec_metrics", spy)
+    real_gather = trainer.accelerator.gather
+    monkeypatch.setattr(trainer.accelerator, "gather", lambda x: gathered.append(trainer.state.global_step + 1)
+                        or real_gather(x))
+    trainer.train()
+    assert gathered == [2, 4]
+    logs = [e for e in trainer.state.log_history if "cpo" in e]
+    for log, (first, second) in zip(logs, (seen[0:2], seen[2:4])):
+        for name in ("cpo", "cpd", "negatives_per_token"):
+            want = (first[name][0] + second[name][0]) / (first[name][1] + second[name][1])
+            assert log[name] == pytest.approx(want, rel=1e-5), name
+
+
 def test_reward_fn_without_crr_weight_is_never_called(model, tokenizer, rec_data, args_factory):
     """`crr_weight=0` switches L_CRR off (`ILRecLossParams.crr_on`): the reward function is never called. The ILRec
     forward takes a typed request only."""

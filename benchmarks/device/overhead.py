@@ -16,6 +16,9 @@ is on the GPU) and the same minus the weights.
 `--profile_steps` steps after the warm-up, and records, per variant, the operators with the most self device time
 and the most self CPU time, and the totals of the marked regions (`compute_loss`, and ILRec's
 `ilrec.build_request`: scope mask, trie prefix nodes and rewards): where ILRec's extra time goes on the GPU.
+After those steps, as many more run under CUDA's sync debug mode (`benchmarks/device/sync_audit.py`): every
+device→host synchronisation of a step, counted per call site, for SFTTrainer and ILRecTrainer alike (no logging step
+among them), so the ones ILRec adds are listed with where they come from.
 
     python -m benchmarks.device.overhead --shape .device_kit/a/smollm2_shape --out $OUT/overhead.json
     python -m benchmarks.device.overhead --shape ... --out /tmp/o.json --smoke     # CPU, 2-layer model, 2 steps
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.device.sync_audit import SyncAudit
 from benchmarks.speed.step_overhead.data import (
     ILREC_LAYERS,
     ILREC_WEIGHTS,
@@ -105,7 +109,7 @@ def marked(fn, label):
     return wrapper
 
 
-def run_one(variant, shape, batch, warmup, steps, smoke, profile_steps=0):
+def run_one(variant, shape, batch, warmup, steps, smoke, profile_steps=0, audit_steps=0):
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -139,7 +143,7 @@ def run_one(variant, shape, batch, warmup, steps, smoke, profile_steps=0):
             times.append(time.perf_counter() - self.t)
 
     out_dir = tempfile.mkdtemp(prefix="ilrec-overhead-")
-    common = dict(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=warmup + steps,
+    common = dict(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=warmup + steps + audit_steps,
                   bf16=cuda,  # the smoke run on a CPU in fp32: CPU bf16 autocast is many times slower
                   use_cpu=not cuda, learning_rate=1e-5, logging_strategy="no", save_strategy="no", report_to=[],
                   gradient_checkpointing=False, disable_tqdm=True, seed=0, dataloader_num_workers=0)
@@ -174,15 +178,21 @@ def run_one(variant, shape, batch, warmup, steps, smoke, profile_steps=0):
                     profiled.update(profile_summary(self.prof), steps=profile_steps)
 
         trainer.add_callback(Profile())
+    audit = None
+    if audit_steps and cuda:  # after the timed (or profiled) steps, so that its warnings cost them nothing
+        audit = SyncAudit(warmup + steps, warmup + steps + audit_steps)
+        trainer.add_callback(audit)
     seq_len = len(trainer.train_dataset[0]["input_ids"])
     trainer.train()
-    measured = times[warmup:] or times
+    measured = times[warmup:warmup + steps] or times
     result = {"variant": variant, "batch": batch, "seq_len_first_example": seq_len, "steps_measured": len(measured),
               "step_s_median": statistics.median(measured), "step_s_all": [round(t, 5) for t in times],
               "params": sum(p.numel() for p in model.parameters()),
               "vocab_size": model.get_output_embeddings().out_features}
     if profiled:
         result["profile"] = profiled
+    if audit_steps:
+        result["host_syncs"] = audit.report() if audit else "not measured: CUDA's sync debug mode needs a GPU"
     if cuda:
         peak = torch.cuda.max_memory_allocated()
         result.update(peak_mem_gib=peak / 2**30, weights_gib=weights / 2**30, peak_minus_weights_gib=(peak - weights)
@@ -239,6 +249,12 @@ def profile_table(profile) -> str:
         for e in prof.get("by_self_device", [])[:8]:
             lines.append(f"    {e['self_device_ms']:9.2f} device  {e['self_cpu_ms']:9.2f} cpu  x{e['count']:<5} "
                          f"{e['name'][:70]}")
+        syncs = prof.get("host_syncs")
+        if isinstance(syncs, dict):
+            lines.append(f"  host syncs per step: {syncs['syncs_per_step']:.1f}")
+            lines += [f"    {site['per_step']:6.1f}  {site['site']}" for site in syncs["sites"][:12]]
+        elif syncs:
+            lines.append(f"  host syncs: {syncs}")
     return "\n".join(lines)
 
 
@@ -284,8 +300,9 @@ def main(argv=None):
         report["profile"] = {}
         for variant in VARIANTS:
             result = run_one(variant, Path(a.shape), a.profile_batch, a.warmup, a.profile_steps, a.smoke,
-                             profile_steps=a.profile_steps)
-            report["profile"][variant] = {"batch": a.profile_batch, **result.get("profile", {})}
+                             profile_steps=a.profile_steps, audit_steps=a.profile_steps)
+            report["profile"][variant] = {"batch": a.profile_batch, **result.get("profile", {}),
+                                          "host_syncs": result["host_syncs"]}
             out.write_text(json.dumps(report, indent=1))
         print(profile_table(report["profile"]))
 

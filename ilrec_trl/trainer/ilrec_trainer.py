@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 CONTEXT_KEY = "ilrec_context"
 
 
+TOKENS = "\0num_tokens"  # the token count among the pending sums (not a metric name)
+
+
 class ContextCollator:
     """Wraps a collator: the batch also carries `CONTEXT_KEY` (`"ilrec_context"`), `{column: [value per example]}` of
     the listed columns present in the examples (the user context for the `reward_fn`), and the wrapped collator never
@@ -93,6 +96,7 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
 
         self.reward_fn = reward_fn
         self.catalog = catalog
+        self._pending_metrics: dict[str, dict] = {"train": {}, "eval": {}}  # name -> (num, den) summed on the device
         self.recommender_config = recommender_config
         if catalog is not None and hasattr(catalog, "is_bound") and not catalog.is_bound:
             catalog.bind(self.processing_class)
@@ -239,15 +243,27 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
 
     @torch.no_grad()
     def _log_ilrec_metrics(self, mode: str, inputs: dict, metrics: dict) -> None:
-        """Sum every metric's (numerator, denominator) over the processes, then log their ratios."""
-        names = list(metrics)
+        """Add every metric's (numerator, denominator), and the tokens seen, to sums kept on the device; on the steps
+        that log (and in evaluation), sum them over the processes in one transfer and log their ratios. The steps in
+        between make no device→host synchronisation here."""
         device = inputs["labels"].device
-        sums = torch.stack([torch.as_tensor(x, device=device).float() for pair in metrics.values() for x in pair])
-        totals = self.accelerator.gather(sums.view(1, -1, 2)).sum(0).cpu()  # one transfer, whatever the device
-        for name, value in metric_values(dict(zip(names, totals.unbind(0)))).items():
-            self._metrics[mode][name].append(value)
+        pending = self._pending_metrics[mode]
+        for name, pair in metrics.items():
+            pair = torch.stack([torch.as_tensor(x, device=device).float() for x in pair])
+            pending[name] = pair if name not in pending else pending[name] + pair
         if mode == "train":
             local = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
-            local = torch.as_tensor(local, device=device)
-            self._total_train_tokens += int(self.accelerator.gather(local[None]).sum().item()) // self._tp_size
+            tokens = torch.as_tensor(local, device=device).float().expand(2)  # kept as a (num, den) pair
+            pending[TOKENS] = tokens if TOKENS not in pending else pending[TOKENS] + tokens
+            if not self._logs_this_step():
+                return
+        names = list(pending)
+        sums = torch.stack([pending[name] for name in names])
+        pending.clear()
+        totals = self.accelerator.gather(sums[None]).sum(0).cpu()  # one transfer, whatever the device
+        totals = dict(zip(names, totals.unbind(0)))
+        if TOKENS in totals:
+            self._total_train_tokens += int(totals.pop(TOKENS)[0]) // self._tp_size
+        for name, value in metric_values(totals).items():
+            self._metrics[mode][name].append(value)
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
