@@ -4,10 +4,27 @@ import math
 from pathlib import Path
 
 ALL_SIZES = (10_000, 100_000, 1_000_000)
-#: stages a user runs that this benchmark does not measure yet (listed in the table as such)
-NOT_MEASURED = ("load + leave-one-out split + prompts", "ilrec-index (embeddings + residual k-means)",
-                "SASRec fit and scores", "training step, SmolLM2-135M shape")
 DETAILS = {  # stage -> [(label, path in its record, format)]
+    "load + leave-one-out split + prompts": [
+        ("interactions", ("interactions",), "{:,}"), ("train examples", ("train_examples",), "{:,}"),
+        ("CSV file", ("csv_mb",), "{:.0f} MB"), ("datasets (Arrow)", ("arrow_mb",), "{:.0f} MB"),
+        ("Python heap blocks kept per interaction", ("python_blocks_per_interaction",), "{:.2f}")],
+    "ilrec-index (embeddings + residual k-means)": [
+        ("text: TF-IDF + SVD", ("text", "cpu_s"), "{:.2f} s"), ("cf: ALS item factors", ("cf", "cpu_s"), "{:.2f} s"),
+        ("residual k-means, 3 x 256", ("kmeans", "cpu_s"), "{:.1f} s"),
+        ("residual k-means, added peak", ("kmeans", "peak_mb"), "+{:.0f} MB"),
+        ("index.json text", ("index_json", "cpu_s"), "{:.2f} s"),
+        ("items sharing codes before the collision level", ("items_in_collisions",), "{:,}")],
+    "SASRec fit and scores": [
+        ("sequences rebuilt from the train split", ("rebuild", "cpu_s"), "{:.2f} s"),
+        ("batches per epoch (measured)", ("fit", "batches_per_epoch"), "{:,}"),
+        ("batches measured", ("fit", "batches_measured"), "{:,}"),
+        ("per batch, loss ce", ("fit", "cpu_per_batch_s"), "{:.2f} s"),
+        ("per epoch, loss bce", ("bce", "cpu_per_epoch_s"), "{:.1f} s"),
+        ("score 64 users x every item", ("score", "cpu_s"), "{:.3f} s"),
+        ("score, added peak", ("score", "peak_mb"), "+{:.0f} MB"),
+        ("score, per user x item", ("score", "cpu_per_user_item_ns"), "{:.1f} ns"),
+        ("scoring every user once (a validation pass)", ("score", "validation_pass_cpu_s"), "{:.0f} s")],
     "catalogue bind + trie": [("trie nodes", ("trie_nodes",), "{:,}")],
     "catalog.json load": [("file", ("size_mb",), "{:.1f} MB"), ("write", ("write_cpu_s",), "{:.2f} s")],
     "MF fit (ALS)": [("per epoch", ("cpu_per_epoch_s",), "{:.2f} s"), ("interactions", ("interactions",), "{:,}")],
@@ -32,13 +49,19 @@ DETAILS = {  # stage -> [(label, path in its record, format)]
     "training step, top-1000 candidates (ILRec vs SFT)": [
         ("SFT loss step (ILRecTrainer, weights 0)", ("sft_loss", "step_cpu_s"), "{:.2f} s"),
         ("ILRec / SFT loss", ("ratio_to_sft_loss",), "{:.2f}x")],
+    "training step, SmolLM2-135M shape": [
+        ("batch", ("batch",), "{}"), ("parameters", ("parameters",), "{:,}"),
+        ("SFT loss step (ILRecTrainer, weights 0)", ("sft_loss", "step_cpu_s"), "{:.1f} s"),
+        ("ILRec / SFT loss", ("ratio_to_sft_loss",), "{:.2f}x")],
 }
 
 
 LEGEND = {"beam search (20 beams)": "beam search, 20 beams, 64 users",
           "Recommender.recommend": "Recommender.recommend, batch 1 (p50)",
           "training step (ILRec vs SFT)": "ILRec training step, batch 64",
-          "training step, top-1000 candidates (ILRec vs SFT)": "ILRec training step, top-1000 MF candidates"}
+          "training step, top-1000 candidates (ILRec vs SFT)": "ILRec training step, top-1000 MF candidates",
+          "SASRec fit and scores": "SASRec fit, one epoch (ce loss)",
+          "training step, SmolLM2-135M shape": "ILRec training step, SmolLM2-135M shape, batch 8"}
 
 
 def _get(record: dict, path: tuple):
@@ -74,6 +97,8 @@ def table(result: dict, stage_names: list[str]) -> str:
                 cells.append("not measured")
             elif "error" in record:
                 cells.append(record["error"][:60])
+            elif "not_run" in record:
+                cells.append(record["not_run"])
             else:
                 points.append((n, record["cpu_s"]))
                 peak = record.get("peak_mb")
@@ -86,8 +111,6 @@ def table(result: dict, stage_names: list[str]) -> str:
                 last_n, last_c = points[-1]
                 cells.append(f"~{last_c * (n / last_n) ** max(slope or 1.0, 1.0):.3g} s (extrapolated)")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if slope is None else f'{slope:.2f}'} |")
-    for name in NOT_MEASURED:
-        lines.append(f"| {name} | " + " | ".join(["not measured"] * len(columns)) + " | |")
     details = ["", "| stage | figure | " + " | ".join(f"{n:,}" for n in measured) + " |",
                "|---|---|" + "---:|" * len(measured)]
     for name in stage_names:
