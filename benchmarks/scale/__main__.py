@@ -57,7 +57,7 @@ def stages(smoke: bool, mf_epochs: int) -> list[tuple[str, object, tuple[str, ..
         (candidate_stages.STEP_STAGE,
          lambda s: candidate_stages.candidate_training_step(s, 1 if smoke else 2, 4 if smoke else
                                                             model_stages.TRAIN_BATCH), ("catalog",)),
-        (smollm_stages.STAGE, lambda s: smollm_stages.smollm_step(s, 1 if smoke else 2, 2 if smoke else
+        (smollm_stages.STAGE, lambda s: smollm_stages.smollm_step(s, 1 if smoke else 4, 2 if smoke else
                                                                   smollm_stages.BATCH, **smollm_shape), ()),
     ]
 

@@ -97,7 +97,7 @@ def extrapolated(results: dict, stage: str, size: int, key: str) -> float | None
 
 
 def over_budget(state: dict, stage: str, max_cpu_s: float | None, max_peak_mb: float | None,
-                keys: tuple[str, str] = ("cpu_s", "peak_mb")) -> dict | None:
+                keys: tuple[str, str] = ("cpu_s", "peak_mb"), cpu_label: str = "CPU") -> dict | None:
     """`{"not_run": why, ...}` when the sizes measured below this one (`state["results"]`) extrapolate `keys` (CPU
     seconds, added peak MB) beyond the budget (`None`: no limit); else `None`. Printed, never silently skipped."""
     size, results = state["log"].num_items, state.get("results", {})
@@ -105,8 +105,7 @@ def over_budget(state: dict, stage: str, max_cpu_s: float | None, max_peak_mb: f
     if not ((max_cpu_s is not None and cpu is not None and cpu > max_cpu_s)
             or (max_peak_mb is not None and peak is not None and peak > max_peak_mb)):
         return None
-    why = "not run: extrapolated " + ", ".join(
-        text for text, value in ((f"{(cpu or 0) / 60:.0f} min CPU", cpu), (f"{(peak or 0) / 1024:.1f} GB", peak))
-        if value is not None)
+    figures = ((f"{(cpu or 0) / 60:.0f} min {cpu_label}", cpu), (f"{(peak or 0) / 1024:.1f} GB", peak))
+    why = "not run: extrapolated " + ", ".join(text for text, value in figures if value is not None)
     print(f"  [{size:,} items] {stage}: {why}", flush=True)
     return {"not_run": why, "extrapolated_cpu_s": cpu, "extrapolated_peak_mb": peak}

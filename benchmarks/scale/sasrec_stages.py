@@ -44,7 +44,7 @@ def sasrec_stage(state: dict, max_batches: int = MAX_BATCHES, users: int = USERS
     log = state["log"]
     num_items = log.num_items
     out: dict = {}
-    skipped = over_budget(state, STAGE, None, MAX_PEAK_MB)
+    skipped = over_budget(state, STAGE, None, MAX_PEAK_MB, cpu_label="CPU per epoch")
     if skipped:
         out.update(skipped)
     else:
