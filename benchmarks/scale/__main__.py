@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import candidate_stages, catalog_stages, model_stages
+from . import candidate_stages, catalog_stages, data_stages, index_stages, model_stages, sasrec_stages, smollm_stages
 from .report import plot, table
 from .synthetic import synthetic_log
 
@@ -36,7 +36,12 @@ PLOT = Path("docs/scale.png")
 def stages(smoke: bool, mf_epochs: int) -> list[tuple[str, object, tuple[str, ...]]]:
     """`(name, function(state) -> dict, what it needs in state)`, in order."""
     users = 4 if smoke else 64
+    smollm_shape = {"num_hidden_layers": 6} if smoke else {}  # ILRec reads layers -2..-5
     return [
+        (data_stages.STAGE, data_stages.load_split, ()),
+        (index_stages.STAGE, lambda s: index_stages.index_stage(s, iters=5 if smoke else 50), ()),
+        (sasrec_stages.STAGE, lambda s: sasrec_stages.sasrec_stage(s, 2 if smoke else sasrec_stages.MAX_BATCHES,
+                                                                   users), ()),
         ("catalogue bind + trie", catalog_stages.bind_catalog, ()),
         ("catalog.json load", catalog_stages.catalog_json, ("catalog",)),
         ("token_rewards (max)", lambda s: catalog_stages.token_rewards_stage(s, "max"), ("catalog",)),
@@ -52,6 +57,8 @@ def stages(smoke: bool, mf_epochs: int) -> list[tuple[str, object, tuple[str, ..
         (candidate_stages.STEP_STAGE,
          lambda s: candidate_stages.candidate_training_step(s, 1 if smoke else 2, 4 if smoke else
                                                             model_stages.TRAIN_BATCH), ("catalog",)),
+        (smollm_stages.STAGE, lambda s: smollm_stages.smollm_step(s, 1 if smoke else 4, 2 if smoke else
+                                                                  smollm_stages.BATCH, **smollm_shape), ()),
     ]
 
 
@@ -116,7 +123,7 @@ def main(argv=None) -> dict:
     for size in sizes:
         record = result["sizes"].setdefault(str(size), {})
         start = time.process_time()
-        state = {"log": synthetic_log(size, args.interactions_per_item, seed=0)}
+        state = {"log": synthetic_log(size, args.interactions_per_item, seed=0), "results": result["sizes"]}
         record["generate"] = {"cpu_s": time.process_time() - start, "users": state["log"].num_users,
                               "interactions": int(len(state["log"].items))}
         for name, run, needs in selected:

@@ -96,7 +96,8 @@ def _step_times(trainer, steps: int) -> list[float]:
     return times[WARMUP_STEPS:steps]
 
 
-def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH, reward_options: dict | None = None) -> dict:
+def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH, reward_options: dict | None = None,
+                  model=None, trainers: tuple[str, ...] = ("sft", "sft_loss", "ilrec")) -> dict:
     """One optimizer step at the same batch and model, median CPU seconds after one warm-up step:
 
     - `ilrec`: `ILRecTrainer`, all three losses (weights 0.1), trie scope, MF reward through the trie;
@@ -105,7 +106,8 @@ def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH, reward_opti
     - `sft`: `RecSFTTrainer` (TRL's `SFTTrainer`); on CPU, TRL's fused loss scores every position (prompt
       included) through the output head, so it is slower than the completion-only `sft_loss`.
 
-    `reward_options` go to `mf.as_reward_fn` (e.g. `candidates=1000`); built before the steps are timed.
+    `reward_options` go to `mf.as_reward_fn` (e.g. `candidates=1000`); built before the steps are timed. `model`:
+    another model than the tiny Llama; `trainers`: which of the three to run.
     """
     from datasets import Dataset
 
@@ -115,9 +117,9 @@ def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH, reward_opti
         mf_fit(state, epochs=1)
     catalog, tokenizer, mf = state["catalog"], state["tokenizer"], state["mf"]
     dataset = Dataset.from_list(_examples(state, batch * (WARMUP_STEPS + steps)))
-    base = _model(state)
+    base = _model(state) if model is None else model
     out: dict = {"batch": batch}
-    for name in ("sft", "sft_loss", "ilrec"):
+    for name in trainers:
         weight = 0.1 if name == "ilrec" else 0.0
         with tempfile.TemporaryDirectory(prefix="ilrec-scale-") as folder:
             args = ILRecConfig(output_dir=folder, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
@@ -139,5 +141,6 @@ def training_step(state: dict, steps: int, batch: int = TRAIN_BATCH, reward_opti
     out["cpu_s"] = out["ilrec"]["step_cpu_s"]
     out["peak_mb"] = out["ilrec"]["peak_mb"]
     out["ratio_to_sft_loss"] = out["ilrec"]["step_cpu_s"] / out["sft_loss"]["step_cpu_s"]
-    out["ratio_to_sft"] = out["ilrec"]["step_cpu_s"] / out["sft"]["step_cpu_s"]
+    if "sft" in out:
+        out["ratio_to_sft"] = out["ilrec"]["step_cpu_s"] / out["sft"]["step_cpu_s"]
     return out

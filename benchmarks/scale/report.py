@@ -3,42 +3,9 @@
 import math
 from pathlib import Path
 
+from .labels import DETAILS, LEGEND
+
 ALL_SIZES = (10_000, 100_000, 1_000_000)
-#: stages a user runs that this benchmark does not measure yet (listed in the table as such)
-NOT_MEASURED = ("load + leave-one-out split + prompts", "ilrec-index (embeddings + residual k-means)",
-                "SASRec fit and scores", "training step, SmolLM2-135M shape")
-DETAILS = {  # stage -> [(label, path in its record, format)]
-    "catalogue bind + trie": [("trie nodes", ("trie_nodes",), "{:,}")],
-    "catalog.json load": [("file", ("size_mb",), "{:.1f} MB"), ("write", ("write_cpu_s",), "{:.2f} s")],
-    "MF fit (ALS)": [("per epoch", ("cpu_per_epoch_s",), "{:.2f} s"), ("interactions", ("interactions",), "{:,}")],
-    "MF score_items (64 users)": [("per user x item", ("cpu_per_user_item_ns",), "{:.2f} ns")],
-    "beam search (20 beams)": [("users / CPU s", ("users_per_cpu_s",), "{:.0f}")],
-    "Recommender.recommend": [("batch 1 p50", ("batch1", "p50_s"), "{:.3f} s"),
-                              ("batch 1 p99", ("batch1", "p99_s"), "{:.3f} s"),
-                              ("batch 64 p50", ("batch64", "p50_s"), "{:.2f} s"),
-                              ("batch 64 p99", ("batch64", "p99_s"), "{:.2f} s")],
-    "training step (ILRec vs SFT)": [("SFT loss step (ILRecTrainer, weights 0)", ("sft_loss", "step_cpu_s"),
-                                      "{:.2f} s"),
-                                     ("ILRec / SFT loss", ("ratio_to_sft_loss",), "{:.2f}x"),
-                                     ("TRL SFTTrainer step", ("sft", "step_cpu_s"), "{:.2f} s"),
-                                     ("ILRec / SFTTrainer", ("ratio_to_sft",), "{:.2f}x")],
-    "MF reward, top-1000 candidates (64 users)": [
-        ("search", ("method",), "{}"), ("index build", ("index_build_cpu_s",), "{:.2f} s"),
-        ("of which the search", ("search_cpu_s",), "{:.3f} s"),
-        ("recall of the exact top-M", ("recall_of_exact_top",), "{:.3f}"),
-        ("rewarded tokens whose reward equals the dense one", ("share_of_rewards_equal_to_dense",), "{:.3f}"),
-        ("exact top-M, same batch", ("exact_cpu_s",), "{:.3f} s"),
-        ("every item scored (dense), same batch", ("dense_cpu_s",), "{:.3f} s")],
-    "training step, top-1000 candidates (ILRec vs SFT)": [
-        ("SFT loss step (ILRecTrainer, weights 0)", ("sft_loss", "step_cpu_s"), "{:.2f} s"),
-        ("ILRec / SFT loss", ("ratio_to_sft_loss",), "{:.2f}x")],
-}
-
-
-LEGEND = {"beam search (20 beams)": "beam search, 20 beams, 64 users",
-          "Recommender.recommend": "Recommender.recommend, batch 1 (p50)",
-          "training step (ILRec vs SFT)": "ILRec training step, batch 64",
-          "training step, top-1000 candidates (ILRec vs SFT)": "ILRec training step, top-1000 MF candidates"}
 
 
 def _get(record: dict, path: tuple):
@@ -74,6 +41,8 @@ def table(result: dict, stage_names: list[str]) -> str:
                 cells.append("not measured")
             elif "error" in record:
                 cells.append(record["error"][:60])
+            elif "not_run" in record:
+                cells.append(record["not_run"])
             else:
                 points.append((n, record["cpu_s"]))
                 peak = record.get("peak_mb")
@@ -85,9 +54,9 @@ def table(result: dict, stage_names: list[str]) -> str:
             else:
                 last_n, last_c = points[-1]
                 cells.append(f"~{last_c * (n / last_n) ** max(slope or 1.0, 1.0):.3g} s (extrapolated)")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if slope is None else f'{slope:.2f}'} |")
-    for name in NOT_MEASURED:
-        lines.append(f"| {name} | " + " | ".join(["not measured"] * len(columns)) + " | |")
+        batches = {(result["sizes"][str(n)].get(name) or {}).get("batch") for n in measured} - {None}
+        label = f"{name} (batch {batches.pop()})" if len(batches) == 1 and 64 not in batches else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'' if slope is None else f'{slope:.2f}'} |")
     details = ["", "| stage | figure | " + " | ".join(f"{n:,}" for n in measured) + " |",
                "|---|---|" + "---:|" * len(measured)]
     for name in stage_names:
@@ -105,14 +74,15 @@ def plot(result: dict, stage_names: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     sizes = sorted(int(n) for n in result["sizes"])
     anchor = None
-    for name in stage_names:
+    for i, name in enumerate(stage_names):
         points = [(n, (result["sizes"][str(n)].get(name) or {}).get("cpu_s")) for n in sizes]
         points = [(n, c) for n, c in points if c and c > 0]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=LEGEND.get(name, name))
+        if points:  # past the 10 colours of the cycle, another marker and line style
+            ax.plot(*zip(*points), marker="os^"[i // 10 % 3], linestyle=("-", "-.", ":")[i // 10 % 3],
+                    label=LEGEND.get(name, name))
             anchor = anchor or points[0]
     if anchor is not None and len(sizes) > 1:
         xs = [sizes[0], sizes[-1]]
@@ -123,7 +93,7 @@ def plot(result: dict, stage_names: list[str], path: Path) -> None:
     ax.set_ylabel("CPU seconds (log)")
     ax.set_title("ilrec-trl: cost of each stage against catalogue size (1 thread)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

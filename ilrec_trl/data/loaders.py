@@ -9,9 +9,9 @@ from ..catalog import CatalogError, ItemCatalog
 from ..errors import UserError, UserFileError
 from .identifiers import make_unique_semantic_ids, make_unique_titles
 from .prompts import DEFAULT_TEMPLATE
-from .rec_data import RecData, leave_one_out
+from .rec_data import RecData, leave_one_out, leave_one_out_arrays
 from .tables import (
-    DataFormatError, as_ids, events_to_sequences, read_recbole, read_table, require_columns, sort_ids, to_number,
+    DataFormatError, as_ids, events_to_arrays, read_recbole, read_table, require_columns, sort_ids, to_number,
 )
 from .tokenizers import SEMANTIC_TOKEN
 
@@ -289,11 +289,11 @@ def _load_event_table(
         raw_ids = sort_ids(as_ids(frame[item_column]))
     identifiers, resolved, titles, scheme = _item_catalog(raw_ids, names, index_file, scheme,
                                                           "item table" if items is not None else "interactions")
-    sequences = events_to_sequences(frame, user_column, item_column, time_column,
-                                    {raw: i for i, raw in enumerate(raw_ids)})
+    users, offsets, item_array = events_to_arrays(frame, user_column, item_column, time_column, raw_ids)
     catalog = ItemCatalog(identifiers, titles=titles, num_resolved_collisions=resolved)
-    data = leave_one_out(
-        sequences, catalog, max_history=max_history, min_interactions=min_interactions, template=template, name=name,
+    data = leave_one_out_arrays(
+        users, offsets, item_array, catalog, max_history=max_history, min_interactions=min_interactions,
+        template=template, name=name,
         completion_prefix=default_completion_prefix(scheme) if completion_prefix is None else completion_prefix,
     )
     data.catalog.set_source_ids(raw_ids)

@@ -3,11 +3,13 @@
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 from datasets import Dataset
 
-from ..catalog import CatalogError, ItemCatalog
+from ..catalog import ItemCatalog
 from ..errors import UserError
-from .prompts import DEFAULT_TEMPLATE, format_prompt
+from .prompts import DEFAULT_TEMPLATE
+from .splits import split_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +51,6 @@ class RecData:
         )
 
 
-def _example(user, history, target, catalog, template):
-    return {
-        "prompt": format_prompt([catalog.identifier(i) for i in history], template),
-        "completion": catalog.completion(target),
-        "user_id": user,
-        "item_id": int(target),
-        "history": [int(i) for i in history],
-    }
-
-
 def leave_one_out(
     sequences: dict,
     catalog: ItemCatalog,
@@ -71,49 +63,39 @@ def leave_one_out(
     """Split chronological sequences the standard way: last item = test target, second-to-last = validation
     target, every earlier item from the second on = a training target, each with the (at most `max_history`) most
     recent items before it as history. Users with fewer than `min_interactions` items are dropped (and counted).
-    Deterministic: users are taken in sorted order."""
+    Deterministic: users are taken in sorted order. The datasets are built column-wise in Arrow (`split_arrays`)."""
+    users = sorted(sequences, key=lambda u: (str(type(u)), u))
+    lengths = np.fromiter((len(sequences[u]) for u in users), dtype=np.int64, count=len(users))
+    items = np.fromiter((int(i) for u in users for i in sequences[u]), dtype=np.int64, count=int(lengths.sum()))
+    return leave_one_out_arrays(users, np.concatenate([[0], np.cumsum(lengths)]), items, catalog, max_history,
+                                min_interactions, template, completion_prefix, name)
+
+
+def leave_one_out_arrays(
+    users,
+    offsets,
+    items,
+    catalog: ItemCatalog,
+    max_history: int = 20,
+    min_interactions: int = 3,
+    template: str = DEFAULT_TEMPLATE,
+    completion_prefix: str = "",
+    name: str = "dataset",
+) -> RecData:
+    """[`leave_one_out`] of sequences given as arrays: user `users[u]`'s items are `items[offsets[u]:offsets[u + 1]]`
+    (oldest first; `users` a list or a `pyarrow` array, in the order the examples are written). What the table
+    loaders use: no Python object per interaction."""
     if min_interactions < 3:
         raise UserError("min_interactions must be >= 3 (one train, one valid and one test target).")
     if max_history < 1:
         raise UserError("max_history must be >= 1.")
     catalog.completion_prefix = completion_prefix  # the catalogue owns it: completions and bind() read it there
-    train, valid, test = [], [], []
-    dropped = 0
-    for user in sorted(sequences, key=lambda u: (str(type(u)), u)):
-        seq = [int(i) for i in sequences[user]]
-        for item in seq:
-            if not 0 <= item < len(catalog):
-                raise CatalogError(
-                    f"User {user!r} has item {item} in their history, which is not in the catalogue "
-                    f"(ids 0..{len(catalog) - 1}); filter the interactions or extend the item table."
-                )
-        if len(seq) < min_interactions:
-            dropped += 1
-            continue
-        for t in range(1, len(seq) - 2):
-            train.append(_example(user, seq[max(0, t - max_history) : t], seq[t], catalog, template))
-        n = len(seq)
-        valid.append(
-            _example(user, seq[max(0, n - 2 - max_history) : n - 2], seq[n - 2], catalog, template)
-        )
-        test.append(
-            _example(user, seq[max(0, n - 1 - max_history) : n - 1], seq[n - 1], catalog, template)
-        )
-    if dropped:
-        logger.warning(
-            "%s: dropped %d of %d users with fewer than %d interactions (leave-one-out needs one train, one valid and "
-            "one test target per user).", name, dropped, len(sequences), min_interactions,
-        )
-    if not test:
-        raise UserError(
-            f"{name}: no users left: all {dropped} users have fewer than {min_interactions} interactions, and "
-            f"leave-one-out needs at least 3 per user (one train, one valid and one test target). Check that the "
-            f"user and item columns are the right ones, or give more interactions per user."
-        )
+    train, valid, test, dropped = split_arrays(users, offsets, items, catalog, max_history, min_interactions,
+                                               template, name)
     return RecData(
-        train=Dataset.from_list(train),
-        valid=Dataset.from_list(valid),
-        test=Dataset.from_list(test),
+        train=train,
+        valid=valid,
+        test=test,
         catalog=catalog,
         name=name,
         num_dropped_users=dropped,

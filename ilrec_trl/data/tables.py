@@ -9,6 +9,7 @@ import csv
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import UserError, UserFileError
@@ -152,36 +153,42 @@ def as_ids(values: pd.Series) -> pd.Series:
 
 def sort_ids(ids) -> list[str]:
     """Distinct ids in a stable order: numerically when they all are integers, else as text."""
-    ids = sorted(set(ids))
+    ids = sorted(set(pd.Series(ids).unique().tolist()))  # only the distinct ids become Python objects
     if all(i.lstrip("-").isdigit() for i in ids):
         return sorted(ids, key=int)
     return ids
 
 
-def events_to_sequences(
+def events_to_arrays(
     frame: pd.DataFrame,
     user_column: str,
     item_column: str,
     time_column: str | None,
-    item_index: dict,
+    item_ids: list,
     role: str = "interactions",
     items_role: str = "item table",
-) -> dict:
-    """`{user: [catalogue item id, ...]}` in chronological order (ties keep the file order); every item must be in
-    `item_index` (raw id -> catalogue id), otherwise a `DataFormatError` names the file, the field and examples."""
-    items = as_ids(frame[item_column]).map(item_index)
-    unknown = items.isna()
+):
+    """`(users, offsets, items)`: each user's catalogue item ids in chronological order (ties keep the file order),
+    users sorted, as arrays (user `users[u]` has `items[offsets[u]:offsets[u + 1]]`; `users` a `pyarrow` array), built
+    by a sort rather than a Python object per interaction. `item_ids` are the raw ids of catalogue items 0, 1, ...;
+    every interaction must name one, otherwise a `DataFormatError` names the file, the field and examples."""
+    import pyarrow as pa
+
+    raw_items = as_ids(frame[item_column])
+    items = pd.Index(item_ids).get_indexer(raw_items)
+    unknown = items < 0
     if bool(unknown.any()):
-        examples = sorted(set(as_ids(frame[item_column])[unknown]))[:5]
+        examples = sorted(set(raw_items[unknown]))[:5]
         raise DataFormatError(
             f"{role} file {_where(frame)}, column {item_column!r}: {int(unknown.sum())} interactions name items that "
             f"are not in the {items_role} (e.g. {examples}); add them to the {items_role} or remove those rows."
         )
-    events = pd.DataFrame({"user": as_ids(frame[user_column]), "item": items.astype(int)})
+    codes, users = pd.factorize(as_ids(frame[user_column]), sort=True)
     if time_column is not None:
-        events["time"] = to_number(frame, time_column)
-        events = events.sort_values("time", kind="stable")
+        order = np.lexsort((np.arange(len(codes)), to_number(frame, time_column).to_numpy(), codes))
     else:
         logger.info("%s file %s has no time column: each user's interactions are taken in file order.", role,
                     _where(frame))
-    return {user: group.tolist() for user, group in events.groupby("user", sort=True)["item"]}
+        order = np.argsort(codes, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(users)))])
+    return pa.array(np.asarray(users, dtype=object), pa.string()), offsets, items[order].astype(np.int64)
