@@ -60,6 +60,46 @@ def test_collision_groups_match_a_counter():
     assert collision_groups(codes).tolist() == expected == [0, 0, 1, 2, 1, 0]
 
 
+@pytest.mark.parametrize("balanced, digest", [(False, "ccf53fefa3c0da6e"), (True, "5b140489079e00ad")])
+def test_codes_for_a_fixed_seed_are_unchanged(balanced, digest):
+    """Catalogues within the sample size (3,000 points <= 256 x 16) are fitted on every point: the codes are those of
+    the implementation before sampling existed (their SHA-256, recorded then)."""
+    import hashlib
+
+    x = torch.randn(3000, 16, generator=torch.Generator().manual_seed(0))
+    codes = residual_kmeans(x, levels=3, codebook_size=16, seed=0, balanced=balanced, iters=20 if balanced else 50)
+    assert hashlib.sha256(json.dumps(codes.codes.tolist()).encode()).hexdigest()[:16] == digest
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_kmeans_on_a_sample_then_every_point(balanced):
+    """Over `max_points_per_centroid x k` points the centroids come from a seeded sample and every point is assigned
+    to them (the nearest one, or by the sample's Sinkhorn potentials): seeded, nearly as tight as fitting on every
+    point, and as balanced."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(1500, 4, generator=g) + 6 * torch.randn(1, 4, generator=g) for _ in range(8)])
+
+    def inertia(centroids, assign):
+        return float((x - centroids[assign]).pow(2).sum())
+
+    full = kmeans(x, 8, seed=3, balanced=balanced, max_points_per_centroid=None)
+    sampled = kmeans(x, 8, seed=3, balanced=balanced, max_points_per_centroid=64)  # a 512-point sample
+    assert torch.equal(kmeans(x, 8, seed=3, balanced=balanced, max_points_per_centroid=64)[1], sampled[1])
+    assert inertia(*sampled) <= 1.05 * inertia(*full)
+    if not balanced:
+        assert torch.equal(sampled[1], torch.cdist(x.double(), sampled[0].double()).argmin(1))
+    else:
+        counts = torch.bincount(sampled[1], minlength=8)
+        assert int(counts.max()) <= 1.25 * len(x) / 8, counts
+
+
+def test_sinkhorn_in_chunks_equals_one_matrix():
+    from ilrec_trl.indexing.rqkmeans import sinkhorn_assign_chunks
+
+    d = torch.rand(1000, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 5
+    assert torch.equal(sinkhorn_assign_chunks(list(d.split(333))), sinkhorn_assign(d))
+
+
 def test_residual_kmeans_codes_and_collision_level():
     x, _ = blobs(n_per=10)
     x = torch.cat([x, x[:3]])  # three exact duplicates must collide before the collision level

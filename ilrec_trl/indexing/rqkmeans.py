@@ -9,6 +9,12 @@ The k-means is written here (vectorised torch, k-means++ initialisation, seeded)
 scikit-learn or faiss because neither offers the balanced assignment option: with `balanced=True` each Lloyd step
 assigns items by Sinkhorn-Knopp optimal transport with uniform cluster marginals (as LC-Rec does on its last
 level), which spreads items over the codebook and lowers collisions.
+
+For large catalogues the centroids are fitted on a seeded sample of at most `max_points_per_centroid x k` points
+(256 per centroid, as faiss does by default), and every point is then assigned to them in chunks (with
+`balanced`, by Sinkhorn over all points, streamed chunk by chunk): the cost is O(sample x k x iterations + n x k) and
+the memory of a chunk, not O(n x k x iterations) with `[n, k]` float64 matrices. Catalogues under that size are
+fitted on every point exactly as before.
 """
 
 from dataclasses import dataclass, field
@@ -16,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+MAX_POINTS_PER_CENTROID = 256  # the sample a level is fitted on, per centroid (faiss's default)
+ASSIGN_CHUNK = 65_536  # points per chunk when assigning all points to the fitted centroids
 
 
 def _sq_dists(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -45,25 +53,45 @@ def _kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Ten
 def sinkhorn_assign(sq_dists: torch.Tensor, iters: int = 50, epsilon: float = 0.05) -> torch.Tensor:
     """Balanced assignment: the argmax of the entropic optimal-transport plan between items (mass 1/n each) and
     clusters (mass 1/k each) for the cost `sq_dists` [n, k] (scaled to mean 1), by Sinkhorn-Knopp in log space."""
-    n, k = sq_dists.shape
-    cost = sq_dists / sq_dists.mean().clamp_min(1e-12)
-    log_kernel = -cost / epsilon
-    log_u = torch.zeros(n, dtype=cost.dtype)
-    log_v = torch.zeros(k, dtype=cost.dtype)
-    log_a = torch.full((n,), -torch.log(torch.tensor(float(n))).item(), dtype=cost.dtype)
-    log_b = torch.full((k,), -torch.log(torch.tensor(float(k))).item(), dtype=cost.dtype)
+    return sinkhorn_assign_chunks([sq_dists], iters, epsilon)
+
+
+def sinkhorn_assign_chunks(chunks: list[torch.Tensor], iters: int = 50, epsilon: float = 0.05) -> torch.Tensor:
+    """[`sinkhorn_assign`] over the rows of `torch.cat(chunks)`, one chunk at a time: the same iterations (row
+    potentials per chunk, the column potentials summed over the chunks), without `[n, k]` temporaries."""
+    n, k = sum(len(c) for c in chunks), chunks[0].shape[1]
+    dtype = chunks[0].dtype
+    scale = (sum(c.sum() for c in chunks) / (n * k)).clamp_min(1e-12)
+    log_v = torch.zeros(k, dtype=dtype)
+    log_a = -torch.log(torch.tensor(float(n), dtype=dtype))
+    log_b = -torch.log(torch.tensor(float(k), dtype=dtype))
     for _ in range(iters):
-        log_u = log_a - torch.logsumexp(log_kernel + log_v[None, :], dim=1)
-        log_v = log_b - torch.logsumexp(log_kernel + log_u[:, None], dim=0)
-    return (log_kernel + log_v[None, :]).argmax(dim=1)  # log_u is constant per row
+        columns = torch.full((k,), float("-inf"), dtype=dtype)
+        for chunk in chunks:
+            log_kernel = -(chunk / scale) / epsilon
+            log_u = log_a - torch.logsumexp(log_kernel + log_v[None, :], dim=1)
+            columns = torch.logaddexp(columns, torch.logsumexp(log_kernel + log_u[:, None], dim=0))
+        log_v = log_b - columns
+    return torch.cat([(-(chunk / scale) / epsilon + log_v[None, :]).argmax(dim=1) for chunk in chunks])
+
+
+def assign_all(x: torch.Tensor, centroids: torch.Tensor, balanced: bool = False) -> torch.Tensor:
+    """Every point's cluster, `ASSIGN_CHUNK` points at a time: the nearest centroid, or with `balanced` the
+    Sinkhorn assignment over all points (the distances kept in float32 chunks: 4 x n x k bytes)."""
+    dists = [_sq_dists(chunk, centroids) for chunk in x.split(ASSIGN_CHUNK)] if balanced else None
+    if balanced:
+        return sinkhorn_assign_chunks([d.float() for d in dists])
+    return torch.cat([_sq_dists(chunk, centroids).argmin(dim=1) for chunk in x.split(ASSIGN_CHUNK)])
 
 
 def kmeans(
-    x: torch.Tensor, k: int, iters: int = 50, seed: int = 0, balanced: bool = False
+    x: torch.Tensor, k: int, iters: int = 50, seed: int = 0, balanced: bool = False,
+    max_points_per_centroid: int | None = MAX_POINTS_PER_CENTROID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means with k-means++ seeding. Returns `(centroids [k, d], assignment [n])`. With fewer than `k`
     points, `k` becomes the number of points. Empty clusters are re-seeded at the point farthest from its centroid.
-    Deterministic for a given `seed`."""
+    Deterministic for a given `seed`. With more than `max_points_per_centroid x k` points, the centroids are fitted
+    on a seeded sample of that many and every point is then assigned to them (`None`: fit on every point)."""
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"kmeans needs a non-empty [n, d] matrix, got shape {tuple(x.shape)}.")
     if k < 1:
@@ -71,6 +99,16 @@ def kmeans(
     x = x.to(torch.float64)
     k = min(k, x.shape[0])
     generator = torch.Generator().manual_seed(seed)
+    if max_points_per_centroid is not None and x.shape[0] > max_points_per_centroid * k:
+        sample = torch.randperm(x.shape[0], generator=generator)[: max_points_per_centroid * k].sort().values
+        centroids, _ = _lloyd(x[sample], k, iters, generator, balanced)
+        return centroids.to(torch.float32), assign_all(x, centroids, balanced)
+    centroids, assign = _lloyd(x, k, iters, generator, balanced)
+    return centroids.to(torch.float32), assign
+
+
+def _lloyd(x: torch.Tensor, k: int, iters: int, generator: torch.Generator, balanced: bool):
+    """k-means++ seeding then Lloyd steps on `x` (float64): `(centroids, assignment)`."""
     centroids = _kmeans_pp(x, k, generator)
     assign = None
     for _ in range(iters):
@@ -87,7 +125,7 @@ def kmeans(
         if assign is not None and torch.equal(new, assign):
             break
         assign = new
-    return centroids.to(torch.float32), assign
+    return centroids, assign
 
 
 @dataclass
@@ -120,10 +158,12 @@ def residual_kmeans(
     seed: int = 0,
     balanced: bool = False,
     collision_level: bool = True,
+    max_points_per_centroid: int | None = MAX_POINTS_PER_CENTROID,
 ) -> ResidualKMeansResult:
     """Quantise `embeddings` [n, d] into `levels` codes per item by k-means on successive residuals (level l uses
     seed `seed + l`). With `collision_level`, items sharing all codes get one more level (their rank in the group),
-    added to every item when there is any collision, so that every identifier is unique and of equal depth."""
+    added to every item when there is any collision, so that every identifier is unique and of equal depth.
+    Each level is fitted on at most `max_points_per_centroid x codebook_size` sampled items (see [`kmeans`])."""
     if levels < 1 or levels + 1 > len(LEVEL_LETTERS):
         raise ValueError(f"levels={levels} must be between 1 and {len(LEVEL_LETTERS) - 1}.")
     if codebook_size < 2:
@@ -134,7 +174,8 @@ def residual_kmeans(
     residual = x.clone()
     codes, level_stats = [], []
     for level in range(levels):
-        centroids, assign = kmeans(residual, codebook_size, iters=iters, seed=seed + level, balanced=balanced)
+        centroids, assign = kmeans(residual, codebook_size, iters=iters, seed=seed + level, balanced=balanced,
+                                   max_points_per_centroid=max_points_per_centroid)
         before = residual.pow(2).sum(1).mean().item()
         residual = residual - centroids[assign]
         counts = torch.bincount(assign, minlength=codebook_size)
