@@ -93,6 +93,8 @@ def parse_args(argv=None):
     parser.add_argument("--plot", type=Path, default=None, help=f"log-log plot (default {PLOT}; none in smoke mode)")
     parser.add_argument("--note", default="", help="what else was running on the machine (saved in the JSON)")
     parser.add_argument("--report_only", action="store_true", help="print the table and draw the plot of --out")
+    parser.add_argument("--force", action="store_true",
+                        help="run every size even where the smaller sizes extrapolate beyond a stage's budget")
     return parser.parse_args(argv)
 
 
@@ -123,7 +125,8 @@ def main(argv=None) -> dict:
     for size in sizes:
         record = result["sizes"].setdefault(str(size), {})
         start = time.process_time()
-        state = {"log": synthetic_log(size, args.interactions_per_item, seed=0), "results": result["sizes"]}
+        state = {"log": synthetic_log(size, args.interactions_per_item, seed=0), "results": result["sizes"],
+                 "force": args.force}
         record["generate"] = {"cpu_s": time.process_time() - start, "users": state["log"].num_users,
                               "interactions": int(len(state["log"].items))}
         for name, run, needs in selected:

@@ -33,16 +33,23 @@ def _prompts(state: dict, users) -> list[str]:
             for u in users]
 
 
-def beam_search(state: dict, num_users: int) -> dict:
-    """`constrained_beam_search` (20 beams, batches of 16) over `num_users` users: users per CPU second."""
+def beam_search(state: dict, num_users: int, repeats: int = 3) -> dict:
+    """`constrained_beam_search` (20 beams, batches of 16) over `num_users` users, `repeats` times: users per CPU
+    second of the fastest repeat (CPU time on a shared machine varies by tens of percent from run to run; the
+    fastest is the least disturbed), with every repeat's CPU time."""
     model, tokenizer, catalog = _model(state), state["tokenizer"], state["catalog"]
     prompts = _prompts(state, range(num_users))
     constrained_beam_search(model, tokenizer, catalog, prompts[:2], num_beams=NUM_BEAMS)  # warm-up
-    out: dict = {}
-    with measured(out):
-        recs = constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=NUM_BEAMS, batch_size=16)
-    assert all(len(items) == NUM_BEAMS for items in recs.items)
-    out.update(users=num_users, users_per_cpu_s=num_users / out["cpu_s"], users_per_s=num_users / out["wall_s"])
+    runs = []
+    for _ in range(max(1, repeats)):
+        run: dict = {}
+        with measured(run):
+            recs = constrained_beam_search(model, tokenizer, catalog, prompts, num_beams=NUM_BEAMS, batch_size=16)
+        assert all(len(items) == NUM_BEAMS for items in recs.items)
+        runs.append(run)
+    out = dict(min(runs, key=lambda r: r["cpu_s"]))
+    out.update(users=num_users, users_per_cpu_s=num_users / out["cpu_s"], users_per_s=num_users / out["wall_s"],
+               repeats_cpu_s=[round(r["cpu_s"], 3) for r in runs])
     return out
 
 
