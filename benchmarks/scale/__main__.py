@@ -109,7 +109,8 @@ def main(argv=None) -> dict:
     if args.stages:
         selected = [s for s in selected if any(s[0].startswith(p) for p in args.stages)]
     if args.report_only:
-        return report(json.loads(out_path.read_text()), [s[0] for s in selected], out_path, plot_path)
+        return report(json.loads(out_path.read_text()), [s[0] for s in selected], out_path, plot_path,
+                      every_stage=[s[0] for s in stages(args.smoke, args.mf_epochs)])
     previous = json.loads(out_path.read_text()) if args.stages and out_path.exists() else None
     result = {
         "meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -143,14 +144,19 @@ def main(argv=None) -> dict:
         del state
     result["meta"]["load_average_end"] = os.getloadavg()
     write_json(out_path, result)
-    return report(result, [s[0] for s in selected], out_path, plot_path)
+    return report(result, [s[0] for s in selected], out_path, plot_path, every_stage=[s[0] for s in stages(
+        args.smoke, args.mf_epochs)])
 
 
-def report(result: dict, names: list[str], out_path: Path, plot_path: Path | None) -> dict:
+def report(result: dict, names: list[str], out_path: Path, plot_path: Path | None,
+           every_stage: list[str] | None = None) -> dict:
+    """The table of the stages `names`; the plot of every stage in `every_stage` that the file holds (a run of some
+    stages, merged into the file, redraws the whole plot)."""
     print(table(result, names))
     print(f"JSON: {out_path}")
     if plot_path is not None:
-        plot(result, names, plot_path)
+        held = {name for record in result["sizes"].values() for name in record}
+        plot(result, [n for n in (every_stage or names) if n in held], plot_path)
         print(f"plot: {plot_path}")
     return result
 
