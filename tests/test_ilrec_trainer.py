@@ -454,15 +454,18 @@ def test_diagnostics_only_on_logged_steps(model, tokenizer, rec_data, args_facto
 
 
 def test_metrics_reach_the_host_only_on_logged_steps(model, tokenizer, rec_data, args_factory, monkeypatch):
-    """The per-step sums stay on the device between logs: one gather (one transfer) per logged step, none on the
-    others, and the logged value is the ratio of the sums since the previous log."""
+    """The per-step sums stay on the device between logs: gathered (and transferred) on logged steps only, and the
+    logged value is the ratio of the sums since the previous log; the token count is exact."""
     args = args_factory(negative_scope="trie", max_steps=4, logging_steps=2)
     trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
                            catalog=rec_data.catalog)
     seen, gathered, original = [], [], ILRecTrainer._log_ilrec_metrics
 
+    batches = []
+
     def spy(self, mode, inputs, metrics):
         seen.append({name: (float(num), float(den)) for name, (num, den) in metrics.items()})
+        batches.append({"attention_mask": inputs["attention_mask"].clone()})
         return original(self, mode, inputs, metrics)
 
     monkeypatch.setattr(ILRecTrainer, "_log_ilrec_metrics", spy)
@@ -470,8 +473,9 @@ def test_metrics_reach_the_host_only_on_logged_steps(model, tokenizer, rec_data,
     monkeypatch.setattr(trainer.accelerator, "gather", lambda x: gathered.append(trainer.state.global_step + 1)
                         or real_gather(x))
     trainer.train()
-    assert gathered == [2, 4]
+    assert gathered == [2, 2, 4, 4]  # the tokens and the metric sums, on logged steps only
     logs = [e for e in trainer.state.log_history if "cpo" in e]
+    assert logs[-1]["num_tokens"] == sum(int(b["attention_mask"].sum()) for b in batches)
     for log, (first, second) in zip(logs, (seen[0:2], seen[2:4])):
         for name in ("cpo", "cpd", "negatives_per_token"):
             want = (first[name][0] + second[name][0]) / (first[name][1] + second[name][1])

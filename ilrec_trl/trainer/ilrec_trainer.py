@@ -21,9 +21,6 @@ logger = logging.getLogger(__name__)
 CONTEXT_KEY = "ilrec_context"
 
 
-TOKENS = "\0num_tokens"  # the token count among the pending sums (not a metric name)
-
-
 class ContextCollator:
     """Wraps a collator: the batch also carries `CONTEXT_KEY` (`"ilrec_context"`), `{column: [value per example]}` of
     the listed columns present in the examples (the user context for the `reward_fn`), and the wrapped collator never
@@ -97,6 +94,7 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
         self.reward_fn = reward_fn
         self.catalog = catalog
         self._pending_metrics: dict[str, dict] = {"train": {}, "eval": {}}  # name -> (num, den) summed on the device
+        self._pending_tokens = None  # training tokens since the last log, an int64 on the device
         self.recommender_config = recommender_config
         if catalog is not None and hasattr(catalog, "is_bound") and not catalog.is_bound:
             catalog.bind(self.processing_class)
@@ -253,17 +251,16 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
             pending[name] = pair if name not in pending else pending[name] + pair
         if mode == "train":
             local = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
-            tokens = torch.as_tensor(local, device=device).float().expand(2)  # kept as a (num, den) pair
-            pending[TOKENS] = tokens if TOKENS not in pending else pending[TOKENS] + tokens
+            local = torch.as_tensor(local, device=device, dtype=torch.long)
+            self._pending_tokens = local if self._pending_tokens is None else self._pending_tokens + local
             if not self._logs_this_step():
                 return
+            tokens, self._pending_tokens = self._pending_tokens, None
+            self._total_train_tokens += int(self.accelerator.gather(tokens[None]).sum().item()) // self._tp_size
         names = list(pending)
         sums = torch.stack([pending[name] for name in names])
         pending.clear()
         totals = self.accelerator.gather(sums[None]).sum(0).cpu()  # one transfer, whatever the device
-        totals = dict(zip(names, totals.unbind(0)))
-        if TOKENS in totals:
-            self._total_train_tokens += int(totals.pop(TOKENS)[0]) // self._tp_size
-        for name, value in metric_values(totals).items():
+        for name, value in metric_values(dict(zip(names, totals.unbind(0)))).items():
             self._metrics[mode][name].append(value)
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
