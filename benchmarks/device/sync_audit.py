@@ -1,4 +1,5 @@
-"""Which operations of a training step make the host wait for the GPU (a device→host synchronisation), and from where.
+"""Which operations of a training step make the host wait for the GPU (a device→host synchronisation), and
+from where.
 
 During the audited steps, `torch.cuda.set_sync_debug_mode("warn")` makes every synchronising CUDA call (`.item()`,
 `.tolist()`, `nonzero`, a boolean-mask index, a host copy, ...) issue a warning; [`SyncAudit`] catches them with the
@@ -24,12 +25,9 @@ warning machinery's and this module's frames left out)."""
     stack = [f for f in stack if not f.filename.endswith(("/warnings.py", "/device/sync_audit.py"))]
     for markers in (OWN, LIBRARIES):
         for frame in reversed(stack):
-            if any(m in frame.filename for m in markers):
-                path = frame.filename
-                for m in markers:
-                    if m in path:
-                        path = m.strip("/") + "/" + path.split(m, 1)[1]
-                        break
+            marker = next((m for m in markers if m in frame.filename), None)
+            if marker is not None:
+                path = marker.strip("/") + "/" + frame.filename.split(marker, 1)[1]
                 return f"{path}:{frame.lineno} ({frame.name})"
     frame = stack[-1]
     return f"{frame.filename}:{frame.lineno} ({frame.name})"

@@ -105,12 +105,14 @@ def main(argv=None) -> dict:
     sizes = [SMOKE_SIZE] if args.smoke else args.sizes or [n for n in SIZES if n <= args.max_items]
     out_path = args.out or (Path(tempfile.mkdtemp(prefix="ilrec-scale-")) / "scale.json" if args.smoke else RESULTS)
     plot_path = args.plot or (None if args.smoke else PLOT)
-    selected = stages(args.smoke, args.mf_epochs)
+    every_stage = stages(args.smoke, args.mf_epochs)
+    selected = every_stage
     if args.stages:
         selected = [s for s in selected if any(s[0].startswith(p) for p in args.stages)]
+    every_name = [s[0] for s in every_stage]
     if args.report_only:
         return report(json.loads(out_path.read_text()), [s[0] for s in selected], out_path, plot_path,
-                      every_stage=[s[0] for s in stages(args.smoke, args.mf_epochs)])
+                      every_stage=every_name)
     previous = json.loads(out_path.read_text()) if args.stages and out_path.exists() else None
     result = {
         "meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -144,8 +146,7 @@ def main(argv=None) -> dict:
         del state
     result["meta"]["load_average_end"] = os.getloadavg()
     write_json(out_path, result)
-    return report(result, [s[0] for s in selected], out_path, plot_path, every_stage=[s[0] for s in stages(
-        args.smoke, args.mf_epochs)])
+    return report(result, [s[0] for s in selected], out_path, plot_path, every_stage=every_name)
 
 
 def report(result: dict, names: list[str], out_path: Path, plot_path: Path | None,

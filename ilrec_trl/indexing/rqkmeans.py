@@ -78,9 +78,8 @@ def sinkhorn_assign_chunks(chunks: list[torch.Tensor], iters: int = 50, epsilon:
 def assign_all(x: torch.Tensor, centroids: torch.Tensor, balanced: bool = False) -> torch.Tensor:
     """Every point's cluster, `ASSIGN_CHUNK` points at a time: the nearest centroid, or with `balanced` the
     Sinkhorn assignment over all points (the distances kept in float32 chunks: 4 x n x k bytes)."""
-    dists = [_sq_dists(chunk, centroids) for chunk in x.split(ASSIGN_CHUNK)] if balanced else None
     if balanced:
-        return sinkhorn_assign_chunks([d.float() for d in dists])
+        return sinkhorn_assign_chunks([_sq_dists(chunk, centroids).float() for chunk in x.split(ASSIGN_CHUNK)])
     return torch.cat([_sq_dists(chunk, centroids).argmin(dim=1) for chunk in x.split(ASSIGN_CHUNK)])
 
 

@@ -35,8 +35,8 @@ def last_complete_checkpoint(arm_dir: Path) -> str | None:
     for path in checkpoints:
         if is_complete_checkpoint(path):
             return str(path)
-        logger.warning("Skipping %s: it is incomplete (its trainer_state.json is missing or torn: the run stopped while saving it).",
-                       path)
+        logger.warning("Skipping %s: it is incomplete (its trainer_state.json is missing or torn: the run stopped "
+                       "while saving it).", path)
     return None
 
 
@@ -61,7 +61,8 @@ def resume_target(value, arm_dir: Path, compare: bool):
                             f"or `true` for the latest one in --output_dir.")
     if not is_complete_checkpoint(Path(value)):
         raise UserError(f"--resume_from_checkpoint {str(value)!r} is incomplete (its trainer_state.json is missing or "
-                        f"torn: the run stopped while saving it): give an earlier checkpoint, or `true` for the latest complete one.")
+                        f"torn: the run stopped while saving it): give an earlier checkpoint, or `true` for the latest "
+                        f"complete one.")
     return str(value)
 
 
