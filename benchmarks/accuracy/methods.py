@@ -161,8 +161,9 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
     the intermediate layers have nothing to say yet), ILRec's losses after."""
     import math
 
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
+
+    from ilrec_trl.checkpoints import last_complete_checkpoint
 
     start = time.time()
     state_dir = Path(f"{sft_dir}_train")
@@ -201,7 +202,7 @@ def train_sft(a, data, tok, seed, sft_dir, valid, method="sft", reward_models=No
         callback = best_on_validation_callback(trainer, valid, data.catalog, eval_steps, a.sft_patience,
                                                a.eval_batch, state_dir, save=lambda m, p: save_model(a, m, p))
         trainer.add_callback(callback)
-        resume = get_last_checkpoint(str(state_dir))
+        resume = last_complete_checkpoint(state_dir)
         if resume:
             print(f"Resuming SFT from {resume}", flush=True)
             callback.restore(int(resume.rsplit("-", 1)[1]))

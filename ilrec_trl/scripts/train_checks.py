@@ -1,12 +1,11 @@
 """`ilrec-train`'s checks of a run before anything trains: resuming, layers, packing, lengths, the reward's users,
 when ILRec starts. Each refusal is a `UserError` naming the flag and the fix."""
 
-import json
 import logging
 import math
-import re
 from pathlib import Path
 
+from ..checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from ..errors import UserError, UserFileError
 from ..layers import find_decoder_layers, unwrap_model, validate_ilrec_layers
 from ..trainer import ILRecConfig
@@ -14,30 +13,6 @@ from .train_args import METHODS
 
 
 logger = logging.getLogger("ilrec_trl.train")
-
-
-def is_complete_checkpoint(path: Path) -> bool:
-    """A checkpoint the Trainer finished writing: `trainer_state.json` is its last file, written in place, so a
-    process killed while saving leaves a folder without it or with it torn (empty or cut short): it must parse."""
-    try:
-        return "global_step" in json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
-
-
-def last_complete_checkpoint(arm_dir: Path) -> str | None:
-    """The latest `checkpoint-N` of `arm_dir` that is complete; incomplete later ones are skipped with a warning
-    (`transformers.trainer_utils.get_last_checkpoint` takes the highest N whatever it holds)."""
-    if not arm_dir.is_dir():
-        return None
-    checkpoints = sorted((p for p in arm_dir.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)),
-                         key=lambda p: int(p.name.split("-")[1]), reverse=True)
-    for path in checkpoints:
-        if is_complete_checkpoint(path):
-            return str(path)
-        logger.warning("Skipping %s: it is incomplete (its trainer_state.json is missing or torn: the run stopped "
-                       "while saving it).", path)
-    return None
 
 
 def resume_target(value, arm_dir: Path, compare: bool):
