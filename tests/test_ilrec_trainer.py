@@ -453,10 +453,13 @@ def test_diagnostics_only_on_logged_steps(model, tokenizer, rec_data, args_facto
     assert "eval_top1_layer_-2" in trainer.evaluate() and calls[-1] is True
 
 
-def test_metrics_reach_the_host_only_on_logged_steps(model, tokenizer, rec_data, args_factory, monkeypatch):
-    """The per-step sums stay on the device between logs: gathered (and transferred) on logged steps only, and the
-    logged value is the ratio of the sums since the previous log; the token count is exact."""
-    args = args_factory(negative_scope="trie", max_steps=4, logging_steps=2)
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_metrics_reach_the_host_only_on_logged_steps(model, tokenizer, rec_data, args_factory, monkeypatch,
+                                                     accumulation):
+    """The per-step sums stay on the device between logs: gathered (and transferred) once per logged step, after its
+    last micro-batch, and the logged value is the ratio of the sums of every micro-batch since the previous log; the
+    token count is exact."""
+    args = args_factory(negative_scope="trie", max_steps=4, logging_steps=2, gradient_accumulation_steps=accumulation)
     trainer = ILRecTrainer(model=model, args=args, train_dataset=rec_data.train, processing_class=tokenizer,
                            catalog=rec_data.catalog)
     seen, gathered, original = [], [], ILRecTrainer._log_ilrec_metrics
@@ -476,9 +479,12 @@ def test_metrics_reach_the_host_only_on_logged_steps(model, tokenizer, rec_data,
     assert gathered == [2, 2, 4, 4]  # the tokens and the metric sums, on logged steps only
     logs = [e for e in trainer.state.log_history if "cpo" in e]
     assert logs[-1]["num_tokens"] == sum(int(b["attention_mask"].sum()) for b in batches)
-    for log, (first, second) in zip(logs, (seen[0:2], seen[2:4])):
+    assert len(seen) == 4 * accumulation
+    per_log = 2 * accumulation  # micro-batches between two logs
+    for i, log in enumerate(logs):
+        since = seen[i * per_log:(i + 1) * per_log]
         for name in ("cpo", "cpd", "negatives_per_token"):
-            want = (first[name][0] + second[name][0]) / (first[name][1] + second[name][1])
+            want = sum(m[name][0] for m in since) / sum(m[name][1] for m in since)
             assert log[name] == pytest.approx(want, rel=1e-5), name
 
 

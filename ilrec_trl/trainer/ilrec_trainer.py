@@ -242,8 +242,9 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
     @torch.no_grad()
     def _log_ilrec_metrics(self, mode: str, inputs: dict, metrics: dict) -> None:
         """Add every metric's (numerator, denominator), and the tokens seen, to sums kept on the device; on the steps
-        that log (and in evaluation), sum them over the processes in one transfer and log their ratios. The steps in
-        between make no device→host synchronisation here."""
+        that log (after their last micro-batch under gradient accumulation; every batch in evaluation), sum them over
+        the processes in one transfer and log their ratios: one value per log, covering every micro-batch since the
+        previous one. The steps in between make no device→host synchronisation here."""
         device = inputs["labels"].device
         pending = self._pending_metrics[mode]
         for name, pair in metrics.items():
@@ -253,8 +254,8 @@ class ILRecTrainer(RecommenderTrainerMixin, SFTTrainer):
             local = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
             local = torch.as_tensor(local, device=device, dtype=torch.long)
             self._pending_tokens = local if self._pending_tokens is None else self._pending_tokens + local
-            if not self._logs_this_step():
-                return
+            if not (self._logs_this_step() and self.accelerator.sync_gradients):
+                return  # not a logged step, or not its last micro-batch under gradient accumulation
             tokens, self._pending_tokens = self._pending_tokens, None
             self._total_train_tokens += int(self.accelerator.gather(tokens[None]).sum().item()) // self._tp_size
         names = list(pending)
