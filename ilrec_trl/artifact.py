@@ -15,11 +15,15 @@ from pathlib import Path
 from .atomic import write_text_atomic
 from .catalog import CatalogError, ItemCatalog
 from .data.prompts import DEFAULT_TEMPLATE, PROMPT_TEMPLATES
+from .errors import UserFileError
 
 CATALOG_FILE = "catalog.json"
 CONFIG_FILE = "recommender_config.json"
 CONFIG_FORMAT = "ilrec-recommender"
 CONFIG_VERSION = 1
+# `ilrec-train` saves the final model into this subfolder of its output folder, then renames each file over the
+# folder's; the subfolder is removed after the last rename, so while it exists the folder may mix two saves.
+SAVE_IN_PROGRESS = ".ilrec-saving"
 
 
 class CatalogMismatchError(CatalogError):
@@ -108,8 +112,20 @@ def _read_json(path: Path):
         raise CatalogError(f"{path} is not valid JSON ({e}); save the model again.") from None
 
 
+def check_save_finished(model_dir) -> None:
+    """Refuse a model folder whose last save did not finish (its `SAVE_IN_PROGRESS` subfolder is still there): some of
+    its files may be the new save's and others the previous one's."""
+    if (Path(model_dir) / SAVE_IN_PROGRESS).is_dir():
+        raise UserFileError(
+            f"{model_dir} holds an unfinished save ({SAVE_IN_PROGRESS}/ is still there: the run that saved the model "
+            f"stopped while moving its files in, so they may mix two saves). Rerun that training command (it replaces "
+            f"them), or, if no run is saving there now, take the model from its last checkpoint-* folder.")
+
+
 def load_saved_catalog(model_dir) -> ItemCatalog | None:
-    """The catalogue saved beside a model (`None` when the folder has no `catalog.json`)."""
+    """The catalogue saved beside a model (`None` when the folder has no `catalog.json`); refuses a folder whose last
+    save did not finish."""
+    check_save_finished(model_dir)
     path = Path(model_dir) / CATALOG_FILE
     if not path.is_file():
         return None
@@ -172,7 +188,9 @@ __all__ = [
     "CONFIG_FILE",
     "CatalogMismatchError",
     "RecommenderConfig",
+    "SAVE_IN_PROGRESS",
     "check_same_catalog",
+    "check_save_finished",
     "data_fingerprint",
     "load_recommender_artifacts",
     "load_saved_catalog",

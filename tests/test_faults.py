@@ -596,8 +596,35 @@ def test_train_killed_while_writing_keeps_the_previous_file(target, finished_run
     rerun = [*TRAIN, "--output_dir", str(out), "--overwrite_output_dir", "--seed", "1"]
     killed_while_writing(out / target, "ilrec_trl.scripts.train", rerun)
     assert (out / target).read_bytes() == before
+    if target == "model.safetensors":  # killed among the final model's renames: its config is new, its weights old
+        from ilrec_trl import Recommender
+
+        assert (out / ".ilrec-saving").is_dir()
+        with pytest.raises(UserError, match="holds an unfinished save"):
+            Recommender.from_pretrained(out, device="cpu")
     results = train_cli.run(rerun)  # the same command again: nothing left by the killed run blocks it
     assert results and json.loads((out / "results.json").read_text())["config"]["training"]["seed"] == 1
+    assert not (out / ".ilrec-saving").exists()
+
+
+def test_final_save_removes_the_previous_saves_other_weight_files(finished_run, tmp_path):
+    """A rerun over a folder whose previous model was sharded, or PEFT adapters, leaves only the new model's weight
+    files (as `save_pretrained` does in place), so loading the folder reads the new weights."""
+    import shutil
+
+    from ilrec_trl import Recommender
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    stale = ["model-00001-of-00002.safetensors", "model.safetensors.index.json", "adapter_config.json",
+             "adapter_model.safetensors"]
+    for name in stale:
+        (out / name).write_text("{}")
+    (out / "notes.txt").write_text("the user's own file")
+    train_cli.run([*TRAIN, "--output_dir", str(out), "--overwrite_output_dir", "--seed", "1"])
+    assert not any((out / name).exists() for name in stale)
+    assert (out / "notes.txt").read_text() == "the user's own file" and (out / "model.safetensors").is_file()
+    assert len(Recommender.from_pretrained(out, device="cpu").recommend([[1, 2, 3]], k=3)[0]) == 3
 
 
 def test_recommend_killed_while_writing_keeps_the_previous_output(finished_run, tmp_path):

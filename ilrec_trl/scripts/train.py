@@ -18,7 +18,7 @@ from pathlib import Path
 
 from trl import get_peft_config
 
-from ..artifact import RecommenderConfig
+from ..artifact import SAVE_IN_PROGRESS, RecommenderConfig
 from ..atomic import move_files_atomically, write_text_atomic
 from ..data import build_tokenizer
 from ..evaluation import RecommendationEvalCallback, evaluate_recommendations, ks_within
@@ -78,16 +78,31 @@ def build_trainer(method, data, tokenizer, data_args, script_args, args, model_a
     return trainer
 
 
+# what `save_pretrained` writes as a model's weights (full or sharded, safetensors or pickle, or PEFT adapters): a new
+# save removes those of the previous one that it did not write, as `save_pretrained` does in place
+WEIGHT_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json", "adapter_model.safetensors",
+                "adapter_model.bin", "adapter_config.json")
+
+
 def save_final_model(trainer, output_dir: Path) -> None:
-    """`trainer.save_model` into a temporary folder inside `output_dir`, whose files are then renamed over the
-    folder's: a run killed while saving (say a rerun with --overwrite_output_dir) leaves each file whole, old or new.
-    Every process calls it (under ZeRO-3 the weights are gathered from all of them); the main one writes."""
-    saving = output_dir / ".ilrec-saving"
+    """`trainer.save_model` into the subfolder `SAVE_IN_PROGRESS` of `output_dir`; then the previous save's weight
+    files that the new one did not write (other shards, adapters over a full model) are removed and each new file is
+    renamed over the folder's; the subfolder goes last. A run killed while saving (say a rerun with
+    --overwrite_output_dir) leaves each file whole, old or new, and the subfolder, by which `Recommender`,
+    `ilrec-eval` and `ilrec-recommend` refuse the folder until a rerun replaces it. Every process calls it (under
+    ZeRO-3 the weights are gathered from all of them); the main one writes."""
+    saving = output_dir / SAVE_IN_PROGRESS
     if trainer.args.should_save and saving.exists():
         shutil.rmtree(saving)  # left by a run killed while saving
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(saving))
     if trainer.args.should_save:
+        written = {p.name for p in saving.iterdir()}
+        for pattern in WEIGHT_FILES:
+            for stale in output_dir.glob(pattern):
+                if stale.name not in written and stale.is_file():
+                    stale.unlink()
         move_files_atomically(saving, output_dir)
     trainer.accelerator.wait_for_everyone()
 
