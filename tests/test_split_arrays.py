@@ -131,3 +131,23 @@ def test_format_prompts_equals_format_prompt():
     for template in ("lcrec", "lcrec_short", "sequence", "{history}", "a {history} b {history} {{c}}"):
         got = format_prompts(pa.array(names), offsets, flat, template).to_pylist()
         assert got == [format_prompt([names[i] for i in h], template) for h in histories]
+
+
+@pytest.mark.parametrize("history_items_per_chunk", [1, 7, 50])
+def test_examples_rendered_in_chunks_equal_the_per_example_split(monkeypatch, history_items_per_chunk):
+    """Long histories render fewer examples per chunk (`HISTORY_ITEMS_PER_CHUNK`), down to one: the same dataset."""
+    from ilrec_trl.data import splits
+
+    monkeypatch.setattr(splits, "HISTORY_ITEMS_PER_CHUNK", history_items_per_chunk)
+    rng = np.random.default_rng(1)
+    identifiers = [f"<a_{i % 5}><b_{i}>" for i in range(30)]
+    sequences = random_sequences(rng, 40, 30, lambda u: f"u{u}")
+    data = leave_one_out(sequences, ItemCatalog(identifiers), max_history=6, min_interactions=3)
+    assert_same(data, reference_leave_one_out(sequences, ItemCatalog(identifiers), 6, 3))
+
+
+def test_format_prompts_refuses_offsets_past_arrow_limits():
+    import pyarrow as pa
+
+    with pytest.raises(pa.ArrowInvalid):  # an int32 cast that would wrap around silently is refused
+        format_prompts(pa.array(["x"]), np.array([0, 2**31]), np.zeros(1, dtype=np.int64))

@@ -39,13 +39,15 @@ def template_parts(template: str = DEFAULT_TEMPLATE) -> list[str] | None:
 def format_prompts(identifiers, offsets, items, template: str = DEFAULT_TEMPLATE):
     """`format_prompt` for many histories at once, in Arrow (no Python object per history item): history `r` is
     `items[offsets[r]:offsets[r + 1]]` (item ids), `identifiers` a `pyarrow` string array (item id -> identifier).
-    Returns a `pyarrow` string array, equal to `[format_prompt([...], template) for each history]`."""
+    Returns a `pyarrow` string array, equal to `[format_prompt([...], template) for each history]`. Arrow's string and
+    list arrays hold 32-bit offsets: past 2^31 history items or bytes per call it raises (never wraps); callers render
+    in chunks (`data/splits.py`)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     names = identifiers.take(pa.array(np.asarray(items, dtype=np.int64)))
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int32)), names),
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int64), pa.int32()), names),
                             HISTORY_SEPARATOR)
     parts = template_parts(template)
     if parts is None:  # an unusual template: rendered one by one, exactly as format_prompt does

@@ -15,6 +15,9 @@ from .prompts import format_prompts
 
 logger = logging.getLogger(__name__)
 CHUNK = 1 << 18  # examples rendered at a time: bounds the memory of the intermediate strings
+# history items rendered at a time (fewer examples per chunk for long histories): keeps a chunk's strings far below
+# Arrow's 2^31-byte limit of a string array (4M identifiers of up to ~500 bytes) and its memory bounded
+HISTORY_ITEMS_PER_CHUNK = 1 << 22
 
 
 def _window(positions, starts, max_history):
@@ -32,15 +35,16 @@ def _split(fingerprint, users, rows, positions, starts, items, identifiers, comp
     if len(positions) == 0:
         return Dataset.from_list([])
     batches = []
-    for begin in range(0, len(positions), CHUNK):
-        pos, start = positions[begin : begin + CHUNK], starts[begin : begin + CHUNK]
+    chunk = max(1, min(CHUNK, HISTORY_ITEMS_PER_CHUNK // max(max_history, 1)))
+    for begin in range(0, len(positions), chunk):
+        pos, start = positions[begin : begin + chunk], starts[begin : begin + chunk]
         offsets, flat = _window(pos, start, max_history)
         history = items[flat]
         targets = items[pos]
         batches.append(pa.record_batch({
             "prompt": format_prompts(identifiers, offsets, history, template),
             "completion": completions.take(pa.array(targets)),
-            "user_id": users.take(pa.array(rows[begin : begin + CHUNK])),
+            "user_id": users.take(pa.array(rows[begin : begin + chunk])),
             "item_id": pa.array(targets, pa.int64()),
             "history": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(history, pa.int64())),
         }))
