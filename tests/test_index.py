@@ -195,6 +195,31 @@ def test_cli_writes_a_loadable_index(catalogue_files, capsys, embedding):
         assert all(first[k] == first[k % 4] for k in range(24))
 
 
+@pytest.mark.parametrize("per_centroid", [0, 2])
+def test_cli_max_points_per_centroid_reaches_the_fit(catalogue_files, per_centroid, monkeypatch):
+    """24 items, 4 codes: `--max_points_per_centroid 2` fits each level on a sample of 8 items, 0 on all 24 (`None`);
+    the index written is the fit's, unique."""
+    from ilrec_trl.indexing import residual_kmeans
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["max_points_per_centroid"], residual_kmeans(*args, **kwargs)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(index_cli, "residual_kmeans", spy)
+    out = catalogue_files / f"items{per_centroid}.index.json"
+    index_cli.run(["--dataset", "interactions", "--interactions_file", str(catalogue_files / "inter.csv"),
+                   "--items_file", str(catalogue_files / "items.csv"), "--output", str(out), "--embedding", "text",
+                   "--levels", "2", "--codebook_size", "4", "--embedding_dim", "8",
+                   "--max_points_per_centroid", str(per_centroid)])
+    assert [setting for setting, _ in seen] == [per_centroid or None]
+    codes = seen[0][1].codes
+    saved = json.loads(out.read_text())
+    assert [saved[str(k)][0] for k in range(24)] == [f"<a_{int(c)}>" for c in codes[:, 0]]
+    assert len({tuple(v) for v in saved.values()}) == 24
+
+
 def test_cli_bad_inputs_leave_nothing(tmp_path):
     out = tmp_path / "x.index.json"
     with pytest.raises(ValueError, match="no item titles or texts to embed: use --embedding cf"):
@@ -203,6 +228,8 @@ def test_cli_bad_inputs_leave_nothing(tmp_path):
         index_cli.run(["--dataset", "synthetic"])
     with pytest.raises(ValueError, match="--cf_weight 2.0 must be between 0 and 1"):
         index_cli.run(["--dataset", "synthetic", "--output", str(out), "--cf_weight", "2"])
+    with pytest.raises(ValueError, match="--max_points_per_centroid -1 must be >= 0"):
+        index_cli.run(["--dataset", "synthetic", "--output", str(out), "--max_points_per_centroid", "-1"])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -12,9 +12,11 @@ level), which spreads items over the codebook and lowers collisions.
 
 For large catalogues the centroids are fitted on a seeded sample of at most `max_points_per_centroid x k` points
 (256 per centroid, as faiss does by default), and every point is then assigned to them in chunks (with
-`balanced`, by Sinkhorn over all points, streamed chunk by chunk): the cost is O(sample x k x iterations + n x k) and
-the memory of a chunk, not O(n x k x iterations) with `[n, k]` float64 matrices. Catalogues under that size are
-fitted on every point exactly as before.
+`balanced`, by Sinkhorn over all points, streamed chunk by chunk): the cost is O(sample x k x iterations + n x k),
+not O(n x k x iterations) with `[n, k]` float64 matrices. The memory is a chunk's distances, or with `balanced` the
+`[n, k]` float32 distances of all points (1 GB at 10^6 items and 256 codes), which the Sinkhorn passes share.
+Catalogues under that size are fitted on every point (no sample); `max_points_per_centroid=None` (`ilrec-index
+--max_points_per_centroid 0`) fits every catalogue on every point.
 """
 
 from dataclasses import dataclass, field

@@ -53,6 +53,12 @@ class IndexArguments:
     codebook_size: int = field(default=256, metadata={"help": "Codes per level."})
     balanced: bool = field(default=False, metadata={"help": "Balanced (Sinkhorn) assignment in k-means."})
     kmeans_iters: int = field(default=50, metadata={"help": "Lloyd iterations per level (at most)."})
+    max_points_per_centroid: int = field(
+        default=256, metadata={"help": "Each level's centroids are fitted on a seeded sample of at most this many "
+                                       "items per code (faiss's default), then every item is assigned to them: "
+                                       "catalogues above codebook_size x this are not fitted on every item. "
+                                       "0 = fit on every item (slower at 10^5+ items)."}
+    )
     collision_level: bool = field(
         default=True, metadata={"help": "Add a level that separates items sharing all codes (unique identifiers)."}
     )
@@ -109,6 +115,9 @@ def run(argv=None) -> dict:
         raise UserError("--output is required: the index.json file to write.")
     if not 0 <= index_args.cf_weight <= 1:
         raise UserError(f"--cf_weight {index_args.cf_weight} must be between 0 and 1.")
+    if index_args.max_points_per_centroid < 0:
+        raise UserError(f"--max_points_per_centroid {index_args.max_points_per_centroid} must be >= 0 (0 = fit "
+                        f"every level on every item).")
     output = Path(index_args.output)
     report_path = Path(index_args.report) if index_args.report else output.with_suffix(".report.json")
     check_writable(output, "--output")
@@ -118,7 +127,8 @@ def run(argv=None) -> dict:
     embeddings = build_embeddings(data, index_args)
     result = residual_kmeans(embeddings, levels=index_args.levels, codebook_size=index_args.codebook_size,
                              iters=index_args.kmeans_iters, seed=index_args.seed, balanced=index_args.balanced,
-                             collision_level=index_args.collision_level)
+                             collision_level=index_args.collision_level,
+                             max_points_per_centroid=index_args.max_points_per_centroid or None)
     report = {
         "index": str(output), "dataset": data.name, "num_items": len(data.catalog),
         "embedding": index_args.embedding, "encoder": index_args.encoder or "tfidf-svd",
