@@ -49,3 +49,12 @@ def test_call_site_prefers_ilrec_trl_frames():
              traceback.FrameSummary("/x/site-packages/torch/_tensor.py", 99, "item")]
     assert call_site(stack) == "ilrec_trl/trainer/request.py:35 (check_reward_values)"
     assert call_site([stack[0], stack[2]]) == "torch/_tensor.py:99 (item)"
+
+
+def test_close_after_a_step_that_raised_restores_the_mode_and_the_warnings():
+    audit = SyncAudit(first_step=0, last_step=1, set_mode=set_mode)
+    showwarning = warnings.showwarning
+    audit.on_step_begin(None, SimpleNamespace(global_step=0), None)  # the step raises: on_step_end never runs
+    assert MODE["on"] is True and warnings.showwarning != showwarning
+    assert audit.close() is True and audit.close() is False
+    assert MODE["on"] is False and warnings.showwarning == showwarning and audit.report()["steps"] == 0

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from ilrec_trl.atomic import write_text_atomic
+
 from benchmarks.device.sync_audit import SyncAudit
 from benchmarks.speed.step_overhead.data import (
     ILREC_LAYERS,
@@ -183,7 +185,11 @@ def run_one(variant, shape, batch, warmup, steps, smoke, profile_steps=0, audit_
         audit = SyncAudit(warmup + steps, warmup + steps + audit_steps)
         trainer.add_callback(audit)
     seq_len = len(trainer.train_dataset[0]["input_ids"])
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        if audit is not None:
+            audit.close()  # a step that raised leaves the sync debug mode on otherwise
     measured = times[warmup:warmup + steps] or times
     result = {"variant": variant, "batch": batch, "seq_len_first_example": seq_len, "steps_measured": len(measured),
               "step_s_median": statistics.median(measured), "step_s_all": [round(t, 5) for t in times],
@@ -294,7 +300,7 @@ def main(argv=None):
                   f"{1000 * result['step_s_median']:.1f} ms, peak {result.get('peak_mem_gib', float('nan')):.2f} GiB, "
                   f"seq_len {result['seq_len_first_example']}", flush=True)
             report["summary"] = summarise(report["runs"])
-            out.write_text(json.dumps(report, indent=1))
+            write_text_atomic(out, json.dumps(report, indent=1))
     print(table(report["summary"]))
     if a.profile_batch:
         report["profile"] = {}
@@ -302,8 +308,8 @@ def main(argv=None):
             result = run_one(variant, Path(a.shape), a.profile_batch, a.warmup, a.profile_steps, a.smoke,
                              profile_steps=a.profile_steps, audit_steps=a.profile_steps)
             report["profile"][variant] = {"batch": a.profile_batch, **result.get("profile", {}),
-                                          "host_syncs": result["host_syncs"]}
-            out.write_text(json.dumps(report, indent=1))
+                                          "host_syncs": result.get("host_syncs", "not audited: --profile_steps 0")}
+            write_text_atomic(out, json.dumps(report, indent=1))
         print(profile_table(report["profile"]))
 
 

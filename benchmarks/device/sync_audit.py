@@ -64,11 +64,18 @@ class SyncAudit(TrainerCallback):
             self.set_mode("warn")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self._catch is not None:
-            self.set_mode("default")
-            self._catch.__exit__(None, None, None)
-            self._catch = None
+        if self.close():
             self.steps += 1
+
+    def close(self) -> bool:
+        """Switch the audit off (CUDA's default mode, the warnings as they were) if it is on; True if it was. Also
+        for the caller to run when a step raised (`on_step_end` is not reached then)."""
+        if self._catch is None:
+            return False
+        self.set_mode("default")
+        self._catch.__exit__(None, None, None)
+        self._catch = None
+        return True
 
     def report(self) -> dict:
         total = sum(self.counts.values())
