@@ -60,21 +60,24 @@ def sinkhorn_assign(sq_dists: torch.Tensor, iters: int = 50, epsilon: float = 0.
 
 def sinkhorn_assign_chunks(chunks: list[torch.Tensor], iters: int = 50, epsilon: float = 0.05) -> torch.Tensor:
     """[`sinkhorn_assign`] over the rows of `torch.cat(chunks)`, one chunk at a time: the same iterations (row
-    potentials per chunk, the column potentials summed over the chunks), without `[n, k]` temporaries."""
+    potentials per chunk, the column potentials summed over the chunks), without `[n, k]` temporaries. The list is
+    consumed: each entry is replaced by its log-kernel, computed once for all the iterations (the tensors given are
+    not modified; the memory stays that of the distances)."""
     n, k = sum(len(c) for c in chunks), chunks[0].shape[1]
     dtype = chunks[0].dtype
     scale = (sum(c.sum() for c in chunks) / (n * k)).clamp_min(1e-12)
+    for i, chunk in enumerate(chunks):
+        chunks[i] = -(chunk / scale) / epsilon
     log_v = torch.zeros(k, dtype=dtype)
     log_a = -torch.log(torch.tensor(float(n), dtype=dtype))
     log_b = -torch.log(torch.tensor(float(k), dtype=dtype))
     for _ in range(iters):
         columns = torch.full((k,), float("-inf"), dtype=dtype)
-        for chunk in chunks:
-            log_kernel = -(chunk / scale) / epsilon
+        for log_kernel in chunks:
             log_u = log_a - torch.logsumexp(log_kernel + log_v[None, :], dim=1)
             columns = torch.logaddexp(columns, torch.logsumexp(log_kernel + log_u[:, None], dim=0))
         log_v = log_b - columns
-    return torch.cat([(-(chunk / scale) / epsilon + log_v[None, :]).argmax(dim=1) for chunk in chunks])
+    return torch.cat([(log_kernel + log_v[None, :]).argmax(dim=1) for log_kernel in chunks])
 
 
 def assign_all(x: torch.Tensor, centroids: torch.Tensor, balanced: bool = False) -> torch.Tensor:
