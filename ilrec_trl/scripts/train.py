@@ -16,6 +16,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from peft.utils import CONFIG_NAME as ADAPTER_CONFIG_NAME
+from peft.utils import SAFETENSORS_WEIGHTS_NAME as ADAPTER_SAFETENSORS_NAME
+from peft.utils import WEIGHTS_NAME as ADAPTER_WEIGHTS_NAME
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from trl import get_peft_config
 
 from ..artifact import SAVE_IN_PROGRESS, RecommenderConfig
@@ -78,11 +82,12 @@ def build_trainer(method, data, tokenizer, data_args, script_args, args, model_a
     return trainer
 
 
-# what `save_pretrained` writes as a model's weights (full or sharded, safetensors or pickle, or PEFT adapters): a new
-# save removes those of the previous one that it did not write, as `save_pretrained` does in place
-WEIGHT_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json", "adapter_model.safetensors",
-                "adapter_model.bin", "adapter_config.json")
+# what `save_pretrained` writes as a model's weights (full or sharded, safetensors or pickle, or PEFT adapters), by
+# the names transformers and peft give them: a new save removes those of the previous one that it did not write, as
+# `save_pretrained` does in place
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, "model-*-of-*.safetensors", SAFE_WEIGHTS_INDEX_NAME,
+                WEIGHTS_NAME, "pytorch_model-*-of-*.bin", WEIGHTS_INDEX_NAME,
+                ADAPTER_SAFETENSORS_NAME, ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME)
 
 
 def save_final_model(trainer, output_dir: Path) -> None:
