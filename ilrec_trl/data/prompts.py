@@ -47,8 +47,8 @@ def format_prompts(identifiers, offsets, items, template: str = DEFAULT_TEMPLATE
     import pyarrow.compute as pc
 
     names = identifiers.take(pa.array(np.asarray(items, dtype=np.int64)))
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int64), pa.int32()), names),
-                            HISTORY_SEPARATOR)
+    offsets = pa.array(np.asarray(offsets, dtype=np.int64), pa.int32())  # raises on overflow
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, names), HISTORY_SEPARATOR)
     parts = template_parts(template)
     if parts is None:  # an unusual template: rendered one by one, exactly as format_prompt does
         return pa.array([PROMPT_TEMPLATES.get(template, template).format(history=h) for h in joined.to_pylist()],
